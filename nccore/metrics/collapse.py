@@ -107,6 +107,17 @@ class CollapseStats:
         if logits is not None and self.reference is not None:
             self._count_ncc(h, y, g, w, as_f64(logits).to(h.device))
 
+    def add_ncc(self, features, labels, groups=None, logits=None) -> None:
+        """Count NC4 for a batch without adding it to the statistics (the second pass over a
+        split whose own means are the reference)."""
+        if self.reference is None:
+            raise ValueError("add_ncc needs reference means: call set_reference first")
+        h = as_f64(features).reshape(len(features), -1).to(self.n.device)
+        y = as_long(labels).to(h.device)
+        g = torch.zeros_like(y) if groups is None else as_long(groups).to(h.device)
+        w = torch.isfinite(h).all(dim=1).to(torch.float64)
+        self._count_ncc(torch.nan_to_num(h), y, g, w, as_f64(logits).to(h.device))
+
     def _count_ncc(self, h, y, g, w, logits) -> None:
         pred = logits.argmax(dim=1)
         near = torch.cdist(h, self.reference).argmin(dim=1)
@@ -311,13 +322,9 @@ def _with_ncc(stats: CollapseStats, features, labels, groups, weight, bias, mean
     w, b = _as_softmax_head(as_f64(weight), None if bias is None else as_f64(bias), stats.C)
     h = as_f64(features).to(stats.n.device)
     logits = h @ w.to(h.device).T + (0 if b is None else b.to(h.device))
-    ref = stats.class_means() if means is None else means
-    second = CollapseStats(stats.C, stats.d, stats.S, device=stats.n.device, within=stats.within,
-                           global_mean=stats.global_mean, rank=stats.rank)
-    second.set_reference(ref, stats.group_class_means() if stats.S > 1 else None)
-    second.update(h, labels, groups, logits=logits)
-    stats.ncc = second.ncc
-    stats.reference, stats.group_reference = second.reference, second.group_reference
+    stats.set_reference(stats.class_means() if means is None else means,
+                        stats.group_class_means() if stats.S > 1 else None)
+    stats.add_ncc(h, labels, groups, logits)
     return stats
 
 

@@ -1,0 +1,175 @@
+"""The evaluation pass a trial runs after each epoch: one eval-mode forward over each split,
+streaming features into `CollapseStats` and predictions into device tensors (no host sync per
+batch), then the rows: one per split for "all" and one per subgroup.
+
+Train-split metrics use a fixed stratified subsample (`metrics_train_samples`, drawn once per
+trial); its features are kept for NC4 (whose reference is this split's own means, so it needs a
+second look at the features) and for fine-label recovery. Val and test use the train means as
+the NC4 reference (SCIENCE.md §A.5), counted during their single pass.
+"""
+from __future__ import annotations
+
+import contextlib
+import warnings
+
+import numpy as np
+import torch
+from torch import nn
+
+from .data.base import Dataset, Split
+from .metrics import fairness_summary, fine_recovery, geometric_complexity, group_metrics, linear_probe_accuracy
+from .metrics.collapse import CollapseStats, alignment_from_stats, nc_metrics
+
+NC_KEYS = ("nc1", "nc1_tr_ratio", "nc2_norm_cv", "nc2_cos_std", "nc2_max_angle", "nc2_etf", "cdnv",
+           "nc2_wnorm_cv", "nc2_wmax_angle", "nc3", "nc3_etf", "nc4_mismatch", "ncc_acc",
+           "nc4_mismatch_global", "ncc_acc_global")
+
+
+def stratified_sample(split: Split, subgroup: torch.Tensor, cap: int, seed: int) -> torch.Tensor:
+    """Indices of at most `cap` rows, each (label, subgroup) cell sampled in proportion."""
+    n = len(split)
+    if n <= cap:
+        return torch.arange(n)
+    rng = np.random.default_rng(seed)
+    cell = (split.y.cpu().numpy() * 1000 + subgroup.cpu().numpy())
+    keep = []
+    for c in np.unique(cell):
+        idx = np.flatnonzero(cell == c)
+        keep.append(rng.choice(idx, size=max(1, int(round(len(idx) * cap / n))), replace=False))
+    return torch.from_numpy(np.sort(np.concatenate(keep)))
+
+
+class _Pass:
+    """Everything one forward pass over a split produces."""
+
+    def __init__(self, stats, preds, loss, feats):
+        self.stats, self.preds, self.loss, self.feats = stats, preds, loss, feats
+
+
+@torch.no_grad()
+def _forward_pass(model, split: Split, sub: torch.Tensor, num_classes: int, num_sub: int, bs: int,
+                  autocast, reference=None, keep_features=False, channels_last=False) -> _Pass:
+    dev = split.y.device
+    stats = CollapseStats(num_classes, model.feature_dim, num_sub, device=dev)
+    if reference is not None:
+        stats.set_reference(*reference)
+    preds, feats = [], []
+    loss = torch.zeros((), dtype=torch.float64, device=dev)
+    for i in range(0, len(split), bs):
+        x = split.x[i:i + bs]
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with autocast():
+            f = model.features(x)
+            z = model.classifier(f)
+        f, z = f.float(), z.float()
+        y = split.y[i:i + bs]
+        stats.update(f, y, sub[i:i + bs], logits=z)
+        loss += nn.functional.cross_entropy(z, y, reduction="sum").double()
+        preds.append(z.argmax(1))
+        if keep_features:
+            feats.append(f)
+    return _Pass(stats, torch.cat(preds), loss / max(len(split), 1), torch.cat(feats) if feats else None)
+
+
+def evaluate(model, data: Dataset, cfg: dict, train_idx: torch.Tensor, autocast=contextlib.nullcontext,
+             epoch: int = 0) -> list[dict]:
+    """Rows for every split × (all, each subgroup) with every enabled metric (see module doc)."""
+    model.eval()
+    bs, metrics = cfg["eval_batch_size"], set(cfg["metrics"])
+    want_fine = "fine" in metrics and data.splits["test"].fine is not None and _fine_due(cfg, epoch)
+    w = model.classifier.weight.detach().double()
+    b = model.classifier.bias.detach().double() if model.classifier.bias is not None else None
+    cl = cfg.get("_channels_last", False)
+    rows, passes, reference = [], {}, None
+    for name in ("train", "val", "test"):
+        split = data.splits[name]
+        if name == "train":
+            split = split.subset(train_idx.to(split.y.device))
+        sub = data.subgroup(split)
+        keep = name == "train" or (name == "test" and want_fine)
+        ps = _forward_pass(model, split, sub, data.num_classes, data.num_subgroups, bs, autocast,
+                           reference, keep_features=keep, channels_last=cl)
+        if name == "train":
+            reference = (ps.stats.class_means(), ps.stats.group_class_means())
+            ps.stats.set_reference(*reference)
+            for i in range(0, len(split), bs):
+                f = ps.feats[i:i + bs]
+                ps.stats.add_ncc(f, split.y[i:i + bs], sub[i:i + bs], logits=f.double() @ w.T + (0 if b is None else b))
+        passes[name] = ps
+        rows += _split_rows(name, split, sub, ps, w, b, metrics)
+    extra = {}
+    if "gc" in metrics:
+        extra["gc"] = _gc(model, data.splits["train"], train_idx, cfg)
+    if want_fine:
+        extra.update(_fine(data, train_idx, passes))
+    for r in rows:
+        if r["group"] == "all" and (r["split"] == "test" or (r["split"] == "train" and "gc" in extra)):
+            r.update({k: v for k, v in extra.items() if k == "gc" or r["split"] == "test"})
+    return rows
+
+
+def _split_rows(name, split: Split, sub, ps: _Pass, w, b, metrics) -> list[dict]:
+    y, yc = split.y.cpu().numpy(), split.y_clean.cpu().numpy()
+    pred, subn, g = ps.preds.cpu().numpy(), sub.cpu().numpy(), split.g.cpu().numpy()
+    flipped = split.flipped.cpu().numpy()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NaN metrics of tiny groups are expected
+        top = {"split": name, "group": "all", "n": len(y), "loss": float(ps.loss),
+               "acc": float(np.mean(pred == y)), "acc_clean": float(np.mean(pred == yc))}
+        per = {s: {"split": name, "group": str(s)} for s in range(ps.stats.S)}
+        if "nc" in metrics:
+            top.update(_pick(ps.stats.metrics(w, b)))
+            for s, m in ps.stats.metrics_by_group(w, b).items():
+                per[s].update(_pick(m))
+            al = alignment_from_stats(ps.stats)
+            for s in per:
+                cos = list(al["align_cos"][s].values())
+                per[s].update(align_cos=float(np.mean(cos)) if cos else float("nan"),
+                              align_dist=al["align_dist"][s], axis_cos=al["axis_cos"][s],
+                              axis_ratio=al["axis_ratio"][s], subgroup_offset=al["subgroup_offset"][s])
+            if flipped.any() and ps.feats is not None:
+                top["nc1_clean"] = nc_metrics(ps.feats, split.y_clean, num_classes=ps.stats.C)["nc1"]
+        if "fairness" in metrics:
+            top.update(fairness_summary(yc, pred, g))
+            for s, m in group_metrics(yc, pred, subn).items():
+                per[s].update(m)
+        for s in per:
+            m = subn == s
+            per[s].setdefault("n", int(m.sum()))
+            if flipped[m].any():
+                per[s]["memorisation"] = float(np.mean(pred[m & flipped] == y[m & flipped]))
+    return [top] + [per[s] for s in per if per[s]["n"] > 0]
+
+
+def _pick(m: dict) -> dict:
+    return {k: float(m[k]) for k in NC_KEYS if k in m}
+
+
+def _fine_due(cfg, epoch) -> bool:
+    every = cfg["fine_every"]
+    return epoch + 1 == cfg["epochs"] or (every > 0 and (epoch + 1) % every == 0)
+
+
+def _fine(data: Dataset, train_idx, passes) -> dict:
+    """Fine-label recovery from penultimate features (SCIENCE.md §B): k-means fitted on the
+    train subsample inside each coarse class, test features assigned; a linear probe on fine
+    labels; fine NC1 inside each coarse class (test features)."""
+    tr = data.splits["train"].subset(train_idx.to(data.splits["train"].y.device))
+    te = data.splits["test"]
+    ftr, fte = passes["train"].feats.cpu(), passes["test"].feats.cpu()
+    rec = fine_recovery(fte, te.coarse, te.fine, train_features=ftr, train_coarse=tr.coarse)
+    out = {f"fine_{k}": v for k, v in rec.items()}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        out["fine_probe_acc"] = linear_probe_accuracy(ftr, tr.fine.cpu(), fte, te.fine.cpu())
+        nc1 = [nc_metrics(fte[te.coarse.cpu() == k], te.fine.cpu()[te.coarse.cpu() == k])["nc1"]
+               for k in te.coarse.unique().tolist()]
+    out["fine_nc1"] = float(np.nanmean(nc1)) if np.isfinite(nc1).any() else float("nan")
+    return out
+
+
+def _gc(model, split: Split, train_idx, cfg) -> float:
+    """GC of the embedding map (model.features) on a fixed train subsample (SCIENCE.md §C)."""
+    idx = train_idx[: cfg["gc_samples"]].to(split.y.device)
+    return geometric_complexity(model.features, split.x[idx], num_probes=cfg["gc_probes"], seed=cfg["seed"])

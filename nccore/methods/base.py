@@ -1,0 +1,107 @@
+"""The method contract (DomainBed style): one class per method, registered by name, with its
+hyperparameters and defaults beside it.
+
+A method owns the model being trained and its optimiser. The trial calls `update(x, y)` once per
+mini-batch (it returns the detached loss, so no host sync happens per step), `end_of_epoch()`
+after every epoch, and evaluates `eval_model()`. `state_dict()` / `load_state_dict()` cover
+everything a resumed trial needs.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import nn
+
+METHODS: dict[str, type["Method"]] = {}
+
+
+def register(name: str):
+    def deco(cls):
+        cls.name = name
+        METHODS[name] = cls
+        return cls
+    return deco
+
+
+class Method:
+    name = "base"
+    hparams: dict = {}   # method_options and their defaults
+
+    def __init__(self, model: nn.Module, cfg: dict, data, steps_per_epoch: int):
+        self.model, self.cfg, self.data = model, cfg, data
+        self.opts = {**self.hparams, **cfg.get("method_options", {})}
+        self.device = next(model.parameters()).device
+        self.steps_per_epoch = steps_per_epoch
+        self.params = [p for p in self.trainable_parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(self.params, cfg)
+        self.scheduler = make_scheduler(self.optimizer, cfg, steps_per_epoch)
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        bad = [k for k in options if k not in cls.hparams]
+        if bad:
+            raise ValueError(f"method_options `{bad[0]}` is not an option of method {cls.name!r}; "
+                             f"its options are {sorted(cls.hparams) or 'none'}")
+
+    def trainable_parameters(self):
+        return self.model.parameters()
+
+    def autocast(self):
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(self.cfg["precision"])
+        if dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            logits = self.model(x)
+        return nn.functional.cross_entropy(logits.float(), y)
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = self.loss(x, y)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss.detach()
+
+    def end_of_epoch(self, epoch: int) -> dict:
+        """Hook after each training epoch; may return extra scalar columns for the rows."""
+        return {}
+
+    def eval_model(self) -> nn.Module:
+        return self.model
+
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def state_dict(self) -> dict:
+        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
+
+def make_optimizer(params, cfg: dict) -> torch.optim.Optimizer:
+    if not params:
+        raise ValueError("no trainable parameters")
+    if cfg["optimizer"] == "sgd":
+        return torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    cls = torch.optim.Adam if cfg["optimizer"] == "adam" else torch.optim.AdamW
+    return cls(params, lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+
+
+def make_scheduler(opt, cfg: dict, steps_per_epoch: int):
+    total = max(1, cfg["epochs"] * steps_per_epoch)
+    if cfg["schedule"] == "cosine":
+        fn = lambda step: 0.5 * (1 + math.cos(math.pi * min(step, total) / total))  # noqa: E731
+    elif cfg["schedule"] == "step":  # ×0.1 at 50% and 75% of training
+        fn = lambda step: 0.1 ** ((step >= total // 2) + (step >= 3 * total // 4))  # noqa: E731
+    else:
+        fn = lambda step: 1.0  # noqa: E731
+    return torch.optim.lr_scheduler.LambdaLR(opt, fn)

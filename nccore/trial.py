@@ -1,0 +1,131 @@
+"""`run_trial(config)`: one trial from a plain dict, yielding a row per (epoch, split, group).
+
+The loop reads top to bottom: build data (on the device), model and method; resume from the
+checkpoint if one exists; then per epoch train (`method.update` per batch, no host sync), check
+for divergence, evaluate, checkpoint, and yield the epoch's rows. nccore imports no Ray: the
+sweep runner wraps `iter_epochs`.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import random
+import time
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from . import __version__, checkpoint
+from .config import trial_id, validate_config
+from .data import build_dataset
+from .data.loader import TensorLoader
+from .evaluate import evaluate, stratified_sample
+from .methods import METHODS
+from .models import FAMILIES, build_model
+
+CONFIG_COLUMNS = ("dataset", "arch", "method", "lr", "weight_decay", "bias_level", "penalty", "seed", "width",
+                  "epochs", "batch_size", "optimizer", "bias_kind", "coarse")
+
+
+def resolve_device(cfg: dict) -> dict:
+    """Fill the 'auto' fields: device, precision (bf16 on CUDA), channels_last (CUDA)."""
+    cfg = dict(cfg)
+    if cfg["device"] == "auto":
+        cfg["device"] = "cuda" if torch.cuda.is_available() else "cpu"
+    cuda = cfg["device"].startswith("cuda")
+    if cfg["precision"] == "auto":
+        cfg["precision"] = "bf16" if cuda else "fp32"
+    cfg["_channels_last"] = cuda if cfg["channels_last"] == "auto" else bool(cfg["channels_last"])
+    return cfg
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def prepare(config: dict):
+    """Validated config, dataset (on device), model and method — the pieces a trial trains."""
+    cfg = resolve_device(validate_config(config))
+    seed_everything(cfg["seed"])
+    data_opts = dict(cfg["data"], **({"target": "coarse"} if cfg["coarse"] else {}))
+    data = build_dataset(cfg["dataset"], data_opts, cfg["bias_level"], cfg["bias_kind"], cfg["group_by"], cfg["seed"])
+    if cfg["coarse"] and "fine" not in cfg["metrics"]:
+        cfg["metrics"] = list(cfg["metrics"]) + ["fine"]
+    dev = torch.device(cfg["device"])
+    data.splits = {k: s.to(dev) for k, s in data.splits.items()}
+    x = data.splits["train"].x
+    model = build_model(cfg["arch"], data.num_classes, cfg["width"], x.shape[-1], cfg["stem"], x.shape[1],
+                        cfg["weights"]).to(dev)
+    if cfg["_channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    loader = TensorLoader(data.splits["train"], cfg["batch_size"], shuffle=True, augment=cfg["augment"],
+                          gen=gen, drop_last=True)
+    method = METHODS[cfg["method"]](model, cfg, data, len(loader))
+    return cfg, data, model, method, loader, gen
+
+
+def run_trial(config: dict) -> Iterator[dict]:
+    """Yield one dict per (epoch, split, group) row; see `iter_epochs`."""
+    for _, rows in iter_epochs(config):
+        yield from rows
+
+
+def iter_epochs(config: dict) -> Iterator[tuple[int, list[dict]]]:
+    """Yield (epoch, rows) after every epoch. With `checkpoint_dir`, the state after each epoch is
+    saved there before its rows are yielded, and a trial whose directory already holds a
+    checkpoint continues from it (same rows as an uninterrupted run on CPU)."""
+    cfg, data, model, method, loader, gen = prepare(config)
+    tid = cfg["trial_id"] or trial_id(config)
+    train_idx = stratified_sample(data.splits["train"], data.subgroup(data.splits["train"]),
+                                  cfg["metrics_train_samples"], cfg["seed"])
+    start = 0
+    state = checkpoint.load(cfg["checkpoint_dir"])
+    if state is not None:
+        method.load_state_dict(state["method"])
+        checkpoint.set_rng_state(state["rng"], gen)
+        start = state["epoch"] + 1
+    fixed = {"trial_id": tid, **{k: cfg[k] for k in CONFIG_COLUMNS}, "family": FAMILIES[cfg["arch"]],
+             "device": _device_name(cfg["device"]), "amp": cfg["precision"]}
+    step = getattr(method, "train_model", None) or method.model
+    for epoch in range(start, cfg["epochs"]):
+        t0 = time.perf_counter()
+        step.train()
+        loss_sum = torch.zeros((), device=cfg["device"])
+        for x, y in loader:
+            if cfg["_channels_last"]:
+                x = x.contiguous(memory_format=torch.channels_last)
+            loss_sum += method.update(x, y)
+        train_loss = float(loss_sum) / max(len(loader), 1)       # the one host sync of the epoch
+        extra = method.end_of_epoch(epoch)
+        train_time = time.perf_counter() - t0
+        base = {**fixed, "epoch": epoch, "lr_now": method.lr(), "train_loss": train_loss,
+                "train_time": train_time, "images_per_s": len(loader) * cfg["batch_size"] / max(train_time, 1e-9),
+                "metrics_train_samples": len(train_idx), **extra}
+        if not math.isfinite(train_loss):
+            yield epoch, [{**base, "split": "train", "group": "all", "status": "diverged"}]
+            return
+        t1 = time.perf_counter()
+        rows = evaluate(method.eval_model(), data, cfg, train_idx, method.autocast, epoch)
+        base["eval_time"] = time.perf_counter() - t1
+        if cfg["checkpoint_dir"]:
+            checkpoint.save(cfg["checkpoint_dir"], {"epoch": epoch, "method": method.state_dict(),
+                                                     "rng": checkpoint.rng_state(gen), "config": config})
+        yield epoch, [{**base, **r, "status": "ok"} for r in rows]
+
+
+def _device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return platform.processor() or platform.machine()
+
+
+def environment() -> dict:
+    """Library versions and determinism flags a result row needs to be reproduced."""
+    return {"torch_version": torch.__version__, "ncsweep_version": __version__,
+            "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
+            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
