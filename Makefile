@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-slow bench clean
+.PHONY: demo trial test test-slow bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -12,7 +12,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m sweeps.demo
+	RAY_AUTH_MODE=disabled $(BIN)/ncsweep run sweeps/specs/demo.yaml --out runs/demo
+	@echo "results: runs/demo/rows (Parquet), runs/demo/trials.parquet"
+
+trial: $(STAMP)
+	$(BIN)/python -m nccore.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow"

@@ -75,10 +75,12 @@ def run_trial(config: dict) -> Iterator[dict]:
         yield from rows
 
 
-def iter_epochs(config: dict) -> Iterator[tuple[int, list[dict]]]:
+def iter_epochs(config: dict, sink=None) -> Iterator[tuple[int, list[dict]]]:
     """Yield (epoch, rows) after every epoch. With `checkpoint_dir`, the state after each epoch is
     saved there before its rows are yielded, and a trial whose directory already holds a
-    checkpoint continues from it (same rows as an uninterrupted run on CPU)."""
+    checkpoint continues from it (same rows as an uninterrupted run on CPU). `sink(epoch, rows)`,
+    if given, is called before the checkpoint is written, so a crash between the two re-runs the
+    epoch rather than losing its rows."""
     cfg, data, model, method, loader, gen = prepare(config)
     tid = cfg["trial_id"] or trial_id(config)
     train_idx = stratified_sample(data.splits["train"], data.subgroup(data.splits["train"]),
@@ -107,15 +109,21 @@ def iter_epochs(config: dict) -> Iterator[tuple[int, list[dict]]]:
                 "train_time": train_time, "images_per_s": len(loader) * cfg["batch_size"] / max(train_time, 1e-9),
                 "metrics_train_samples": len(train_idx), **extra}
         if not math.isfinite(train_loss):
-            yield epoch, [{**base, "split": "train", "group": "all", "status": "diverged"}]
+            rows = [{**base, "split": "train", "group": "all", "status": "diverged"}]
+            if sink is not None:
+                sink(epoch, rows)
+            yield epoch, rows
             return
         t1 = time.perf_counter()
         rows = evaluate(method.eval_model(), data, cfg, train_idx, method.autocast, epoch)
         base["eval_time"] = time.perf_counter() - t1
+        rows = [{**base, **r, "status": "ok"} for r in rows]
+        if sink is not None:
+            sink(epoch, rows)
         if cfg["checkpoint_dir"]:
             checkpoint.save(cfg["checkpoint_dir"], {"epoch": epoch, "method": method.state_dict(),
                                                      "rng": checkpoint.rng_state(gen), "config": config})
-        yield epoch, [{**base, **r, "status": "ok"} for r in rows]
+        yield epoch, rows
 
 
 def _device_name(device: str) -> str:

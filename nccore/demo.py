@@ -1,4 +1,4 @@
-"""`make demo`: one real ERM trial on the embedded BiasedShapes data, per-epoch metrics printed."""
+"""`make trial`: one real ERM trial on the embedded BiasedShapes data, per-epoch metrics printed."""
 import time
 import warnings
 

@@ -1,0 +1,65 @@
+"""Turn a spec's search space into trials.
+
+Grid and random search are materialised here, up front and deterministically from the spec's
+seed: every planned trial config is known before Ray starts, written to the manifest, and a
+resumed sweep re-plans the same list and runs only what is not finished. Optuna proposes
+configs as results arrive, so only its count is planned; its space is built here too.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+
+from nccore.config import trial_id
+
+from .spec import Spec
+
+
+def _sample(kind: str, vals, rng: np.random.Generator):
+    if kind == "choice":
+        return vals[int(rng.integers(len(vals)))]
+    if kind == "uniform":
+        return float(rng.uniform(vals[0], vals[1]))
+    if kind == "loguniform":
+        return float(math.exp(rng.uniform(math.log(vals[0]), math.log(vals[1]))))
+    if kind == "randint":
+        return int(rng.integers(int(vals[0]), int(vals[1])))
+    raise ValueError(kind)
+
+
+def planned_configs(spec: Spec) -> list[dict]:
+    """Full trial configs: the product of the grid values × num_samples draws of the sampled
+    domains (Ray Tune's grid/random semantics), each with its stable `trial_id`."""
+    base = spec.base_config()
+    grid = {k: d["grid"] for k, d in spec.space.items() if "grid" in d}
+    sampled = {k: next(iter(d.items())) for k, d in spec.space.items() if "grid" not in d}
+    rng = np.random.default_rng(spec.search["seed"])
+    out, seen = [], set()
+    for _ in range(spec.search["num_samples"]):
+        for combo in itertools.product(*grid.values()) if grid else [()]:
+            cfg = {**base, **dict(zip(grid, combo)), **{k: _sample(kind, v, rng) for k, (kind, v) in sampled.items()}}
+            cfg["trial_id"] = trial_id(cfg)
+            if cfg["trial_id"] not in seen:   # repeats of a pure grid are the same trial
+                seen.add(cfg["trial_id"])
+                out.append(cfg)
+    return out
+
+
+def optuna_space(spec: Spec) -> dict:
+    """Optuna distributions for the spec's sampled domains."""
+    import optuna.distributions as od
+
+    space = {}
+    for k, d in spec.space.items():
+        kind, v = next(iter(d.items()))
+        space[k] = {"choice": lambda v: od.CategoricalDistribution(v),
+                    "uniform": lambda v: od.FloatDistribution(v[0], v[1]),
+                    "loguniform": lambda v: od.FloatDistribution(v[0], v[1], log=True),
+                    "randint": lambda v: od.IntDistribution(int(v[0]), int(v[1]) - 1)}[kind](v)
+    return space
+
+
+def chunks(items: list, size: int) -> list[list]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
