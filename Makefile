@@ -13,7 +13,8 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	RAY_AUTH_MODE=disabled $(BIN)/ncsweep run sweeps/specs/demo.yaml --out runs/demo
-	@echo "results: runs/demo/rows (Parquet), runs/demo/trials.parquet"
+	$(BIN)/ncsweep report runs/demo
+	@echo "results: runs/demo/rows (Parquet), runs/demo/trials.parquet; report: runs/demo/report/report.html"
 
 trial: $(STAMP)
 	$(BIN)/python -m nccore.demo

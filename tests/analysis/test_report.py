@@ -1,0 +1,41 @@
+"""The report is produced from a real small sweep's directory and holds every section."""
+import subprocess
+import sys
+
+import pytest
+
+from sweeps.runner import run_sweep
+from sweeps.spec import parse_spec
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rep") / "run"
+    spec = parse_spec({
+        "name": "reporttest", "dataset": {"name": "biased_shapes",
+                                          "options": {"n_train": 128, "n_val": 64, "n_test": 64, "image_size": 8}},
+        "base": {"epochs": 2, "width": 0.125, "batch_size": 32},
+        "space": {"arch": {"grid": ["vgg11", "resnet18"]}, "lr": {"grid": [0.02, 0.1]}, "seed": {"grid": [0, 1]},
+                  "bias_level": {"grid": [0.5, 0.9]}},
+        "search": {"algorithm": "grid"}, "max_concurrent": 2})
+    run_sweep(spec, out, quiet=True)
+    return out
+
+
+def test_report_has_every_section(sweep_dir):
+    res = subprocess.run([sys.executable, "-m", "sweeps.cli", "report", str(sweep_dir), "--select", "best:worst_group_acc"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    page = (sweep_dir / "report" / "report.html").read_text()
+    for section in ("Sensitivity", "Architecture comparison", "Paired differences", "Neural collapse vs fairness",
+                    "Curves", "data:image/png;base64", "best:worst_group_acc"):
+        assert section in page, section
+    md = (sweep_dir / "report" / "summary.md").read_text()
+    assert "test_worst_group_acc (all, n=16" in md and "Spearman" in md
+    for name in ("trials", "sensitivity", "arch_summary", "arch_paired", "nc_vs_fairness"):
+        assert (sweep_dir / "analysis" / f"{name}.csv").exists() and (sweep_dir / "analysis" / f"{name}.parquet").exists()
+
+
+def test_analyze_on_an_empty_dir_is_a_clear_error(tmp_path):
+    res = subprocess.run([sys.executable, "-m", "sweeps.cli", "analyze", str(tmp_path)], capture_output=True, text=True)
+    assert res.returncode == 2 and "no result files" in res.stderr
