@@ -102,6 +102,7 @@ def validate_config(config: dict) -> dict:
         if not isinstance(cfg[key], dict):
             raise _err(key, cfg[key], "must be a mapping")
     METHODS[cfg["method"]].check_options(cfg["method_options"])
+    METHODS[cfg["method"]].check_config(cfg)
     return cfg
 
 

@@ -62,11 +62,25 @@ def prepare(config: dict):
                         cfg["weights"]).to(dev)
     if cfg["_channels_last"]:
         model = model.to(memory_format=torch.channels_last)
+    if cfg["init_from"]:
+        load_init(model, cfg["init_from"])
     gen = torch.Generator().manual_seed(cfg["seed"])
-    loader = TensorLoader(data.splits["train"], cfg["batch_size"], shuffle=True, augment=cfg["augment"],
+    cls = METHODS[cfg["method"]]
+    method = cls(model, cfg, data)
+    split = method.train_split()
+    loader = TensorLoader(split, min(cfg["batch_size"], len(split)), shuffle=True, augment=cfg["augment"],
                           gen=gen, drop_last=True)
-    method = METHODS[cfg["method"]](model, cfg, data, len(loader))
     return cfg, data, model, method, loader, gen
+
+
+def load_init(model, path) -> None:
+    """Start from an earlier trial's checkpoint or a weights file (same architecture)."""
+    state = checkpoint.load_model_state(path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise ValueError(f"init_from={str(path)!r} does not fit this model ({str(e).splitlines()[0]}); "
+                         f"use the checkpoint of a trial with the same arch, width and classes") from e
 
 
 def run_trial(config: dict) -> Iterator[dict]:
@@ -93,10 +107,11 @@ def iter_epochs(config: dict, sink=None) -> Iterator[tuple[int, list[dict]]]:
         start = state["epoch"] + 1
     fixed = {"trial_id": tid, **{k: cfg[k] for k in CONFIG_COLUMNS}, "family": FAMILIES[cfg["arch"]],
              "device": _device_name(cfg["device"]), "amp": cfg["precision"]}
-    step = getattr(method, "train_model", None) or method.model
     for epoch in range(start, cfg["epochs"]):
+        if method.finished:
+            break
         t0 = time.perf_counter()
-        step.train()
+        method.train_mode()
         loss_sum = torch.zeros((), device=cfg["device"])
         for x, y in loader:
             if cfg["_channels_last"]:

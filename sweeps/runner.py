@@ -58,6 +58,8 @@ def trainable(params: dict, run_dir: str, base: dict, objectives: dict, gpu: flo
 
     cfg = dict(params["trial"]) if "trial" in params else {**base, **params}
     cfg["trial_id"] = tid = cfg.get("trial_id") or make_trial_id(cfg)
+    if str(cfg.get("init_from") or "").startswith("trial:"):   # an earlier trial of this run directory
+        cfg["init_from"] = str(RunDir(run_dir).checkpoint_dir(cfg["init_from"][len("trial:"):]))
     torch.set_num_threads(max(1, int(cpu)))
     if gpu and gpu < 1 and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(gpu * 0.95)
@@ -148,6 +150,7 @@ def run_sweep(spec: Spec, out, address: str | None = None, resources: dict | Non
         raise SpecError(f"{store.path} holds results of a different spec ({manifest.get('name')!r}, digest "
                         f"{manifest.get('digest')}); pass a new --out, or `ncsweep resume {store.path}` to finish that one")
     planned = None if spec.search["algorithm"] == "optuna" else planned_configs(spec)
+    check_init_trials(spec, store, planned)
     res = {**spec.resources, **(resources or {})}
     store.write_manifest({"name": spec.name, "digest": spec.digest, "spec": spec.raw,
                           "algorithm": spec.search["algorithm"], "num_samples": spec.search["num_samples"],
@@ -175,6 +178,16 @@ def run_sweep(spec: Spec, out, address: str | None = None, resources: dict | Non
                    mean_tune_trial_s=sum(tune_s) / len(tune_s) if tune_s else None)
     progress.close(summary)
     return summary
+
+
+def check_init_trials(spec: Spec, store: RunDir, planned) -> None:
+    """`init_from: trial:<id>` must name a finished trial of this run directory — checked before Ray starts."""
+    refs = {c.get("init_from") for c in (planned or [spec.base_config()])}
+    for ref in sorted(r for r in refs if isinstance(r, str) and r.startswith("trial:")):
+        tid = ref[len("trial:"):]
+        if not (store.checkpoint_dir(tid) / "state.pt").exists():
+            raise SpecError(f"spec field `init_from` = {ref!r}: no checkpoint of trial {tid} in {store.path}; "
+                            f"run that trial into this --out first (see `ncsweep status {store.path}`)")
 
 
 def planned_count(store: RunDir) -> int:

@@ -247,7 +247,7 @@ def _check_configs(spec: Spec) -> None:
     paths += [(f"space.{k}", v) for k in ("weights", "init_from") if k in spec.space
               for v in next(iter(spec.space[k].values()))]
     for where, path in paths:
-        if path and not Path(path).exists():
+        if path and not str(path).startswith("trial:") and not Path(path).exists():
             _fail(where, path, "path not found on this machine; point it to the local copy (on a cluster: "
                   "a path every node can read)")
 

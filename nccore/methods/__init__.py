@@ -1,3 +1,6 @@
-"""nccore.methods: one class per training method, one registry (METHODS)."""
+"""nccore.methods: one class per training method, one registry (METHODS).
+
+erm (E.1; coarse-label training is ERM with `coarse: true`), dfr (E.2), change_penalty (E.3),
+mas (E.4), side_tuning (E.5), transfer (§C few-shot)."""
 from .base import METHODS, Method  # noqa: F401
-from . import erm  # noqa: F401  (registers)
+from . import change_penalty, dfr, erm, mas, side_tuning, transfer  # noqa: F401  (they register)

@@ -29,14 +29,23 @@ class Method:
     name = "base"
     hparams: dict = {}   # method_options and their defaults
 
-    def __init__(self, model: nn.Module, cfg: dict, data, steps_per_epoch: int):
+    def __init__(self, model: nn.Module, cfg: dict, data):
         self.model, self.cfg, self.data = model, cfg, data
         self.opts = {**self.hparams, **cfg.get("method_options", {})}
         self.device = next(model.parameters()).device
-        self.steps_per_epoch = steps_per_epoch
+        self.finished = False   # a method may end training early (e.g. early stopping)
+        self.setup()
+        n = len(self.train_split())
+        steps_per_epoch = max(1, n // min(cfg["batch_size"], n))
         self.params = [p for p in self.trainable_parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(self.params, cfg)
+        self.optimizer = self.build_optimizer()
         self.scheduler = make_scheduler(self.optimizer, cfg, steps_per_epoch)
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        return make_optimizer(self.params, self.cfg)
+
+    def setup(self) -> None:
+        """Work before the optimiser is built (pre-training a base model, freezing, ...)."""
 
     @classmethod
     def check_options(cls, options: dict) -> None:
@@ -44,6 +53,17 @@ class Method:
         if bad:
             raise ValueError(f"method_options `{bad[0]}` is not an option of method {cls.name!r}; "
                              f"its options are {sorted(cls.hparams) or 'none'}")
+
+    @classmethod
+    def check_config(cls, cfg: dict) -> None:
+        """Method-specific checks of the full trial config (e.g. the range of `penalty`)."""
+
+    def train_split(self):
+        """The Split the trial's loader iterates (tuning methods return their tuning set)."""
+        return self.data.splits["train"]
+
+    def train_mode(self) -> None:
+        self.model.train()
 
     def trainable_parameters(self):
         return self.model.parameters()
@@ -79,9 +99,10 @@ class Method:
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict()}
+                "scheduler": self.scheduler.state_dict(), "finished": self.finished}
 
     def load_state_dict(self, state: dict) -> None:
+        self.finished = state.get("finished", False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
