@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
+from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 
 from ..metrics import hoyer_sparsity, weight_sparsity, worst_group_accuracy
@@ -37,9 +38,18 @@ def balanced_subsample(groups: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return np.concatenate([rng.choice(np.flatnonzero(groups == g), counts.min(), replace=False) for g in ids])
 
 
-def _lr(C: float, binary: bool) -> LogisticRegression:
-    return LogisticRegression(penalty="l1", solver="liblinear", C=C, class_weight={0: 1, 1: 1} if binary else None,
-                              max_iter=1000)
+def _lr(C: float, binary: bool):
+    """L1 logistic regression (liblinear); one-vs-rest for more than two classes."""
+    lr = LogisticRegression(l1_ratio=1.0, solver="liblinear", C=C, class_weight={0: 1, 1: 1} if binary else None,
+                            max_iter=1000)
+    return lr if binary else OneVsRestClassifier(lr)
+
+
+def _coef(clf) -> tuple[np.ndarray, np.ndarray]:
+    if isinstance(clf, OneVsRestClassifier):
+        return (np.vstack([e.coef_ for e in clf.estimators_]),
+                np.concatenate([np.ravel(e.intercept_) for e in clf.estimators_]))
+    return clf.coef_, clf.intercept_
 
 
 def fit_dfr(train_x, val_x, val_y, val_g, num_groups: int | None = None, Cs=CS, n_refits: int = 20, seed: int = 0):
@@ -71,9 +81,9 @@ def fit_dfr(train_x, val_x, val_y, val_g, num_groups: int | None = None, Cs=CS, 
         coefs, intercepts = [], []
         for _ in range(n_refits):
             s = balanced_subsample(val_g, rng)
-            clf = _lr(best_c, binary).fit(scaler.transform(val_x[s]), val_y[s])
-            coefs.append(clf.coef_)
-            intercepts.append(clf.intercept_)
+            coef, icpt = _coef(_lr(best_c, binary).fit(scaler.transform(val_x[s]), val_y[s]))
+            coefs.append(coef)
+            intercepts.append(icpt)
     return np.mean(coefs, axis=0), np.mean(intercepts, axis=0), scaler, best_c
 
 

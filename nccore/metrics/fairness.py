@@ -61,8 +61,11 @@ def _ratio(per_group: dict, key: str) -> float:
 
 
 def worst_group_accuracy(y_true, y_pred, groups) -> float:
-    """min_g acc_g."""
-    return min(m["acc"] for m in group_metrics(y_true, y_pred, groups).values())
+    """min_g acc_g over the groups present."""
+    yt, yp, g = as_numpy(y_true).ravel(), as_numpy(y_pred).ravel(), as_numpy(groups).ravel()
+    if len(yt) == 0:
+        return undefined("no samples")
+    return float(min(np.mean(yt[g == k] == yp[g == k]) for k in np.unique(g)))
 
 
 def demographic_parity_difference(y_true, y_pred, groups, pos_label: int = 1) -> float:

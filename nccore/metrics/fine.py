@@ -17,7 +17,7 @@ from sklearn.preprocessing import StandardScaler
 
 from ._util import as_numpy, undefined
 
-_KEYS = ("cluster_acc", "purity", "nmi", "ari")
+_KEYS = ("cluster_acc", "purity", "nmi", "ari", "nmi_chance")
 
 
 def hungarian_accuracy(clusters, labels) -> float:
@@ -45,7 +45,9 @@ def fine_recovery(features, coarse, fine, seed: int = 0, *, train_features=None,
     features (N, d), coarse (N,), fine (N,). By default k-means is fitted on `features` themselves;
     with `train_features`/`train_coarse` it is fitted on those and `features` are assigned to the
     nearest centroid (the train→test protocol). Returns cluster_acc (Hungarian-matched accuracy),
-    purity, nmi (arithmetic NMI) and ari, each the sample-weighted mean over coarse classes.
+    purity, nmi (arithmetic NMI) and ari, each the sample-weighted mean over coarse classes, and
+    nmi_chance: the NMI of the same clusters with the fine labels permuted inside each coarse class
+    (mean of 5 seeded permutations) — the level a finite sample reaches with no fine structure.
     """
     x = as_numpy(features).astype(np.float64)
     yc, yf = as_numpy(coarse).ravel(), as_numpy(fine).ravel()
@@ -57,6 +59,7 @@ def fine_recovery(features, coarse, fine, seed: int = 0, *, train_features=None,
     if not np.isfinite(x).all() or not np.isfinite(fit_x).all():
         return {k: undefined("non-finite features") for k in _KEYS}
     scores, weights = [], []
+    rng = np.random.default_rng(seed)
     for k in np.unique(yc):
         m, mf = yc == k, fit_c == k
         n_fine = len(np.unique(yf[m]))
@@ -64,8 +67,9 @@ def fine_recovery(features, coarse, fine, seed: int = 0, *, train_features=None,
             continue  # one fine class (or too few points to fit): nothing to recover here
         km = KMeans(n_clusters=n_fine, n_init=n_init, random_state=seed).fit(fit_x[mf])
         cl = km.predict(x[m])
+        chance = np.mean([normalized_mutual_info_score(rng.permutation(yf[m]), cl) for _ in range(5)])
         scores.append([hungarian_accuracy(cl, yf[m]), purity(cl, yf[m]),
-                       normalized_mutual_info_score(yf[m], cl), adjusted_rand_score(yf[m], cl)])
+                       normalized_mutual_info_score(yf[m], cl), adjusted_rand_score(yf[m], cl), chance])
         weights.append(m.sum())
     if not scores:
         return {k: undefined("no coarse class holds two or more fine classes") for k in _KEYS}

@@ -213,3 +213,13 @@ def test_init_from_an_earlier_trial_and_a_bad_checkpoint(tmp_path):
         list(run_trial({**E2E, "init_from": str(tmp_path / "nope")}))
     with pytest.raises(ValueError, match="does not fit this model"):
         list(run_trial({**E2E, "arch": "vgg11", "init_from": str(ck)}))
+
+
+def test_dfr_multiclass_uses_one_vs_rest():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 600)
+    p = rng.integers(0, 2, 600)
+    x = np.stack([y + 0.1 * rng.standard_normal(600), p + 0.1 * rng.standard_normal(600)], 1)
+    coef, icpt, scaler, _ = fit_dfr(x, x, y, 2 * y + p, num_groups=6)
+    w, b = as_linear_head(coef, icpt, scaler, 3)
+    assert w.shape == (3, 2) and np.mean((x @ w.numpy().T + b.numpy()).argmax(1) == y) > 0.9
