@@ -33,17 +33,19 @@ def planned_configs(spec: Spec) -> list[dict]:
     """Full trial configs: the product of the grid values × num_samples draws of the sampled
     domains (Ray Tune's grid/random semantics), each with its stable `trial_id`."""
     base = spec.base_config()
-    grid = {k: d["grid"] for k, d in spec.space.items() if "grid" in d}
-    sampled = {k: next(iter(d.items())) for k, d in spec.space.items() if "grid" not in d}
     rng = np.random.default_rng(spec.search["seed"])
     out, seen = [], set()
-    for _ in range(spec.search["num_samples"]):
-        for combo in itertools.product(*grid.values()) if grid else [()]:
-            cfg = {**base, **dict(zip(grid, combo)), **{k: _sample(kind, v, rng) for k, (kind, v) in sampled.items()}}
-            cfg["trial_id"] = trial_id(cfg)
-            if cfg["trial_id"] not in seen:   # repeats of a pure grid are the same trial
-                seen.add(cfg["trial_id"])
-                out.append(cfg)
+    for space in spec.subspaces():
+        grid = {k: d["grid"] for k, d in space.items() if "grid" in d}
+        sampled = {k: next(iter(d.items())) for k, d in space.items() if "grid" not in d}
+        for _ in range(spec.search["num_samples"]):
+            for combo in itertools.product(*grid.values()) if grid else [()]:
+                cfg = {**base, **dict(zip(grid, combo)),
+                       **{k: _sample(kind, v, rng) for k, (kind, v) in sampled.items()}}
+                cfg["trial_id"] = trial_id(cfg)
+                if cfg["trial_id"] not in seen:   # repeats of a pure grid are the same trial
+                    seen.add(cfg["trial_id"])
+                    out.append(cfg)
     return out
 
 

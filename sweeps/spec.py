@@ -8,6 +8,9 @@ bad value and what is allowed — all before Ray starts.
       arch: {grid: [resnet18, densenet121, vgg11]}
       lr: {loguniform: [0.01, 0.1]}
       bias_level: {choice: [0.5, 0.9]}
+    variants:                                   # optional: sub-spaces merged over `space`, planned one
+      - {method: change_penalty, penalty: {grid: [0.01, 1.0]}}     # after another (grid/random only)
+      - {method: side_tuning, penalty: {grid: [0.5]}}
     search: {algorithm: random, num_samples: 4, seed: 0, metric: val_worst_group_acc, mode: max}
     scheduler: {type: asha, metric: val_worst_group_acc, mode: max, grace_period: 1}
     resources: {cpu: 1, gpu: 0.25}
@@ -18,6 +21,8 @@ bad value and what is allowed — all before Ray starts.
 from __future__ import annotations
 
 import hashlib
+import itertools
+import re
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +31,7 @@ import yaml
 
 from nccore.config import DEFAULTS, validate_config
 
-TOP_KEYS = {"name", "description", "dataset", "base", "space", "search", "scheduler", "resources",
+TOP_KEYS = {"name", "description", "dataset", "base", "space", "variants", "search", "scheduler", "resources",
             "max_concurrent", "retries", "chunk_size", "storage_path"}
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
 ALGORITHMS = ("grid", "random", "optuna")
@@ -55,12 +60,17 @@ class Spec:
     chunk_size: int
     storage_path: str | None = None
     description: str = ""
+    variants: list = field(default_factory=list)
     raw: dict = field(default_factory=dict, repr=False)
 
     @property
     def digest(self) -> str:
         """Hash of the parsed spec: a run directory belongs to exactly one spec."""
         return hashlib.sha256(json.dumps(self.raw, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    def subspaces(self) -> list[dict]:
+        """The space, or one merged space per variant (variant keys override `space`)."""
+        return [{**self.space, **v} for v in self.variants] or [self.space]
 
     def base_config(self) -> dict:
         return {**self.base, "dataset": self.dataset["name"], "data": dict(self.dataset.get("options", {}))}
@@ -97,14 +107,21 @@ def parse_spec(raw, default_name: str = "sweep") -> Spec:
     if not isinstance(space, dict):
         _fail("space", space, "a mapping of config key -> {grid|choice|uniform|loguniform|randint: ...}")
     space = {k: _domain(k, v) for k, v in space.items()}
-    search = _search(raw.get("search") or {}, space)
+    variants = raw.get("variants") or []
+    if not isinstance(variants, list) or not all(isinstance(v, dict) and v for v in variants):
+        _fail("variants", variants, "a list of mappings, each a sub-space merged over `space`")
+    variants = [{k: _domain(k, d if isinstance(d, dict) else {"grid": [d]}) for k, d in v.items()} for v in variants]
+    search = _search(raw.get("search") or {}, {**space, **{k: d for v in variants for k, d in v.items()}})
+    if variants and search["algorithm"] == "optuna":
+        _fail("variants", raw["variants"], "Optuna samples one space; use grid or random search with variants")
     spec = Spec(
         name=str(raw.get("name", default_name)), dataset=dataset, base=base, space=space, search=search,
         scheduler=_scheduler(raw.get("scheduler")), resources=_resources(raw.get("resources") or {}),
         max_concurrent=_positive_int(raw.get("max_concurrent"), "max_concurrent", optional=True),
         retries=_nonneg_int(raw.get("retries", 1), "retries"),
         chunk_size=_positive_int(raw.get("chunk_size", 256), "chunk_size"),
-        storage_path=raw.get("storage_path"), description=str(raw.get("description", "")), raw=raw)
+        storage_path=raw.get("storage_path"), description=str(raw.get("description", "")), raw=raw,
+        variants=variants)
     _check_configs(spec)
     return spec
 
@@ -236,24 +253,26 @@ def _check_configs(spec: Spec) -> None:
     if spec.dataset["name"] not in DATASETS:
         _fail("dataset.name", spec.dataset["name"], f"unknown dataset; choose one of {sorted(DATASETS)}")
     base = spec.base_config()
-    _validated(base, "base")
-    for key, dom in spec.space.items():
-        kind, vals = next(iter(dom.items()))
-        for v in vals:
-            v = int(v) if kind == "randint" else v
-            _validated({**base, key: v}, f"space.{key}")
+    for i, sub in enumerate(spec.subspaces()):
+        where = "space" if not spec.variants else f"variants[{i}]"
+        values = {k: [int(v) if next(iter(d)) == "randint" else v for v in next(iter(d.values()))] for k, d in sub.items()}
+        first = {k: v[0] for k, v in values.items()}
+        checks = [{**first, k: v} for k, vals in values.items() for v in vals]   # every value at least once
+        checks += [dict(zip(values, c)) for c in itertools.islice(itertools.product(*values.values()), 2000)]
+        for combo in checks or [{}]:
+            try:
+                validate_config({**base, **combo})
+            except ValueError as e:
+                m = re.search(r"config `(\w+)`", str(e))
+                key = m.group(1) if m else None
+                field_ = f"{where}.{key}" if key in values else ("dataset.options" if key == "data" else "base")
+                raise SpecError(f"spec field `{field_}`: {e}" + (f" (with {combo})" if len(values) > 1 else "")) from e
     paths = [("dataset.options.root", base["data"].get("root"))]
     paths += [(f"base.{k}", base.get(k)) for k in ("weights", "init_from")]
-    paths += [(f"space.{k}", v) for k in ("weights", "init_from") if k in spec.space
-              for v in next(iter(spec.space[k].values()))]
+    paths += [(f"space.{k}", v) for sub in spec.subspaces() for k in ("weights", "init_from") if k in sub
+              for v in next(iter(sub[k].values()))]
     for where, path in paths:
         if path and not str(path).startswith("trial:") and not Path(path).exists():
             _fail(where, path, "path not found on this machine; point it to the local copy (on a cluster: "
                   "a path every node can read)")
 
-
-def _validated(cfg: dict, where: str) -> dict:
-    try:
-        return validate_config(cfg)
-    except ValueError as e:
-        raise SpecError(f"spec field `{where}`: {e}") from e

@@ -37,7 +37,8 @@ def _with(path, value):
 BAD = [
     (("space", "arch"), {"grid": ["resnet18", "resnet50"]}, r"space\.arch.*resnet50.*choose one of"),
     (("space", "bias_level"), {"choice": [0.5, 1.5]}, r"space\.bias_level.*1\.5.*\[0"),
-    (("base", "lr"), -0.1, r"base.*lr.*> 0"),
+    (("base", "weight_decay"), -0.1, r"base.*weight_decay.*>= 0"),
+    (("space", "lr"), {"uniform": [-1, 0.1]}, r"space\.lr.*-1.*> 0"),
     (("space", "lr"), {"loguniform": [0, 0.1]}, r"space\.lr\.loguniform.*> 0"),
     (("scheduler", "metric"), "val_accuracy", r"scheduler\.metric.*val_accuracy.*unknown metric"),
     (("base", "learning_rate"), 0.1, r"learning_rate.*did you mean `lr`"),
@@ -94,3 +95,17 @@ def test_shipped_specs_are_valid():
     for p in sorted(Path("sweeps/specs").glob("*.yaml")):
         spec = load_spec(p)
         assert spec.name and yaml.safe_load(p.read_text())
+
+
+def test_variants_plan_one_subspace_after_another_and_are_validated_each():
+    spec = parse_spec({**GOOD, "space": {"seed": {"grid": [0, 1]}}, "scheduler": None,
+                       "search": {"algorithm": "grid"},
+                       "variants": [{"method": "change_penalty", "penalty": {"grid": [0.0, 10.0]}},
+                                    {"method": "side_tuning", "penalty": {"grid": [0.5]}}]})
+    plan = planned_configs(spec)
+    assert sorted((c["method"], c["penalty"]) for c in plan) == sorted(
+        [("change_penalty", 0.0)] * 2 + [("change_penalty", 10.0)] * 2 + [("side_tuning", 0.5)] * 2)
+    with pytest.raises(SpecError, match=r"variants\[1\]\.penalty.*blend α"):
+        parse_spec({**GOOD, "scheduler": None, "search": {"algorithm": "grid"}, "space": {},
+                    "variants": [{"method": "mas", "penalty": {"grid": [10.0]}},
+                                 {"method": "side_tuning", "penalty": {"grid": [10.0]}}]})
