@@ -68,6 +68,7 @@ def _axis_values(trials: pd.DataFrame, axis: str) -> pd.Series:
 def design(trials: pd.DataFrame, metric: str, axes=AXES) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The standardized modelling frame: columns y + one per varying axis; returns (frame,
     varying axes, not-varied axes)."""
+    trials = trials[trials[metric].notna()]      # axes vary (or not) among the trials that have the metric
     df = pd.DataFrame({"y": trials[metric].astype(float)})
     varying, fixed = [], []
     for a in axes:

@@ -7,7 +7,6 @@ sweep runner wraps `iter_epochs`.
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import platform
 import random

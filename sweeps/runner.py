@@ -27,7 +27,7 @@ from pathlib import Path
 from nccore.config import trial_id as make_trial_id
 
 from .plan import chunks, optuna_space, planned_configs
-from .spec import REPORTED, SPLITS, Spec, SpecError
+from .spec import REPORTED, Spec, SpecError
 from .store import TERMINAL, RunDir
 
 log = logging.getLogger("ncsweep")

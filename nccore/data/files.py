@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import make_split
 
 
 class DatasetFileError(ValueError):

@@ -13,11 +13,20 @@ def scaled(channels: int, width: float) -> int:
 
 
 class FeatureClassifier(nn.Module):
+    """Subclasses build `self.body` (image -> feature map) and call `self.head(channels, C)`."""
+    body: nn.Module
     classifier: nn.Linear
     feature_dim: int
 
-    def features(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def head(self, channels: int, num_classes: int) -> None:
+        """Global average pooling, the linear classifier, and the weight init."""
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(channels, num_classes)
+        self.feature_dim = channels
+        self.init_weights()
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.body(x)).flatten(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))

@@ -3,7 +3,6 @@ one 3×3 conv to 2·growth channels, no pooling; ImageNet stem: 7×7/2 conv + ma
 `width` scales the growth rate (32·width) and so every layer."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torchvision.models.densenet import _DenseBlock, _Transition
 
@@ -29,10 +28,4 @@ class DenseNet(FeatureClassifier):
                 c //= 2
         layers += [nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
         self.body = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(c, num_classes)
-        self.feature_dim = c
-        self.init_weights()
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.body(x)).flatten(1)
+        self.head(c, num_classes)

@@ -3,7 +3,6 @@ the ImageNet stem (7×7/2 conv + max-pool), built from torchvision's BasicBlock.
 `width` scales every stage's channels (64·width, …, 512·width)."""
 from __future__ import annotations
 
-import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock
 
@@ -15,11 +14,11 @@ class ResNet(FeatureClassifier):
         super().__init__()
         chans = [scaled(c, width) for c in (64, 128, 256, 512)]
         if stem == "cifar":
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, chans[0], 3, 1, 1, bias=False),
-                                      nn.BatchNorm2d(chans[0]), nn.ReLU(inplace=True))
+            stem_layers = (nn.Conv2d(in_channels, chans[0], 3, 1, 1, bias=False),
+                           nn.BatchNorm2d(chans[0]), nn.ReLU(inplace=True))
         else:
-            self.stem = nn.Sequential(nn.Conv2d(in_channels, chans[0], 7, 2, 3, bias=False),
-                                      nn.BatchNorm2d(chans[0]), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
+            stem_layers = (nn.Conv2d(in_channels, chans[0], 7, 2, 3, bias=False),
+                           nn.BatchNorm2d(chans[0]), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1))
         stages, inp = [], chans[0]
         for i, (c, n) in enumerate(zip(chans, layers)):
             stride = 1 if i == 0 else 2
@@ -29,11 +28,5 @@ class ResNet(FeatureClassifier):
             blocks = [BasicBlock(inp, c, stride, down)] + [BasicBlock(c, c) for _ in range(n - 1)]
             stages.append(nn.Sequential(*blocks))
             inp = c
-        self.stages = nn.Sequential(*stages)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(inp, num_classes)
-        self.feature_dim = inp
-        self.init_weights()
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.stages(self.stem(x))).flatten(1)
+        self.body = nn.Sequential(nn.Sequential(*stem_layers), *stages)
+        self.head(inp, num_classes)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 
-import torch
 from torch import nn
 
 from .base import FeatureClassifier, scaled
@@ -32,10 +31,4 @@ class VGG(FeatureClassifier):
             layers += [nn.Conv2d(inp, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
             inp = c
         self.body = nn.Sequential(*layers)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.classifier = nn.Linear(inp, num_classes)
-        self.feature_dim = inp
-        self.init_weights()
-
-    def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.pool(self.body(x)).flatten(1)
+        self.head(inp, num_classes)

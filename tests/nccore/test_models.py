@@ -27,7 +27,7 @@ def test_features_and_classifier_shapes_and_a_few_steps(arch):
 
 def test_imagenet_stem_for_large_images():
     m = build_model("resnet18", 2, width=0.125, image_size=96)
-    assert m.stem[0].kernel_size == (7, 7)
+    assert m.body[0][0].kernel_size == (7, 7)
     assert m.features(torch.randn(2, 3, 96, 96)).shape == (2, m.feature_dim)
 
 
@@ -47,7 +47,7 @@ def test_local_weights_load_and_mismatch_is_clear(tmp_path):
     src = build_model("resnet18", 5, width=0.125)
     torch.save(src.state_dict(), tmp_path / "w.pt")
     dst = build_model("resnet18", 2, width=0.125, weights=str(tmp_path / "w.pt"))
-    assert torch.equal(dst.stem[0].weight, src.stem[0].weight)   # body loaded, fresh 2-class head kept
+    assert torch.equal(dst.body[0][0].weight, src.body[0][0].weight)   # body loaded, fresh 2-class head kept
     with pytest.raises(ValueError, match="do not fit this architecture"):
         build_model("resnet18", 2, width=0.25, weights=str(tmp_path / "w.pt"))
     with pytest.raises(ValueError, match="file not found"):
