@@ -33,8 +33,11 @@ def curves(df: pd.DataFrame, column: str, split: str = "test", by_group: bool = 
         label = " / ".join(f"{k}={v}" for k, v in zip(keys, key if isinstance(key, tuple) else (key,)))
         ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=label)
         ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.15)
+    vals = sub[column].dropna()
+    if (vals > 0).all() and vals.max() / vals.min() > 50:
+        ax.set_yscale("log")   # NC metrics span orders of magnitude over training
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{split} {column}")
+    ax.set_ylabel(f"{split} {column} (mean over seeds, band min–max)")
     ax.legend(fontsize=7, ncol=2)
     return _png(fig)
 

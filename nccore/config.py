@@ -54,6 +54,9 @@ CHOICES = {
     "schedule": ("cosine", "constant", "step"),
     "precision": ("auto", "fp32", "bf16", "fp16"),
     "channels_last": ("auto", True, False),
+    "compile": (True, False),
+    "coarse": (True, False),
+    "augment": (True, False),
     "stem": ("auto", "cifar", "imagenet"),
 }
 METRIC_SETS = ("nc", "fairness", "gc", "fine")

@@ -61,6 +61,8 @@ def prepare(config: dict):
                         cfg["weights"]).to(dev)
     if cfg["_channels_last"]:
         model = model.to(memory_format=torch.channels_last)
+    if cfg["compile"]:
+        model.compile()   # in place: the training forward is compiled, state_dict keys stay the same
     if cfg["init_from"]:
         load_init(model, cfg["init_from"])
     gen = torch.Generator().manual_seed(cfg["seed"])

@@ -70,3 +70,13 @@ def test_nc_fairness_label_bias_lowers_subgroup_tpr_and_splits_its_collapse(tmp_
     _print(fs)
     assert fs["the biased subgroup's test TPR falls as the label-bias rate rises"]["verdict"] == "matches"
     assert fs["per-subgroup train NC1 differs between the groups under bias"]["verdict"] == "matches"
+
+
+def test_gc_transfer_lower_gc_goes_with_higher_fewshot_accuracy(tmp_path):
+    """Asserted: the sign of Spearman ρ(GC, few-shot accuracy) over 6 pre-training settings (the CI
+    needs the full study's 18). Not asserted: GC vs target NC1, inconclusive at this scale."""
+    raw = reduced("gc_transfer", space={"lr": {"grid": [0.01, 0.03, 0.1]}, "batch_size": {"grid": [32, 128]}},
+                  base={"epochs": 4, "method_options": {"n_source": 5, "n_way": 5, "k_shot": 5, "episodes": 100}})
+    fs = findings("gc_transfer", raw, tmp_path)
+    _print(fs)
+    assert fs["lower source GC goes with higher few-shot accuracy"]["estimate"] < 0
