@@ -57,24 +57,34 @@ def trial_status(run_dirs: list[Path]) -> pd.DataFrame:
     return pd.DataFrame(recs, columns=cols).drop_duplicates("trial_id", keep="last")
 
 
+def _query(con, source: str, sel: str) -> pd.DataFrame:
+    return con.execute(
+        f"""select {sel} from read_parquet({source}, union_by_name=true, filename=true)
+            qualify row_number() over (partition by trial_id, epoch, split, "group"
+                                       order by attempt desc, filename desc) = 1"""
+    ).df()
+
+
 def load(run_dirs, columns: list[str] | None = None) -> pd.DataFrame:
-    """All rows of one or several run directories as a DataFrame (see module doc)."""
+    """All rows of one or several run directories as a DataFrame (see module doc).
+
+    Fast path: one duckdb scan over the directories' globs. Only if that fails (a corrupt or
+    half-copied file) is every file's footer checked, the bad ones named and skipped."""
     dirs = [Path(d) for d in ([run_dirs] if isinstance(run_dirs, (str, Path)) else run_dirs)]
     files = [f for d in dirs for f in _files(d)]
     if not files:
         raise ResultsError(f"no result files under {', '.join(str(d / 'rows') for d in dirs)}: "
                            "has the sweep run? (`ncsweep status DIR`)")
-    files = readable(files)
-    if not files:
-        raise ResultsError(f"none of the result files under {', '.join(map(str, dirs))} could be read")
     con = duckdb.connect()
-    listing = "[" + ",".join(f"'{f.as_posix()}'" for f in files) + "]"
     sel = "*" if columns is None else ", ".join(f'"{c}"' for c in dict.fromkeys(KEY + ["attempt"] + columns))
-    df = con.execute(
-        f"""select {sel} from read_parquet({listing}, union_by_name=true, filename=true)
-            qualify row_number() over (partition by trial_id, epoch, split, "group"
-                                       order by attempt desc, filename desc) = 1"""
-    ).df()
+    globs = "[" + ",".join(f"'{(d / 'rows').as_posix()}/*/*.parquet'" for d in dirs) + "]"
+    try:
+        df = _query(con, globs, sel)
+    except duckdb.Error:
+        files = readable(files)
+        if not files:
+            raise ResultsError(f"none of the result files under {', '.join(map(str, dirs))} could be read")
+        df = _query(con, "[" + ",".join(f"'{f.as_posix()}'" for f in files) + "]", sel)
     df = df.drop(columns=[c for c in ("filename",) if c in df.columns])
     status = trial_status(dirs)
     df = df.merge(status[["trial_id", "trial_status"]], on="trial_id", how="left")

@@ -158,8 +158,11 @@ def _n_params(frame, varying, interactions) -> int:
     return k
 
 
-def fanova_importance(frame: pd.DataFrame, varying: list[str], seed: int = 0) -> pd.DataFrame:
-    """fANOVA importance of each axis (Optuna's FanovaImportanceEvaluator on the trial table)."""
+def fanova_importance(frame: pd.DataFrame, varying: list[str], seed: int = 0, max_trials: int = 500) -> pd.DataFrame:
+    """fANOVA importance of each axis (Optuna's FanovaImportanceEvaluator on the trial table).
+
+    Its marginalisation grows quickly with the number of distinct values, so tables of more than
+    `max_trials` trials are fitted on a seeded random subsample of that size (32 trees, depth 8)."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
@@ -168,13 +171,15 @@ def fanova_importance(frame: pd.DataFrame, varying: list[str], seed: int = 0) ->
     dists = {a: CategoricalDistribution(sorted(frame[a].unique())) if _is_cat(frame[a])
              else FloatDistribution(float(frame[a].min()), float(frame[a].max())) for a in varying}
     study = optuna.create_study()
+    if len(frame) > max_trials:
+        frame = frame.sample(max_trials, random_state=seed)
     for _, row in frame.iterrows():
         params = {a: (row[a] if _is_cat(frame[a]) else float(row[a])) for a in varying}
         study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(row["y"])))
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=seed), normalize=True)
+            imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(n_trees=32, max_depth=8, seed=seed), normalize=True)
     except (RuntimeError, ValueError) as e:  # e.g. too few distinct trials for the forest
         warnings.warn(f"fANOVA skipped: {e}", RuntimeWarning, stacklevel=2)
         return pd.DataFrame(columns=["axis", "fanova"])

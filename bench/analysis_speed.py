@@ -22,7 +22,9 @@ GROUPS = [("train", "all"), ("train", "0"), ("train", "1"), ("val", "all"), ("va
           ("test", "all"), ("test", "0"), ("test", "1"), ("test", "2")]
 
 
-def write_run(root: Path, trials: int, epochs: int, seed: int = 0) -> int:
+def write_run(root: Path, trials: int, epochs: int, per_epoch: bool, seed: int = 0) -> int:
+    """One file per trial, as a finished sweep leaves them (the runner compacts each finished
+    trial), or with per_epoch one file per (trial, epoch), as a sweep in progress has them."""
     rng = np.random.default_rng(seed)
     archs = np.array(["resnet18", "vgg11", "densenet121"])
     n = 0
@@ -31,6 +33,7 @@ def write_run(root: Path, trials: int, epochs: int, seed: int = 0) -> int:
         wd, bias = float(10 ** rng.uniform(-5, -3)), float(rng.choice([0.0, 0.5, 0.9]))
         d = root / "rows" / f"t{t:05d}"
         d.mkdir(parents=True)
+        parts = []
         for e in range(epochs):
             k = len(GROUPS)
             base = 2 * np.log10(lr) - bias + e / epochs
@@ -41,8 +44,12 @@ def write_run(root: Path, trials: int, epochs: int, seed: int = 0) -> int:
                 "bias_level": [bias] * k, "seed": pa.array([t % 5] * k, pa.int64()),
                 "worst_group_acc": base + rng.normal(0, 0.1, k), "acc": base + rng.normal(0, 0.1, k),
                 "nc1": np.exp(-base) + rng.normal(0, 0.1, k), "gap": rng.normal(0, 0.1, k)})
-            pq.write_table(table, d / f"epoch-{e:04d}.parquet")
+            if per_epoch:
+                pq.write_table(table, d / f"epoch-{e:04d}.parquet")
+            parts.append(table)
             n += k
+        if not per_epoch:
+            pq.write_table(pa.concat_tables(parts), d / "trial.parquet")
     return n
 
 
@@ -50,12 +57,14 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--trials", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=50)
+    p.add_argument("--per-epoch", action="store_true", help="one file per (trial, epoch): a sweep in progress")
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         t = time.perf_counter()
-        n = write_run(root, args.trials, args.epochs)
-        print(f"# analysis speed: {n} rows in {args.trials * args.epochs} files (written in {time.perf_counter() - t:.0f}s)")
+        n = write_run(root, args.trials, args.epochs, args.per_epoch)
+        files = args.trials * (args.epochs if args.per_epoch else 1)
+        print(f"# analysis speed: {n} rows in {files} files (written in {time.perf_counter() - t:.0f}s)")
         t0 = time.perf_counter()
         df = load(root)
         t1 = time.perf_counter()

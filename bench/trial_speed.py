@@ -82,7 +82,7 @@ def main() -> None:
           f"{'metrics/epoch (full)':>21s}")
     for arch in args.archs.split(","):
         plain = plain_loop(arch, data, args, device())
-        sub = nccore_epochs(arch, args, 10000)
+        sub = nccore_epochs(arch, args, 5000)
         full = nccore_epochs(arch, args, None)
         ovh_sub = sub["eval_time"] / sub["train_time"]
         ovh_full = full["eval_time"] / full["train_time"]

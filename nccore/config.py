@@ -38,7 +38,7 @@ DEFAULTS: dict = {
     "channels_last": "auto",
     "compile": False,
     "metrics": ["nc", "fairness"],  # also: gc, fine (auto with coarse)
-    "metrics_train_samples": 10000,  # stratified train subsample for train-split metrics
+    "metrics_train_samples": 5000,   # stratified train subsample for train-split metrics (rows record it)
     "eval_batch_size": 512,
     "fine_every": 0,              # fine recovery every k epochs (0: final epoch only)
     "gc_samples": 128,

@@ -98,6 +98,7 @@ def trainable(params: dict, run_dir: str, base: dict, objectives: dict, gpu: flo
         store.update_record(tid, status="error", error=f"{type(e).__name__}: {e}",
                             traceback=traceback.format_exc(limit=8), wall_s=time.perf_counter() - t_start)
         raise
+    store.compact(tid)
     wall = time.perf_counter() - t_start
     run_trial_s = inner - sinking[0]
     store.update_record(tid, status=status, wall_s=wall, run_trial_s=run_trial_s, sink_s=sinking[0],

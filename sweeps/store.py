@@ -2,7 +2,8 @@
 
     RUN_DIR/
       manifest.json            the spec, its digest, the planned trials (atomic writes)
-      rows/<trial_id>/epoch-0003.parquet   one file per (trial, epoch), atomically replaced
+      rows/<trial_id>/epoch-0003.parquet   one file per (trial, epoch), atomically replaced;
+      rows/<trial_id>/trial.parquet        a finished trial's epochs merged into one file
       trials/<trial_id>.json   one record per trial: config, status, attempts, error, times
       trials.parquet           the trials table, rebuilt from the records
       checkpoints/<trial_id>/state.pt      nccore trial checkpoints (resume)
@@ -74,7 +75,27 @@ class RunDir:
         return path
 
     def row_files(self) -> list[Path]:
-        return sorted((self.path / "rows").glob("*/epoch-*.parquet"))
+        return sorted((self.path / "rows").glob("*/*.parquet"))
+
+    def compact(self, trial_id: str) -> Path | None:
+        """Merge a finished trial's epoch files into rows/<trial_id>/trial.parquet, then delete them.
+
+        Many small files make a large sweep slow to read; one file per finished trial does not.
+        A reader that lists the directory between the rename and the deletes sees each row twice
+        with the same attempt; `analysis.load` keeps one of each (trial_id, epoch, split, group)."""
+        d = self.path / "rows" / trial_id
+        parts = sorted(d.glob("epoch-*.parquet"))
+        if not parts:
+            return None
+        old = d / "trial.parquet"
+        tables = ([pq.read_table(old)] if old.exists() else []) + [pq.read_table(p) for p in parts]
+        table = pa.concat_tables(tables, promote_options="default")
+        sink = pa.BufferOutputStream()
+        pq.write_table(table.replace_schema_metadata({b"ncsweep_schema_version": str(SCHEMA_VERSION).encode()}), sink)
+        atomic_write_bytes(old, sink.getvalue().to_pybytes())
+        for p in parts:
+            p.unlink()
+        return old
 
     # ------------------------------------------------------------------ trial records
     def record_path(self, trial_id: str) -> Path:
