@@ -118,6 +118,8 @@ def fit_table(trials: pd.DataFrame, metric: str, axes=AXES, interactions: bool =
         return table
     if frame["y"].std() == 0:
         table.message = f"{metric} is constant across trials: nothing to explain"
+        if "nc2" in metric:
+            table.message += " (with 2 classes NC2 is identically 0 by construction; SCIENCE.md §A.3)"
         return table
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
