@@ -64,12 +64,14 @@ def test_change_penalty_large_lambda_keeps_the_model_and_the_task(tmp_path):
 
 
 def test_nc_fairness_label_bias_lowers_subgroup_tpr_and_splits_its_collapse(tmp_path):
-    raw = reduced("nc_fairness_label_bias", space={"arch": {"grid": ["resnet18"]}, "bias_level": {"grid": [0.0, 0.5]},
-                                                   "seed": {"grid": [0, 1, 2]}})
+    """Asserted with its CI: the biased subgroup's TPR falls with the flip rate. Asserted by sign only
+    (its CI needs the full study's 18 biased trials): NC1 of the biased subgroup exceeds the other's."""
+    raw = reduced("nc_fairness_label_bias", space={"arch": {"grid": ["resnet18"]},
+                                                   "bias_level": {"grid": [0.0, 0.25, 0.5]}, "seed": {"grid": [0, 1, 2]}})
     fs = findings("nc_fairness_label_bias", raw, tmp_path)
     _print(fs)
     assert fs["the biased subgroup's test TPR falls as the label-bias rate rises"]["verdict"] == "matches"
-    assert fs["per-subgroup train NC1 differs between the groups under bias"]["verdict"] == "matches"
+    assert fs["per-subgroup train NC1 differs between the groups under bias"]["estimate"] > 0
 
 
 def test_gc_transfer_lower_gc_goes_with_higher_fewshot_accuracy(tmp_path):
