@@ -145,3 +145,20 @@ def test_sigkill_the_driver_then_resume_completes_exactly_once(tmp_path):
 def test_resume_of_a_directory_without_manifest_is_a_clear_error(tmp_path):
     res = subprocess.run([sys.executable, "-m", "sweeps.cli", "resume", str(tmp_path)], capture_output=True, text=True)
     assert res.returncode == 2 and "no manifest.json" in res.stderr
+
+
+def test_optuna_search_with_asha_runs_and_resumes_to_its_sample_count(tmp_path):
+    spec = parse_spec({
+        "name": "tpe", "dataset": {"name": "biased_shapes", "options": TINY_DATA}, "base": {**TINY_BASE, "epochs": 3},
+        "space": {"lr": {"loguniform": [0.01, 0.2]}, "arch": {"choice": ["vgg11", "resnet18"]}},
+        "search": {"algorithm": "optuna", "num_samples": 4, "metric": "val_worst_group_acc", "mode": "max", "seed": 0},
+        "scheduler": {"type": "asha", "metric": "val_worst_group_acc", "mode": "max", "grace_period": 1},
+        "max_concurrent": 2})
+    out = tmp_path / "tpe"
+    s = run_sweep(spec, out, quiet=True)
+    recs = RunDir(out).records().values()
+    assert s["finished"] == 4 and len(recs) == 4
+    assert {r["status"] for r in recs} <= {"done", "stopped"}
+    assert all(0.01 <= r["config"]["lr"] <= 0.2 for r in recs)
+    again = run_sweep(spec, out, quiet=True)   # nothing left to sample
+    assert again["finished"] == 4 and len(RunDir(out).records()) == 4
