@@ -54,6 +54,7 @@ def _forward_pass(model, split: Split, sub: torch.Tensor, num_classes: int, num_
     if reference is not None:
         stats.set_reference(*reference)
     preds, feats = [], []
+    head = model.classifier   # once: a fused model (side-tuning) builds its head on access
     loss = torch.zeros((), dtype=torch.float64, device=dev)
     for i in range(0, len(split), bs):
         x = split.x[i:i + bs]
@@ -61,7 +62,7 @@ def _forward_pass(model, split: Split, sub: torch.Tensor, num_classes: int, num_
             x = x.contiguous(memory_format=torch.channels_last)
         with autocast():
             f = model.features(x)
-            z = model.classifier(f)
+            z = head(f)
         f, z = f.float(), z.float()
         y = split.y[i:i + bs]
         stats.update(f, y, sub[i:i + bs], logits=z)
@@ -78,8 +79,9 @@ def evaluate(model, data: Dataset, cfg: dict, train_idx: torch.Tensor, autocast=
     model.eval()
     bs, metrics = cfg["eval_batch_size"], set(cfg["metrics"])
     want_fine = "fine" in metrics and data.splits["test"].fine is not None and _fine_due(cfg, epoch)
-    w = model.classifier.weight.detach().double()
-    b = model.classifier.bias.detach().double() if model.classifier.bias is not None else None
+    head = model.classifier
+    w = head.weight.detach().double()
+    b = head.bias.detach().double() if head.bias is not None else None
     cl = cfg.get("_channels_last", False)
     rows, passes, reference = [], {}, None
     for name in ("train", "val", "test"):

@@ -42,6 +42,13 @@ def atomic_write_json(path: Path, obj) -> None:
     atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True, default=str).encode())
 
 
+def atomic_write_table(path: Path, table: pa.Table) -> None:
+    """A Parquet file written to a temporary name and renamed into place."""
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+
+
 def _column(name: str, values: list) -> pa.Array:
     if name in INT_COLUMNS:
         return pa.array([None if v is None else int(v) for v in values], pa.int64())
@@ -69,9 +76,7 @@ class RunDir:
     def write_epoch(self, trial_id: str, epoch: int, rows: list[dict], extra: dict) -> Path:
         table = rows_table(rows, {**extra, "schema_version": SCHEMA_VERSION})
         path = self.path / "rows" / trial_id / f"epoch-{epoch:04d}.parquet"
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        atomic_write_table(path, table)
         return path
 
     def row_files(self) -> list[Path]:
@@ -90,9 +95,7 @@ class RunDir:
         old = d / "trial.parquet"
         tables = ([pq.read_table(old)] if old.exists() else []) + [pq.read_table(p) for p in parts]
         table = pa.concat_tables(tables, promote_options="default")
-        sink = pa.BufferOutputStream()
-        pq.write_table(table.replace_schema_metadata({b"ncsweep_schema_version": str(SCHEMA_VERSION).encode()}), sink)
-        atomic_write_bytes(old, sink.getvalue().to_pybytes())
+        atomic_write_table(old, table.replace_schema_metadata({b"ncsweep_schema_version": str(SCHEMA_VERSION).encode()}))
         for p in parts:
             p.unlink()
         return old
@@ -130,9 +133,7 @@ class RunDir:
         path = self.path / "trials.parquet"
         names = list(dict.fromkeys(k for r in flat for k in r))
         table = pa.table({k: _column(k, [r.get(k) for r in flat]) for k in names}) if flat else pa.table({})
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink)
-        atomic_write_bytes(path, sink.getvalue().to_pybytes())
+        atomic_write_table(path, table)
         return path
 
     # ------------------------------------------------------------------ manifest
