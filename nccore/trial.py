@@ -22,7 +22,7 @@ from .data import build_dataset
 from .data.loader import TensorLoader
 from .evaluate import evaluate, stratified_sample
 from .methods import METHODS
-from .models import FAMILIES, build_model
+from .models import build_model, family
 
 CONFIG_COLUMNS = ("dataset", "arch", "method", "lr", "weight_decay", "bias_level", "penalty", "seed", "width",
                   "epochs", "batch_size", "optimizer", "bias_kind", "coarse")
@@ -106,7 +106,7 @@ def iter_epochs(config: dict, sink=None) -> Iterator[tuple[int, list[dict]]]:
         method.load_state_dict(state["method"])
         checkpoint.set_rng_state(state["rng"], gen)
         start = state["epoch"] + 1
-    fixed = {"trial_id": tid, **{k: cfg[k] for k in CONFIG_COLUMNS}, "family": FAMILIES[cfg["arch"]],
+    fixed = {"trial_id": tid, **{k: cfg[k] for k in CONFIG_COLUMNS}, "family": family(cfg["arch"]),
              "device": _device_name(cfg["device"]), "amp": cfg["precision"]}
     for epoch in range(start, cfg["epochs"]):
         if method.finished:

@@ -3,7 +3,7 @@
 A builder takes (options, bias_level, seed) and returns {split: {x, y, [a, p, fine, coarse]}}
 as NumPy arrays; splits it lacks (val) are carved from train. `build_dataset` then applies the
 label bias (train and val only), sets the group ids and returns a `Dataset`.
-Adding a dataset is adding one function decorated with `@register("name")`.
+Adding a dataset is adding one function decorated with `@DATASETS.register("name")`.
 """
 from __future__ import annotations
 
@@ -11,24 +11,18 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
+from ..registry import Registry
 from . import files
 from .base import SPLITS, Dataset, make_split
 from .bias import inject_label_bias
 from .synthetic import SHAPES, make_biased_shapes
 
-DATASETS: dict[str, callable] = {}
+DATASETS = Registry("dataset", key="dataset")
 BIAS_KINDS = ("spurious", "label")
 GROUP_BY = ("spurious", "sensitive")
 
 
-def register(name: str):
-    def deco(fn):
-        DATASETS[name] = fn
-        return fn
-    return deco
-
-
-@register("biased_shapes")
+@DATASETS.register("biased_shapes")
 def biased_shapes(opts: dict, beta: float, seed: int) -> dict:
     """Options: target ("binary": disk/ring vs square/hollow square; "coarse": 5 classes; "fine":
     10 shapes), n_train, n_val, n_test, image_size, minority_rate, separability, noise,
@@ -47,7 +41,7 @@ def biased_shapes(opts: dict, beta: float, seed: int) -> dict:
     return out
 
 
-@register("colored_digits")
+@DATASETS.register("colored_digits")
 def colored_digits(opts: dict, beta: float, seed: int) -> dict:
     """scikit-learn's bundled handwritten digits (1797 8×8 images), strokes coloured by the
     spurious attribute p (red / green) with P(p = y mod 2) = (1+β)/2. Options: target ("binary":
@@ -81,11 +75,11 @@ def _from_files(loader):
     return builder
 
 
-register("cifar10")(_from_files(files.load_cifar10))
-register("cifar100")(_from_files(files.load_cifar100))
-register("waterbirds")(_from_files(files.load_waterbirds))
-register("celeba")(_from_files(files.load_celeba))
-register("image_csv")(_from_files(files.load_image_csv))
+DATASETS.add("cifar10", _from_files(files.load_cifar10))
+DATASETS.add("cifar100", _from_files(files.load_cifar100))
+DATASETS.add("waterbirds", _from_files(files.load_waterbirds))
+DATASETS.add("celeba", _from_files(files.load_celeba))
+DATASETS.add("image_csv", _from_files(files.load_image_csv))
 
 
 def _carve_val(raw: dict, fraction: float, seed: int) -> dict:
@@ -118,15 +112,14 @@ def build_dataset(name: str, options: dict | None = None, bias_level: float = 0.
     strength β (bias_kind="spurious") or the label-flip rate for positives of subgroup a = 1
     (bias_kind="label", train and val only; SCIENCE.md §D). group_by picks the attribute of the
     per-subgroup rows: "spurious" (p; g = 2y + p for binary y) or "sensitive" (a; g = a)."""
-    if name not in DATASETS:
-        raise ValueError(f"dataset={name!r}: unknown; choose one of {sorted(DATASETS)}")
+    builder = DATASETS[name]
     if not 0.0 <= float(bias_level) <= 1.0:
         raise ValueError(f"bias_level={bias_level}: must lie in [0, 1]")
     if bias_kind not in BIAS_KINDS or group_by not in GROUP_BY:
         raise ValueError(f"bias_kind={bias_kind!r} / group_by={group_by!r}: expected {BIAS_KINDS} / {GROUP_BY}")
     opts = dict(options or {})
     beta = bias_level if bias_kind == "spurious" else opts.pop("spurious_bias", 0.0)
-    raw = DATASETS[name](opts, beta, seed)
+    raw = builder(opts, beta, seed)
     raw = _coarse_target(_carve_val(raw, opts.get("val_fraction", 0.1), seed), opts.get("target", "label"))
     if "n_train" in opts and name not in ("biased_shapes",):
         raw["train"] = {k: v[: opts["n_train"]] for k, v in raw["train"].items()}

@@ -2,9 +2,14 @@
 hyperparameters and defaults beside it.
 
 A method owns the model being trained and its optimiser. The trial calls `update(x, y)` once per
-mini-batch (it returns the detached loss, so no host sync happens per step), `end_of_epoch()`
-after every epoch, and evaluates `eval_model()`. `state_dict()` / `load_state_dict()` cover
+mini-batch (`update(x, y, g)` with the batch's group ids when the method sets `uses_groups`); it
+returns the detached data loss, so no host sync happens per step. `end_of_epoch()` runs after every
+epoch, and the trial evaluates `eval_model()`. `state_dict()` / `load_state_dict()` cover
 everything a resumed trial needs.
+
+There is one training step, `Method.update`; methods change it only through its hooks:
+`forward(x)` (the network being trained), `loss(x, y, g)` (the data loss), `penalty()` (a term
+added to the loss before backward) and `after_step()` (e.g. a proximal step after the optimiser).
 """
 from __future__ import annotations
 
@@ -14,20 +19,23 @@ import math
 import torch
 from torch import nn
 
-METHODS: dict[str, type["Method"]] = {}
+from ..registry import Registry
+
+METHODS = Registry("method", key="method")
 
 
 def register(name: str):
+    """`@register("erm")`: add a Method class to METHODS and give it its `name`."""
     def deco(cls):
         cls.name = name
-        METHODS[name] = cls
-        return cls
+        return METHODS.register(name)(cls)
     return deco
 
 
 class Method:
     name = "base"
     hparams: dict = {}   # method_options and their defaults
+    uses_groups = False  # True: update() receives the batch's group ids g (e.g. GroupDRO)
 
     def __init__(self, model: nn.Module, cfg: dict, data):
         self.model, self.cfg, self.data = model, cfg, data
@@ -74,16 +82,31 @@ class Method:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits of the network being trained (a tuned copy, a fused model, ...)."""
+        return self.model(x)
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        """The data loss of one mini-batch: mean cross-entropy of `forward(x)`."""
         with self.autocast():
-            logits = self.model(x)
+            logits = self.forward(x)
         return nn.functional.cross_entropy(logits.float(), y)
 
-    def update(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        loss = self.loss(x, y)
+    def penalty(self) -> torch.Tensor | None:
+        """A regulariser added to the loss before backward (None: none)."""
+        return None
+
+    def after_step(self) -> None:
+        """Work after each optimiser step (e.g. the proximal step of a penalty)."""
+
+    def update(self, x: torch.Tensor, y: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        """One optimiser step on a mini-batch; returns the detached data loss (no host sync)."""
+        loss = self.loss(x, y, g)
+        reg = self.penalty()
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if reg is None else loss + reg).backward()
         self.optimizer.step()
+        self.after_step()
         self.scheduler.step()
         return loss.detach()
 

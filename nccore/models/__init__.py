@@ -1,2 +1,2 @@
 """nccore.models: ResNet, DenseNet and VGG with the `features(x)` + linear `classifier` contract."""
-from .registry import ARCHS, FAMILIES, build_model  # noqa: F401
+from .registry import ARCHS, build_model, family  # noqa: F401

@@ -1,24 +1,49 @@
-"""Architecture registry: name -> builder(num_classes, width, image_size, stem, in_channels).
-Adding an architecture is adding one entry to ARCHS."""
+"""Architecture registry: name -> builder(num_classes, width, image_size, stem, in_channels), with the
+architecture's family (resnet, densenet, vgg) as registration metadata.
+Adding an architecture is adding one function decorated with `@ARCHS.register(name, family=...)`."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
+from ..registry import Registry
 from .base import FeatureClassifier
 from .densenet import DenseNet
 from .resnet import ResNet
 from .vgg import VGG
 
-ARCHS = {
-    "resnet18": lambda C, w, s, stem, ch: ResNet((2, 2, 2, 2), C, w, stem, ch),
-    "resnet34": lambda C, w, s, stem, ch: ResNet((3, 4, 6, 3), C, w, stem, ch),
-    "densenet121": lambda C, w, s, stem, ch: DenseNet((6, 12, 24, 16), C, w, stem, ch),
-    "vgg11": lambda C, w, s, stem, ch: VGG("vgg11", C, w, s, stem, ch),
-    "vgg16": lambda C, w, s, stem, ch: VGG("vgg16", C, w, s, stem, ch),
-}
-FAMILIES = {"resnet18": "resnet", "resnet34": "resnet", "densenet121": "densenet", "vgg11": "vgg", "vgg16": "vgg"}
+ARCHS = Registry("architecture", key="arch")
+
+
+@ARCHS.register("resnet18", family="resnet")
+def resnet18(num_classes, width, image_size, stem, in_channels):
+    return ResNet((2, 2, 2, 2), num_classes, width, stem, in_channels)
+
+
+@ARCHS.register("resnet34", family="resnet")
+def resnet34(num_classes, width, image_size, stem, in_channels):
+    return ResNet((3, 4, 6, 3), num_classes, width, stem, in_channels)
+
+
+@ARCHS.register("densenet121", family="densenet")
+def densenet121(num_classes, width, image_size, stem, in_channels):
+    return DenseNet((6, 12, 24, 16), num_classes, width, stem, in_channels)
+
+
+@ARCHS.register("vgg11", family="vgg")
+def vgg11(num_classes, width, image_size, stem, in_channels):
+    return VGG("vgg11", num_classes, width, image_size, stem, in_channels)
+
+
+@ARCHS.register("vgg16", family="vgg")
+def vgg16(num_classes, width, image_size, stem, in_channels):
+    return VGG("vgg16", num_classes, width, image_size, stem, in_channels)
+
+
+def family(arch: str) -> str:
+    """The architecture family of a registered arch: "resnet", "densenet" or "vgg"."""
+    return ARCHS.info(arch)["family"]
 
 
 def build_model(arch: str, num_classes: int, width: float = 1.0, image_size: int = 32, stem: str = "auto",
@@ -26,15 +51,14 @@ def build_model(arch: str, num_classes: int, width: float = 1.0, image_size: int
     """Build an architecture by name. stem="auto" takes the CIFAR stem for images ≤ 64 px.
     `weights`: a local state_dict file (e.g. ImageNet-pretrained); the classifier is kept fresh
     when its shape differs. A missing file or mismatched body raises ValueError before training."""
-    if arch not in ARCHS:
-        raise ValueError(f"arch={arch!r}: unknown architecture; choose one of {sorted(ARCHS)}")
+    builder = ARCHS[arch]
     if not width > 0:
         raise ValueError(f"width={width}: must be > 0")
     if stem == "auto":
         stem = "cifar" if image_size <= 64 else "imagenet"
     if stem not in ("cifar", "imagenet"):
         raise ValueError(f"stem={stem!r}: expected 'auto', 'cifar' or 'imagenet'")
-    model = ARCHS[arch](num_classes, width, image_size, stem, in_channels)
+    model = builder(num_classes, width, image_size, stem, in_channels)
     if weights:
         load_weights(model, weights)
     return model

@@ -1,0 +1,69 @@
+"""One registry mechanism for datasets, architectures and methods (timm's `_registry.py` in small).
+
+    ARCHS = Registry("architecture", key="arch")
+
+    @ARCHS.register("resnet18", family="resnet")
+    def resnet18(num_classes, width, image_size, stem, in_channels): ...
+
+    ARCHS["resnet18"]            # the builder; an unknown name raises ValueError with a suggestion
+    ARCHS.info("resnet18")       # {"family": "resnet"}: the metadata given at registration
+    sorted(ARCHS)                # the names
+
+A Registry is a read-only mapping from name to entry (a function or a class), so `name in REG`,
+`sorted(REG)` and `REG.items()` work as they do on a dict.
+"""
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+
+class Registry(Mapping):
+    def __init__(self, kind: str, key: str):
+        self.kind = kind     # what an entry is, for messages: "dataset", "architecture", "method"
+        self.key = key       # the config key that names an entry: "dataset", "arch", "method"
+        self._entries: dict[str, Any] = {}
+        self._info: dict[str, dict] = {}
+
+    def register(self, name: str, **info) -> Callable:
+        """Decorator: register a function or class under `name`, with optional metadata."""
+        def deco(obj):
+            self.add(name, obj, **info)
+            return obj
+        return deco
+
+    def add(self, name: str, obj, **info) -> None:
+        if name in self._entries:
+            raise ValueError(f"{self.kind} {name!r} is registered twice")
+        self._entries[name] = obj
+        self._info[name] = info
+
+    def info(self, name: str) -> dict:
+        """The metadata given at registration (e.g. an architecture's `family`)."""
+        self[name]
+        return self._info[name]
+
+    def __getitem__(self, name: str):
+        try:
+            return self._entries[name]
+        except (KeyError, TypeError):
+            raise ValueError(self.unknown(name)) from None
+
+    def unknown(self, name) -> str:
+        """The error message for an unknown name: the bad value, a close match, and the choices."""
+        close = difflib.get_close_matches(str(name), list(self._entries), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return f"{self.key}={name!r}: unknown {self.kind}{hint}; choose one of {sorted(self._entries)}"
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, name) -> bool:
+        return name in self._entries
+
+    def __repr__(self) -> str:
+        return f"Registry({self.kind!r}, {sorted(self._entries)})"
