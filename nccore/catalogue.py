@@ -1,0 +1,601 @@
+"""The catalogue: every config key, method option, dataset option and metric, declared once.
+
+Everything else is derived from these tables: `nccore.config.validate_config`, the methods'
+option defaults and checks, the trial's row columns and their Parquet schema (`row_schema`,
+`SCHEMA_VERSION`), the metrics reported to Ray Tune (`reported_metrics`), the spec validator
+(`sweeps.spec`), `ncsweep keys` / `ncsweep validate --explain KEY`, and docs/spec.md.
+
+Representation. Frozen dataclasses (`Key`, `Metric`) in plain dicts. Why: the catalogue must load
+before torch or Ray (the validator runs first, and fast), so it imports only the standard library;
+a frozen dataclass is data a tool can print and check (like `Metric.higher_is_better` in
+torchmetrics), its fields are type-annotated and documented here, and a dict keyed by name is
+the registry. pydantic would add a dependency and a second vocabulary for the same few checks;
+the checks here are one function, `check_value`, over the fields below.
+
+How to declare
+- A config key (a key of the trial config, settable in a spec's `base` and, if `sweepable`, in
+  `space`): add `_key("name", "float", default, "one-line meaning", unit=..., low=..., high=...)`
+  to `CONFIG`. Set `axis=True` when analyses should treat it as a factor when a run sweeps it
+  (it then also becomes a column of every row). Keys the runner sets itself: `reserved=True`.
+- A method option (`method_options` of a trial): add a `Key` to `METHOD_OPTIONS[method]` (a new
+  method gets a new entry; the trial config's `method` choices are the keys of METHOD_OPTIONS).
+  The method class reads its defaults with `method_defaults(name)`.
+- A dataset option (`dataset.options` of a spec): add a `Key` to `DATASET_OPTIONS[dataset]`
+  (`COMMON_DATASET_OPTIONS` apply to every dataset). Files a file dataset needs below its `root`
+  go in `DATASET_FILES`.
+- A metric (a row column produced by `nccore.evaluate` or a method's `end_of_epoch`): add a
+  `Metric` to `METRICS` with its scope, direction, unit, meaning and source. `reported=True`
+  sends it to Ray Tune (so schedulers/searchers can use it); `metric_set` / `methods` say when
+  a trial produces it.
+
+Scopes of a metric: "split" — one value per split on the split's "all" row (reported to Tune as
+`<split>_<name>`); "split+group" — also on every subgroup row; "group" — only on subgroup rows;
+"trial" — one value per trial and epoch, repeated on that epoch's rows (reported as
+`<split>_<name>` for every split, same value, except `train_loss` which is reported as is).
+"""
+from __future__ import annotations
+
+import difflib
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+SCHEMA_VERSION = 2          # of the row Parquet files; bump when a row column changes meaning or type
+SPLITS = ("train", "val", "test")
+ARCH_FAMILIES = {"resnet18": "resnet", "resnet34": "resnet", "densenet121": "densenet", "vgg11": "vgg",
+                 "vgg16": "vgg"}
+METRIC_SETS = ("nc", "fairness", "gc", "fine")
+TYPES = ("int", "float", "bool", "str", "path", "list[str]", "list[float]", "mapping")
+# "Learned nothing": validation accuracy within this margin of the majority-class rate.
+LEARNED_NOTHING_MARGIN = 0.02
+MAX_PLANNED_TRIALS = 100_000   # `ncsweep validate/run` refuse larger plans unless --allow-large
+
+
+@dataclass(frozen=True)
+class Key:
+    """One setting. `type` is one of TYPES; `low`/`high` bound numbers (and list items), open
+    when `low_open`/`high_open`; `choices` lists the allowed values; `nullable` allows null."""
+    name: str
+    type: str
+    default: Any
+    help: str
+    unit: str = ""
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    choices: tuple | None = None
+    nullable: bool = False
+    required: bool = False
+    used_by: tuple = ()            # methods / datasets that read it; () = all
+    axis: bool = False             # an analysis factor (and row column) when swept
+    sweepable: bool = True         # may appear in a spec's `space`
+    reserved: bool = False         # set by the runner; refused in a spec
+    in_id: bool = True             # part of the trial id
+    aliases: tuple = ()            # common misspellings, for did-you-mean
+    per_method: dict = field(default_factory=dict, hash=False)     # method -> what the value means
+    method_range: dict = field(default_factory=dict, hash=False)   # method -> (low, high) overriding
+
+    def allowed(self, method: str | None = None) -> str:
+        """Human description of the accepted values."""
+        if self.choices is not None:
+            s = "one of " + ", ".join(repr(c) for c in self.choices)
+        elif self.type in ("int", "float", "list[float]"):
+            lo, hi = self.method_range.get(method, (self.low, self.high))
+            what = {"int": "an integer", "float": "a finite number", "list[float]": "a list of finite numbers"}[self.type]
+            parts = ([f"{'>' if self.low_open else '>='} {lo}"] if lo is not None else []) + \
+                    ([f"{'<' if self.high_open else '<='} {hi}"] if hi is not None else [])
+            s = what + (" " + " and ".join(parts) if parts else "")
+        else:
+            s = {"bool": "true or false", "str": "a string", "path": "a local file path",
+                 "list[str]": "a list of strings", "mapping": "a mapping"}[self.type]
+        return s + (" (or null)" if self.nullable else "")
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One row column a trial produces. scope: split | split+group | group | trial (module doc).
+    higher_is_better: True, False, or None (no direction: a diagnostic)."""
+    name: str
+    scope: str
+    higher_is_better: bool | None
+    meaning: str
+    unit: str = ""
+    source: str = ""
+    dtype: str = "float"           # float | int | bool | str
+    metric_set: str | None = None  # the `metrics` entry that enables it (None: always)
+    methods: tuple = ()            # methods that produce it; () = all
+    splits: tuple = SPLITS         # splits whose rows carry it
+    reported: bool = False         # sent to Ray Tune
+
+
+def _key(name, type_, default, help_, **kw) -> Key:
+    return Key(name, type_, default, help_, **kw)
+
+
+def _num(name, type_, default, help_, low=None, high=None, **kw) -> Key:
+    return Key(name, type_, default, help_, low=low, high=high, **kw)
+
+
+# --------------------------------------------------------------------------- method options
+_TUNING = {
+    "pretrain_epochs": _num("pretrain_epochs", "int", 5, "ERM epochs that train the base model (ignored with "
+                            "init_from)", low=0, unit="epochs"),
+    "pretrain_lr": _num("pretrain_lr", "float", 0.05, "learning rate of the base model's ERM pre-training",
+                        low=0.0, low_open=True),
+    "n_tune": _num("n_tune", "int", 8, "bias-contradicting training samples in the tuning set", low=1,
+                   unit="samples"),
+    "early_stop": _key("early_stop", "bool", True, "stop at the first epoch after which every tuning sample is "
+                       "classified correctly"),
+}
+METHOD_OPTIONS: dict[str, dict[str, Key]] = {
+    "erm": {},
+    "dfr": {
+        "n_refits": _num("n_refits", "int", 20, "final L1 logistic-regression fits averaged (each on a fresh "
+                         "group-balanced subsample of val)", low=1),
+        "Cs": _num("Cs", "list[float]", [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01], "inverse L1 strengths tried; "
+                   "chosen by worst-group accuracy on half of val", low=0.0, low_open=True),
+    },
+    "change_penalty": {
+        **_TUNING,
+        "penalty_mode": _key("penalty_mode", "str", "proximal", "how λ acts: proximal step after each "
+                             "optimiser step, or explicit term in the loss", choices=("proximal", "explicit")),
+        "norm": _key("norm", "str", "l2", "norm of the change Δ: squared L2 or L1", choices=("l2", "l1")),
+    },
+    "mas": {
+        **_TUNING,
+        "mas_samples": _num("mas_samples", "int", 256, "training images used to estimate the importance Ω",
+                            low=1, unit="samples"),
+        "batchwise": _key("batchwise", "bool", False, "accumulate |batch gradient| (the official code) instead "
+                          "of exact per-sample gradients"),
+    },
+    "side_tuning": dict(_TUNING),
+    "transfer": {
+        "n_source": _num("n_source", "int", 5, "classes used for pre-training (the first ones); the rest are "
+                         "held-out targets", low=2),
+        "n_way": _num("n_way", "int", 5, "classes per few-shot episode", low=2),
+        "k_shot": _num("k_shot", "int", 5, "support images per class (1-shot is always reported too)", low=1),
+        "queries": _num("queries", "int", 15, "query images per class and episode", low=1),
+        "episodes": _num("episodes", "int", 600, "few-shot episodes averaged", low=1),
+    },
+}
+
+# --------------------------------------------------------------------------- dataset options
+COMMON_DATASET_OPTIONS: dict[str, Key] = {
+    "n_train": _num("n_train", "int", None, "training images (BiasedShapes: generated; others: the first "
+                    "n_train after shuffling)", low=1, nullable=True, unit="images"),
+    "val_fraction": _num("val_fraction", "float", 0.1, "share of train carved out as val when the dataset "
+                         "has no val split", low=0.0, high=1.0, low_open=True, high_open=True),
+    "spurious_bias": _num("spurious_bias", "float", 0.0, "β of the spurious attribute when bias_kind=label "
+                          "(bias_level is then the label-flip rate)", low=0.0, high=1.0),
+}
+_IMAGE = lambda d: _num("image_size", "int", d, "side of the square images", low=8, unit="px")  # noqa: E731
+_TEST_BIAS = _num("test_bias", "float", 0.0, "β of the test split (0: balanced groups)", low=0.0, high=1.0)
+_ROOT = _key("root", "path", None, "local folder holding the dataset's files (nothing is downloaded)",
+             required=True)
+_TARGET = _key("target", "str", "label", "training target: the dataset's label, or its coarse / fine labels",
+               choices=("label", "coarse", "fine"))
+DATASET_OPTIONS: dict[str, dict[str, Key]] = {
+    "biased_shapes": {
+        "target": _key("target", "str", "binary", "binary (round vs square family), coarse (5) or fine (10 "
+                       "shapes)", choices=("binary", "coarse", "fine")),
+        "n_train": _num("n_train", "int", 2000, "generated training images", low=1, unit="images"),
+        "n_val": _num("n_val", "int", 600, "generated validation images", low=1, unit="images"),
+        "n_test": _num("n_test", "int", 1000, "generated test images", low=1, unit="images"),
+        "image_size": _IMAGE(16),
+        "minority_rate": _num("minority_rate", "float", 0.5, "P(a = 1) of the sensitive attribute", low=0.0,
+                              high=1.0),
+        "separability": _num("separability", "float", 0.5, "how visible a is (foreground luminance 0.5 ± 0.4·σ)",
+                             low=0.0, high=1.0),
+        "noise": _num("noise", "float", 0.05, "std of Gaussian pixel noise", low=0.0),
+        "test_bias": _TEST_BIAS,
+    },
+    "colored_digits": {
+        "target": _key("target", "str", "binary", "binary (digit ≥ 5) or digit (10 classes)",
+                       choices=("binary", "digit")),
+        "image_size": _IMAGE(16),
+        "test_bias": _TEST_BIAS,
+    },
+    "cifar10": {"root": _ROOT, "target": _TARGET,
+                "coarse_pairing": _key("coarse_pairing", "str", "mod5", "fine→coarse pairing: f mod 5, or "
+                                       "semantic pairs", choices=("mod5", "semantic"))},
+    "cifar100": {"root": _ROOT, "target": _TARGET},
+    "waterbirds": {"root": _ROOT, "image_size": _IMAGE(64)},
+    "celeba": {"root": _ROOT, "image_size": _IMAGE(64),
+               "attribute": _key("attribute", "str", "Male", "CelebA attribute used as the spurious/sensitive one"),
+               "image_dir": _key("image_dir", "str", "img_align_celeba", "image folder below root")},
+    "image_csv": {"root": _ROOT, "image_size": _IMAGE(64),
+                  "csv_name": _key("csv_name", "str", "labels.csv", "CSV below root with columns path, label, "
+                                   "group, split")},
+}
+# Files a file dataset needs below `root` (checked by the spec validator before anything starts).
+DATASET_FILES: dict[str, tuple] = {
+    "cifar10": tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",),
+    "cifar100": ("train", "test"),
+    "waterbirds": ("metadata.csv",),
+    "celeba": ("list_attr_celeba.csv", "list_eval_partition.csv"),
+    "image_csv": ("{csv_name}",),
+}
+_TUNING_METHODS = ("change_penalty", "mas", "side_tuning")
+
+# --------------------------------------------------------------------------- config keys
+_K = [
+    _key("dataset", "str", "biased_shapes", "dataset registry name (a spec sets it with dataset.name)",
+         choices=tuple(DATASET_OPTIONS), sweepable=False, axis=True),
+    _key("data", "mapping", {}, "dataset options (a spec sets them with dataset.options)", sweepable=False),
+    _num("bias_level", "float", 0.0, "β of the spurious correlation (bias_kind=spurious) or label-flip rate of "
+         "positives in subgroup a=1 (bias_kind=label)", low=0.0, high=1.0, axis=True, aliases=("bias",)),
+    _key("bias_kind", "str", "spurious", "what bias_level controls", choices=("spurious", "label"), axis=True),
+    _key("group_by", "str", "spurious", "attribute of the per-subgroup rows: spurious p or sensitive a",
+         choices=("spurious", "sensitive"), axis=True),
+    _key("coarse", "bool", False, "train on coarse labels; fine-label recovery is then measured", axis=True),
+    _key("arch", "str", "resnet18", "architecture registry name", choices=tuple(ARCH_FAMILIES), axis=True,
+         aliases=("architecture", "model")),
+    _num("width", "float", 0.25, "channel-width multiplier of the architecture", low=0.0, low_open=True,
+         axis=True),
+    _key("stem", "str", "auto", "input stem: cifar (3×3) or imagenet (7×7 + pool); auto: cifar for ≤ 64 px",
+         choices=("auto", "cifar", "imagenet"), axis=True),
+    _key("weights", "path", None, "local state_dict to start the backbone from", nullable=True),
+    _key("method", "str", "erm", "training method registry name", choices=tuple(METHOD_OPTIONS), axis=True),
+    _key("method_options", "mapping", {}, "options of the method (see the method options tables)"),
+    _num("penalty", "float", 0.0, "the method's penalty / blend strength (one axis; its meaning depends on the "
+         "method)", low=0.0, axis=True, aliases=("lambda", "lam", "alpha"),
+         used_by=_TUNING_METHODS,
+         per_method={"change_penalty": "λ of the change penalty λ·‖Δ‖ (squared L2 or L1, see option norm)",
+                     "mas": "λ of the MAS penalty λ·Σ Ω_j (θ_j − θ*_j)²",
+                     "side_tuning": "blend α of r(x) = α·base(x) + (1 − α)·side(x), in [0, 1]"},
+         method_range={"side_tuning": (0.0, 1.0)}),
+    _key("init_from", "str", None, "start from an earlier trial (trial:<id> of this run) or a checkpoint / "
+         "weights file", nullable=True),
+    _key("optimizer", "str", "sgd", "optimiser", choices=("sgd", "adam", "adamw"), axis=True),
+    _num("lr", "float", 0.05, "peak learning rate", low=0.0, low_open=True, axis=True,
+         aliases=("learning_rate",)),
+    _num("momentum", "float", 0.9, "SGD momentum", low=0.0, high=1.0, axis=True),
+    _num("weight_decay", "float", 5e-4, "L2 weight decay", low=0.0, axis=True, aliases=("wd",)),
+    _key("schedule", "str", "cosine", "learning-rate schedule (step: ×0.1 at 50% and 75%)",
+         choices=("cosine", "constant", "step"), axis=True),
+    _num("epochs", "int", 5, "training epochs (tuning methods: the cap on tuning epochs)", low=1, unit="epochs",
+         axis=True, aliases=("num_epochs",)),
+    _num("batch_size", "int", 128, "training mini-batch size", low=1, unit="images", axis=True, aliases=("bs",)),
+    _key("augment", "bool", True, "random crop + flip on the device", axis=True),
+    _num("seed", "int", 0, "seed of data generation, initialisation and sampling", low=0, axis=True),
+    _key("device", "str", "auto", "torch device (auto: cuda if available)", in_id=False),
+    _key("precision", "str", "auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)",
+         choices=("auto", "fp32", "bf16", "fp16")),      # rows record the precision used as `amp`
+    _key("channels_last", "bool", "auto", "channels-last memory format (auto: on CUDA)",
+         choices=("auto", True, False)),
+    _key("compile", "bool", False, "torch.compile the training forward"),
+    _key("metrics", "list[str]", ["nc", "fairness"], "metric sets computed each epoch (fine is added with "
+         "coarse, gc with method transfer)", choices=METRIC_SETS),
+    _num("metrics_train_samples", "int", 5000, "stratified train subsample for train-split metrics", low=1,
+         unit="samples"),
+    _num("eval_batch_size", "int", 512, "evaluation batch size", low=1, in_id=False),
+    _num("fine_every", "int", 0, "fine-label recovery every k epochs (0: final epoch only)", low=0),
+    _num("gc_samples", "int", 128, "training images on which geometric complexity is estimated", low=1),
+    _num("gc_probes", "int", 8, "Hutchinson probes of the GC estimator", low=1),
+    _key("checkpoint_dir", "path", None, "where the trial checkpoints (set by the runner)", nullable=True,
+         reserved=True, in_id=False, sweepable=False),
+    _key("trial_id", "str", None, "the trial's id (set by the planner)", nullable=True, reserved=True,
+         in_id=False, sweepable=False),
+]
+CONFIG: dict[str, Key] = {k.name: k for k in _K}
+DEFAULTS: dict = {k.name: k.default for k in _K}
+
+# --------------------------------------------------------------------------- metrics
+_PAPYAN = "Papyan, Han, Donoho, PNAS 2020"
+_MOUHEB = "Mouheb et al., MICCAI 2024 (subgroup NC)"
+_FAIR = "fairness literature (Hardt et al. 2016; Sagawa et al. 2020)"
+
+
+def _m(name, scope, hib, meaning, **kw) -> Metric:
+    return Metric(name, scope, hib, meaning, **kw)
+
+
+_NC = dict(metric_set="nc", source=_PAPYAN)
+_FR = dict(metric_set="fairness", source=_FAIR)
+_M = [
+    _m("n", "split+group", None, "rows (samples) the split/subgroup row is computed on", dtype="int",
+       unit="samples"),
+    _m("loss", "split", False, "mean cross-entropy on the split", unit="nats", reported=True),
+    _m("acc", "split+group", True, "accuracy against the (possibly bias-flipped) labels", reported=True),
+    _m("acc_clean", "split", True, "accuracy against the clean labels"),
+    _m("majority_acc", "split", None, "rate of the most frequent label: the accuracy of always guessing it"),
+    _m("nc1", "split+group", False, "NC1 = tr(Σ_W Σ_B⁺)/C, within-class variability collapse", reported=True,
+       **_NC),
+    _m("nc1_tr_ratio", "split+group", False, "tr(Σ_W)/tr(Σ_B)", reported=True, metric_set="nc",
+       source="Tirer et al. 2023"),
+    _m("nc1_clean", "split", False, "NC1 with the clean labels (label-bias runs)", metric_set="nc",
+       source=_MOUHEB),
+    _m("nc2_norm_cv", "split+group", False, "coefficient of variation of centred class-mean norms", **_NC),
+    _m("nc2_cos_std", "split+group", False, "std of the cosines between centred class means", **_NC),
+    _m("nc2_max_angle", "split+group", False, "mean |cos + 1/(C−1)| of centred class means (coherence)", **_NC),
+    _m("nc2_etf", "split+group", False, "Frobenius distance of the normalised mean Gram matrix to a simplex ETF",
+       reported=True, **_NC),
+    _m("nc2_wnorm_cv", "split+group", False, "coefficient of variation of classifier row norms", **_NC),
+    _m("nc2_wmax_angle", "split+group", False, "coherence of classifier rows", **_NC),
+    _m("nc3", "split+group", False, "‖W/‖W‖ − M̃ᵀ/‖M̃‖‖²_F, self-duality of classifier and means", reported=True,
+       **_NC),
+    _m("nc3_etf", "split+group", False, "distance of W·M̃ (normalised) to a simplex ETF", metric_set="nc",
+       source="Zhu et al., NeurIPS 2021"),
+    _m("nc4_mismatch", "split+group", False, "share of samples where the network and the nearest-class-mean "
+       "rule disagree", reported=True, **_NC),
+    _m("ncc_acc", "split+group", True, "nearest-class-mean accuracy against the labels", **_NC),
+    _m("nc4_mismatch_global", "group", False, "NC4 mismatch of a subgroup against the global class means",
+       metric_set="nc", source=_MOUHEB),
+    _m("ncc_acc_global", "group", True, "NCC accuracy of a subgroup with the global class means",
+       metric_set="nc", source=_MOUHEB),
+    _m("cdnv", "split+group", False, "class-distance-normalised variance, mean over class pairs", reported=True,
+       metric_set="nc", source="Galanti et al., ICLR 2022"),
+    _m("align_cos", "group", True, "mean cosine of the subgroup's centred class means with the overall ones",
+       metric_set="nc", source=_MOUHEB),
+    _m("align_dist", "group", False, "NC3-style distance of subgroup means to overall means", metric_set="nc",
+       source=_MOUHEB),
+    _m("axis_cos", "group", True, "cosine of the subgroup's class-difference axis with the overall one (C=2)",
+       metric_set="nc", source=_MOUHEB),
+    _m("axis_ratio", "group", None, "length ratio of the subgroup's class-difference axis to the overall one",
+       metric_set="nc", source=_MOUHEB),
+    _m("subgroup_offset", "group", None, "distance of the subgroup's global mean to the overall one, in "
+       "class-mean radii", metric_set="nc", source=_MOUHEB),
+    _m("memorisation", "group", None, "share of flipped training labels predicted as the flipped label",
+       source=_MOUHEB),
+    _m("avg_acc", "split", True, "sample-weighted accuracy on the clean labels", reported=True, **_FR),
+    _m("mean_group_acc", "split", True, "mean over groups of the group accuracy", reported=True, **_FR),
+    _m("worst_group_acc", "split", True, "lowest group accuracy", reported=True, **_FR),
+    _m("gap", "split", False, "avg_acc − worst_group_acc", reported=True, **_FR),
+    _m("gap_maxmin", "split", False, "best minus worst group accuracy", **_FR),
+    _m("dp_diff", "split", False, "demographic-parity difference (range of selection rates)", reported=True,
+       **_FR),
+    _m("dp_ratio", "split", True, "min/max selection rate", **_FR),
+    _m("eo_diff", "split", False, "equalised-odds difference (worse of the TPR and FPR ranges)", reported=True,
+       **_FR),
+    _m("eo_diff_mean", "split", False, "mean of the TPR and FPR ranges", **_FR),
+    _m("eo_ratio", "split", True, "min of the TPR and FPR min/max ratios", **_FR),
+    _m("tpr_gap", "split", False, "range of group true-positive rates", **_FR),
+    _m("fpr_gap", "split", False, "range of group false-positive rates", **_FR),
+    _m("tpr", "group", True, "true-positive rate of the subgroup", **_FR),
+    _m("fpr", "group", False, "false-positive rate of the subgroup", **_FR),
+    _m("precision", "group", True, "precision of the subgroup", **_FR),
+    _m("f1", "group", True, "binary F1 of the subgroup", **_FR),
+    _m("selection_rate", "group", None, "share predicted positive in the subgroup", **_FR),
+    _m("gc", "split", None, "geometric complexity of the embedding map, mean ‖∇ₓf‖²_F", metric_set="gc",
+       splits=("train", "test"), reported=True, source="Dherin et al., NeurIPS 2022; Munn et al., NeurIPS 2024"),
+    _m("fine_cluster_acc", "split", True, "fine-label accuracy of k-means clusters inside each coarse class "
+       "(Hungarian matching)", metric_set="fine", splits=("test",), reported=True,
+       source="Yang, Steinhardt, Hu, ICML 2023"),
+    _m("fine_purity", "split", True, "cluster purity w.r.t. fine labels", metric_set="fine", splits=("test",)),
+    _m("fine_nmi", "split", True, "NMI of clusters and fine labels", metric_set="fine", splits=("test",),
+       reported=True, source="Yang, Steinhardt, Hu, ICML 2023"),
+    _m("fine_ari", "split", True, "adjusted Rand index of clusters and fine labels", metric_set="fine",
+       splits=("test",)),
+    _m("fine_nmi_chance", "split", None, "NMI with fine labels permuted inside each coarse class (chance level)",
+       metric_set="fine", splits=("test",)),
+    _m("fine_probe_acc", "split", True, "linear-probe accuracy on fine labels from frozen features",
+       metric_set="fine", splits=("test",), reported=True),
+    _m("fine_nc1", "split", False, "NC1 of fine labels inside each coarse class, mean", metric_set="fine",
+       splits=("test",)),
+    _m("train_loss", "trial", False, "mean training loss of the epoch", unit="nats", reported=True),
+    _m("lr_now", "trial", None, "learning rate at the end of the epoch"),
+    _m("train_time", "trial", None, "training time of the epoch", unit="s"),
+    _m("eval_time", "trial", None, "evaluation time of the epoch", unit="s"),
+    _m("images_per_s", "trial", True, "training throughput", unit="images/s"),
+    _m("tune_acc", "trial", True, "accuracy on the tuning set", methods=_TUNING_METHODS),
+    _m("n_tune", "trial", None, "size of the tuning set", dtype="int", methods=_TUNING_METHODS, unit="samples"),
+    _m("early_stopped", "trial", None, "the tuning stopped early", dtype="bool", methods=_TUNING_METHODS),
+    _m("delta_norm", "trial", None, "‖θ − θ_base‖₂, size of the change from the base model",
+       methods=_TUNING_METHODS, reported=True, source="Penzel, Stein, Denzler, VISAPP 2024"),
+    _m("erm_worst_group_acc", "trial", True, "test worst-group accuracy of the ERM head before DFR",
+       methods=("dfr",), source="Kirichenko et al., ICLR 2023"),
+    _m("dfr_worst_group_acc", "trial", True, "test worst-group accuracy after DFR", methods=("dfr",),
+       reported=True, source="Kirichenko et al., ICLR 2023"),
+    _m("dfr_C", "trial", None, "chosen inverse L1 strength", methods=("dfr",)),
+    _m("sparsity_before", "trial", None, "share of zero last-layer weights before DFR", methods=("dfr",),
+       source="Le, Schlötterer, Seifert 2023"),
+    _m("sparsity_after", "trial", None, "share of zero last-layer weights after DFR", methods=("dfr",),
+       source="Le, Schlötterer, Seifert 2023"),
+    _m("sparsity_after_1e-6", "trial", None, "share of |w| ≤ 1e-6 after DFR", methods=("dfr",)),
+    _m("hoyer_before", "trial", None, "Hoyer sparsity of the last layer before DFR", methods=("dfr",)),
+    _m("hoyer_after", "trial", None, "Hoyer sparsity of the last layer after DFR", methods=("dfr",)),
+    _m("target_nc1", "trial", False, "NC1 of held-out target-class test embeddings", methods=("transfer",),
+       source="Munn, Dherin, Gonzalvo, NeurIPS 2024"),
+    _m("target_cdnv", "trial", False, "CDNV of held-out target-class test embeddings", methods=("transfer",),
+       source="Munn, Dherin, Gonzalvo, NeurIPS 2024"),
+    _m("fewshot_acc", "trial", True, "n-way k-shot nearest-class-mean accuracy on target classes",
+       methods=("transfer",), reported=True, source="Munn, Dherin, Gonzalvo, NeurIPS 2024"),
+    _m("fewshot_ci", "trial", None, "95% half-width of fewshot_acc", methods=("transfer",)),
+    _m("fewshot_acc_1shot", "trial", True, "1-shot nearest-class-mean accuracy", methods=("transfer",)),
+    _m("fewshot_ci_1shot", "trial", None, "95% half-width of fewshot_acc_1shot", methods=("transfer",)),
+]
+METRICS: dict[str, Metric] = {m.name: m for m in _M}
+
+# Row columns that are neither config keys nor metrics: identity, runtime state, provenance.
+ROW_FIELDS: dict[str, tuple[str, str]] = {
+    "trial_id": ("str", "the trial's id"),
+    "epoch": ("int", "0-based epoch"),
+    "split": ("str", "train | val | test"),
+    "group": ("str", "'all' or the subgroup id"),
+    "status": ("str", "ok | diverged"),
+    "family": ("str", "architecture family"),
+    "device": ("str", "device name the trial ran on"),
+    "amp": ("str", "precision actually used"),
+    "metrics_train_samples": ("int", "train rows the train-split metrics used"),
+    "attempt": ("int", "attempt number of the trial"),
+    "ray_version": ("str", "Ray version"),
+    "torch_version": ("str", "torch version"),
+    "ncsweep_version": ("str", "ncsweep version"),
+    "cudnn_deterministic": ("bool", "cudnn.deterministic"),
+    "cudnn_benchmark": ("bool", "cudnn.benchmark"),
+    "schema_version": ("int", "SCHEMA_VERSION of the row"),
+}
+
+
+# --------------------------------------------------------------------------- derived views
+def axis_keys() -> tuple[str, ...]:
+    """Config keys that are analysis factors when a run sweeps them."""
+    return tuple(k for k, v in CONFIG.items() if v.axis)
+
+
+def config_columns() -> tuple[str, ...]:
+    """Config keys copied into every row (the axis keys)."""
+    return axis_keys()
+
+
+def method_defaults(method: str) -> dict:
+    """Defaults of a method's options (fresh copies of lists)."""
+    return {k: (list(v.default) if isinstance(v.default, list) else v.default)
+            for k, v in METHOD_OPTIONS[method].items()}
+
+
+def dataset_options(dataset: str) -> dict[str, Key]:
+    """Every option a dataset accepts: its own plus the common ones."""
+    return {**COMMON_DATASET_OPTIONS, **DATASET_OPTIONS.get(dataset, {})}
+
+
+def trial_metric_sets(metrics, coarse: bool = False, method: str = "erm") -> set:
+    """The metric sets a trial computes (fine is added with coarse, gc with transfer)."""
+    out = set(metrics or ())
+    if coarse:
+        out.add("fine")
+    if method == "transfer":
+        out.add("gc")
+    return out
+
+
+def produced(metric: Metric, methods=None, metric_sets=None) -> bool:
+    """Whether a trial with one of `methods` and `metric_sets` produces the metric (None: any)."""
+    if metric.methods and methods is not None and not set(metric.methods) & set(methods):
+        return False
+    return metric.metric_set is None or metric_sets is None or metric.metric_set in metric_sets
+
+
+def reported_metrics(methods=None, metric_sets=None) -> tuple[str, ...]:
+    """The keys reported to Ray Tune (what schedulers and searchers can use), optionally only
+    those a trial with one of `methods` and `metric_sets` produces."""
+    out = []
+    for m in METRICS.values():
+        if not m.reported or not produced(m, methods, metric_sets):
+            continue
+        out += [m.name] if m.name == "train_loss" else [f"{s}_{m.name}" for s in m.splits]
+    return tuple(dict.fromkeys(out))   # train_loss: the epoch's training loss (not the eval loss of train)
+
+
+def reported_base() -> tuple[str, ...]:
+    """Base names of the metrics the runner reports (as <split>_<name>)."""
+    return tuple(m.name for m in METRICS.values() if m.reported and m.name != "train_loss")
+
+
+_GROUP_SUFFIX = re.compile(r"_g(\w+)$")
+
+
+def parse_metric(name: str) -> tuple[str | None, str, str | None]:
+    """`test_worst_group_acc` → ("test", "worst_group_acc", None); `train_nc1_g1` → ("train", "nc1", "1").
+    Raises KeyError with a did-you-mean when no metric matches."""
+    cands = [(name, None)]
+    m = _GROUP_SUFFIX.search(name)
+    if m:
+        cands.append((name[:m.start()], m.group(1)))
+    for cand, group in cands:
+        if cand in METRICS:
+            return None, cand, group
+        split, _, rest = cand.partition("_")
+        if split in SPLITS and rest in METRICS:
+            return split, rest, group
+    near = difflib.get_close_matches(name, list(METRICS) + list(reported_metrics()), n=1)
+    raise KeyError(f"unknown metric {name!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
+
+
+def metric_info(name: str) -> Metric:
+    """The catalogue entry of a metric, given its base name or a split-prefixed / group-suffixed one."""
+    return METRICS[parse_metric(name)[1]]
+
+
+def label(name: str) -> str:
+    """A report label: `test worst_group_acc (↑)`, with the unit when there is one."""
+    split, base, group = parse_metric(name)
+    m = METRICS[base]
+    arrow = {True: " ↑", False: " ↓", None: ""}[m.higher_is_better]
+    parts = [p for p in (split, base, f"group {group}" if group else None) if p]
+    return " ".join(parts) + (f" [{m.unit}]" if m.unit else "") + arrow
+
+
+def learned_nothing(val_acc: float, majority_acc: float, margin: float = LEARNED_NOTHING_MARGIN) -> bool:
+    """A trial "learned nothing" when its validation accuracy is within `margin` of the
+    majority-class rate (the accuracy of always predicting the most frequent label)."""
+    return not (val_acc > majority_acc + margin)
+
+
+def did_you_mean(name: str, known, aliases: dict | None = None) -> str:
+    """' did you mean `x`?' or the list of known names."""
+    if aliases and name in aliases:
+        return f"did you mean `{aliases[name]}`?"
+    near = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
+    return f"did you mean `{near[0]}`?" if near else f"known: {', '.join(sorted(map(str, known))) or 'none'}"
+
+
+def config_aliases() -> dict:
+    return {a: k.name for k in CONFIG.values() for a in k.aliases}
+
+
+def check_value(key: Key, value, method: str | None = None) -> str | None:
+    """None when `value` is acceptable for `key`, else what is allowed (the caller names the field)."""
+    if value is None:
+        return None if key.nullable or (key.default is None and not key.required) else f"must be {key.allowed(method)}"
+    if key.choices is not None and key.type != "list[str]":
+        ok = any(value == c and type(value) is type(c) for c in key.choices)
+        return None if ok else f"must be {key.allowed(method)}" + _dym(value, key.choices)
+    t = key.type
+    if t == "bool":
+        return None if isinstance(value, bool) else "must be true or false"
+    if t in ("str", "path"):
+        return None if isinstance(value, str) and value else f"must be {key.allowed(method)}"
+    if t == "mapping":
+        return None if isinstance(value, dict) else "must be a mapping"
+    if t == "list[str]":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return "must be a list of strings" + (f" from {list(key.choices)}" if key.choices else "")
+        bad = [v for v in value if key.choices is not None and v not in key.choices]
+        return f"unknown entry {bad[0]!r}; choose from {list(key.choices)}" if bad else None
+    if t == "list[float]":
+        if not isinstance(value, list) or not value:
+            return f"must be {key.allowed(method)}"
+        for v in value:
+            err = _check_number(key, v, "float", method)
+            if err:
+                return f"entry {v!r} {err}"
+        return None
+    return _check_number(key, value, t, method)
+
+
+def _check_number(key: Key, v, t: str, method) -> str | None:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or (t == "int" and not isinstance(v, int)):
+        return f"must be {key.allowed(method)}"
+    if not math.isfinite(v):
+        return f"must be finite: {key.allowed(method)}"
+    lo, hi = key.method_range.get(method, (key.low, key.high))
+    if lo is not None and (v <= lo if key.low_open else v < lo) or \
+            hi is not None and (v >= hi if key.high_open else v > hi):
+        extra = f" (for method {method}: {key.per_method.get(method, '')})" if method in key.method_range else ""
+        return f"must be {key.allowed(method)}{extra}"
+    return None
+
+
+def _dym(value, choices) -> str:
+    near = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+    return f"; did you mean {near[0]!r}?" if near and near[0] != str(value) else ""
+
+
+def row_schema():
+    """The versioned pyarrow schema of row Parquet files (pyarrow is imported here, lazily).
+    Columns: ROW_FIELDS, the config columns, and every metric; schema metadata carries
+    SCHEMA_VERSION."""
+    import pyarrow as pa
+
+    types = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "str": pa.string(),
+             "path": pa.string(), "list[str]": pa.string(), "list[float]": pa.string(), "mapping": pa.string()}
+    cols = {name: types[t] for name, (t, _) in ROW_FIELDS.items()}
+    for k in config_columns():
+        cols.setdefault(k, types[CONFIG[k].type])
+    for m in METRICS.values():
+        cols.setdefault(m.name, types[m.dtype])
+    return pa.schema([pa.field(n, t) for n, t in cols.items()],
+                     metadata={"ncsweep_schema_version": str(SCHEMA_VERSION)})
