@@ -1,20 +1,49 @@
 """`ncsweep` — validate, run, resume and inspect sweeps; analyse and report their results.
 
-    ncsweep validate SPEC
-    ncsweep run SPEC [--out DIR] [--address auto|ray://HOST:10001] [--resources cpu=1,gpu=0.25]
-    ncsweep resume DIR [--address ...]
-    ncsweep status DIR
-    ncsweep analyze DIR [--select final|best:<metric>] [--metrics m1,m2]
-    ncsweep report DIR [--select ...]
+commands (each has its own --help with an example):
+  validate SPEC                 check a spec without starting Ray
+  run SPEC [--out DIR]          run a sweep (--dry-run: print the plan only)
+  resume DIR                    finish an interrupted run directory
+  status DIR [--json]           trials finished, running, failed; epochs and rows written
+  logs DIR [TRIAL]              the driver's log, or one trial's error and log lines
+  submit SPEC --address URL     run the driver on a Ray cluster as a Ray Job
+  analyze DIR                   sensitivity tables and architecture comparisons
+  report DIR                    the HTML + Markdown report
+
+A sweep is a set of trials (one config each); a trial runs epochs; each epoch writes rows
+(one per split and group) to RUN_DIR/rows as Parquet.
 """
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import sys
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .spec import SpecError, load_spec, parse_spec
+
+# One example per command, shown at the end of its --help (tests/test_cli.py checks each runs or parses).
+EXAMPLES = {
+    "validate": "ncsweep validate sweeps/specs/demo.yaml",
+    "run": "ncsweep run sweeps/specs/demo.yaml --out runs/demo\n"
+           "  ncsweep run sweeps/specs/demo.yaml --out runs/demo --dry-run    # the plan, without Ray",
+    "resume": "ncsweep resume runs/demo",
+    "status": "ncsweep status runs/demo\n  ncsweep status runs/demo --json | python -m json.tool",
+    "logs": "ncsweep logs runs/demo              # the driver's log\n"
+            "  ncsweep logs runs/demo 3f2a        # one trial (any unique prefix of its id)",
+    "submit": "ncsweep submit sweeps/specs/demo.yaml --address http://HEAD:8265 --out /mnt/shared/runs/demo",
+    "analyze": "ncsweep analyze runs/demo --select best:worst_group_acc",
+    "report": "ncsweep report runs/demo    # then open runs/demo/report/report.html",
+}
+
+
+def package_version() -> str:
+    try:
+        return version("ncsweep")
+    except PackageNotFoundError:   # running from a source tree that was never installed
+        return "unknown"
 
 
 def _resources(text: str | None) -> dict | None:
@@ -29,6 +58,17 @@ def _resources(text: str | None) -> dict | None:
     return out
 
 
+def _run_dir(path: str):
+    from .store import RunDir
+
+    store = RunDir(path)
+    if store.read_manifest() is None:
+        raise SpecError(f"{path}: no manifest.json — not an ncsweep run directory "
+                        f"(start one with `ncsweep run SPEC --out {path}`)")
+    return store
+
+
+# ---------------------------------------------------------------------- commands
 def cmd_validate(a) -> int:
     from .plan import planned_configs
 
@@ -43,15 +83,46 @@ def _report_summary(s: dict) -> int:
     print(f"results: {s['run_dir']}  ({s['finished']}/{s['planned']} trials finished, "
           f"{s['pending']} pending; {s['counts']})")
     for tid, err in s["failures"].items():
-        print(f"  failed {tid}: {err}")
+        print(f"  failed {tid}: {err}  (details: ncsweep logs {s['run_dir']} {tid})")
     return 0
 
 
-def cmd_run(a) -> int:
-    from .runner import run_sweep
+def plan_text(spec, out: str, resources: dict | None) -> str:
+    """What `ncsweep run --dry-run` prints: the trials, epochs and resources a run would use."""
+    from .plan import planned_configs
+    from .store import TERMINAL, RunDir
 
+    lines = [f"sweep {spec.name!r} → {Path(out).resolve()}"]
+    base_epochs = spec.base_config().get("epochs")
+    if spec.search["algorithm"] == "optuna":
+        lines.append(f"  trials: {spec.search['num_samples']} sampled by Optuna TPE on {spec.search['metric']} "
+                     f"({spec.search['mode']})")
+    else:
+        planned = planned_configs(spec)
+        recs = RunDir(out).records() if Path(out).is_dir() else {}
+        done = sum((recs.get(c["trial_id"]) or {}).get("status") in TERMINAL for c in planned)
+        epochs = sum(int(c.get("epochs", base_epochs or 0)) for c in planned)
+        lines.append(f"  trials: {len(planned)} planned ({spec.search['algorithm']}), {done} already finished "
+                     f"in this directory, {len(planned) - done} to run; {epochs} epochs in all")
+    axes = sorted({k for space in spec.subspaces() for k in space})
+    lines.append(f"  swept keys: {', '.join(axes) or 'none'}")
+    lines.append(f"  per trial: {({**spec.resources, **(resources or {})})}, max concurrent "
+                 f"{spec.max_concurrent or 'as resources allow'}, retries {spec.retries}")
+    if spec.scheduler:
+        lines.append(f"  scheduler: ASHA on {spec.scheduler['metric']} ({spec.scheduler['mode']})")
+    lines.append(f"  loggers: {', '.join(spec.loggers) or 'none'}")
+    lines.append("dry run: nothing started (drop --dry-run to run it)")
+    return "\n".join(lines)
+
+
+def cmd_run(a) -> int:
     spec = load_spec(a.spec)
     out = a.out or str(Path("runs") / spec.name)
+    if a.dry_run:
+        print(plan_text(spec, out, _resources(a.resources)))
+        return 0
+    from .runner import run_sweep
+
     s = run_sweep(spec, out, a.address, _resources(a.resources))
     print(f"sweep {spec.name!r} finished in {s['wall_s']:.1f}s (Ray start {s['ray_init_s']:.1f}s)")
     if s.get("mean_tune_trial_s") and s.get("mean_run_trial_s"):
@@ -62,35 +133,45 @@ def cmd_run(a) -> int:
 
 def cmd_resume(a) -> int:
     from .runner import run_sweep
-    from .store import RunDir
 
-    m = RunDir(a.dir).read_manifest()
-    if m is None:
-        raise SpecError(f"{a.dir}: no manifest.json — not an ncsweep run directory (start one with `ncsweep run SPEC --out DIR`)")
+    m = _run_dir(a.dir).read_manifest()
     spec = parse_spec(m["spec"], default_name=m["name"])
     s = run_sweep(spec, a.dir, a.address, m.get("resources"))
     print(f"sweep {spec.name!r} resumed and finished in {s['wall_s']:.1f}s")
     return _report_summary(s)
 
 
-def cmd_status(a) -> int:
-    from .runner import sweep_summary
-    from .store import RunDir
+def status_summary(store) -> dict:
+    """The sweep summary plus epochs and rows written (row counts from Parquet footers, no data read)."""
+    import pyarrow.parquet as pq
 
-    store = RunDir(a.dir)
-    if store.read_manifest() is None:
-        raise SpecError(f"{a.dir}: no manifest.json — not an ncsweep run directory")
+    from .runner import sweep_summary
+
     s = sweep_summary(store)
     recs = store.records().values()
     walls = [r["wall_s"] for r in recs if "wall_s" in r]
-    rows = len(store.row_files())
+    s["epochs"] = sum(int(r.get("epochs_done", 0)) for r in recs)
+    s["rows"] = sum(pq.ParquetFile(p).metadata.num_rows for p in store.row_files())
+    s["mean_trial_wall_s"] = sum(walls) / len(walls) if walls else None
+    return s
+
+
+def cmd_status(a) -> int:
+    s = status_summary(_run_dir(a.dir))
     if a.json:
         print(json.dumps(s, indent=1, default=str))
         return 0
     _report_summary(s)
-    if walls:
-        print(f"  mean trial wall {sum(walls) / len(walls):.1f}s, mean overhead "
-              f"{(s['mean_trial_overhead_s'] or 0):.2f}s, {rows} epoch files")
+    print(f"  {s['epochs']} epochs run, {s['rows']} rows written")
+    if s["mean_trial_wall_s"] is not None:
+        print(f"  mean trial wall {s['mean_trial_wall_s']:.1f}s, mean overhead {(s['mean_trial_overhead_s'] or 0):.2f}s")
+    return 0
+
+
+def cmd_logs(a) -> int:
+    from .logs import show_logs
+
+    print(show_logs(a.dir, a.trial))
     return 0
 
 
@@ -106,32 +187,84 @@ def cmd_report(a) -> int:
     return report(a.dir, a.select, a.metrics)
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="ncsweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="cmd", required=True)
+# ---------------------------------------------------------------------- the parser
+def add_core_commands(sub) -> None:
     v = sub.add_parser("validate", help="check a spec without starting Ray")
-    v.add_argument("spec")
+    v.add_argument("spec", help="a YAML sweep spec, e.g. sweeps/specs/demo.yaml")
     v.set_defaults(fn=cmd_validate)
-    r = sub.add_parser("run", help="run a spec")
-    r.add_argument("spec")
-    r.add_argument("--out", help="run directory (default runs/<spec name>)")
-    r.add_argument("--address", help="an existing Ray cluster: auto, or ray://HOST:10001")
-    r.add_argument("--resources", help="per-trial resources, e.g. cpu=1,gpu=0.25")
+
+    r = sub.add_parser("run", help="run a sweep: every planned trial not yet finished in --out")
+    r.add_argument("spec", help="a YAML sweep spec, e.g. sweeps/specs/demo.yaml")
+    r.add_argument("--out", help="the run directory (default: runs/<spec name>); run again to continue it")
+    r.add_argument("--address", help="an existing Ray cluster: `auto` on a cluster node, or ray://HOST:10001")
+    r.add_argument("--resources", help="per-trial resources overriding the spec's, e.g. cpu=1,gpu=0.25")
+    r.add_argument("--dry-run", action="store_true",
+                   help="validate and print the plan (trials, epochs, resources) without starting Ray")
     r.set_defaults(fn=cmd_run)
-    rs = sub.add_parser("resume", help="finish an interrupted run directory")
-    rs.add_argument("dir")
-    rs.add_argument("--address")
+
+    rs = sub.add_parser("resume", help="finish an interrupted run directory with the spec stored in it")
+    rs.add_argument("dir", help="a run directory, e.g. runs/demo")
+    rs.add_argument("--address", help="an existing Ray cluster: `auto` on a cluster node, or ray://HOST:10001")
     rs.set_defaults(fn=cmd_resume)
-    st = sub.add_parser("status", help="counts, failures and throughput of a run directory")
-    st.add_argument("dir")
-    st.add_argument("--json", action="store_true")
+
+    st = sub.add_parser("status", help="trials finished, running and failed; epochs and rows written")
+    st.add_argument("dir", help="a run directory, e.g. runs/demo")
+    st.add_argument("--json", action="store_true", help="print the summary as JSON (for scripts)")
     st.set_defaults(fn=cmd_status)
+
+    lg = sub.add_parser("logs", help="the driver's log (RUN_DIR/ncsweep.log), or one trial's error and log lines")
+    lg.add_argument("dir", help="a run directory, e.g. runs/demo")
+    lg.add_argument("trial", nargs="?", help="a trial id or a unique prefix of one (see `ncsweep status`)")
+    lg.set_defaults(fn=cmd_logs)
+
+
+def add_analysis_commands(sub) -> None:
+    helps = {"analyze": "sensitivity tables and architecture comparisons into DIR/analysis",
+             "report": "the HTML + Markdown report into DIR/report (tables into DIR/analysis)"}
     for name, fn in (("analyze", cmd_analyze), ("report", cmd_report)):
-        an = sub.add_parser(name)
-        an.add_argument("dir", nargs="+")
-        an.add_argument("--select", default="final", help="final, or best:<val metric>, e.g. best:worst_group_acc")
-        an.add_argument("--metrics", default=None, help="comma-separated metric columns")
+        an = sub.add_parser(name, help=helps[name])
+        an.add_argument("dir", nargs="+", help="one or more run directories, analysed together")
+        an.add_argument("--select", default="final",
+                        help="which epoch of each trial: final, or best:<val metric>, e.g. best:worst_group_acc")
+        an.add_argument("--metrics", default=None, help="comma-separated metric columns, e.g. val_acc,val_nc1")
         an.set_defaults(fn=fn)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="ncsweep", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"ncsweep {package_version()}",
+                   help="print the ncsweep version and exit")
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+    add_core_commands(sub)
+    from .submit import add_parser as add_submit   # `ncsweep submit` (sweeps/submit.py)
+
+    add_submit(sub)
+    add_analysis_commands(sub)
+    for name, parser in sub.choices.items():
+        parser.formatter_class = argparse.RawDescriptionHelpFormatter
+        if name in EXAMPLES and not parser.epilog:
+            parser.epilog = "example:\n  " + EXAMPLES[name]
+    return p
+
+
+def _unknown_command(p: argparse.ArgumentParser, argv: list[str]) -> str | None:
+    """argparse lists the choices for a mistyped command; say which one was probably meant."""
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    first = next((x for x in argv if not x.startswith("-")), None)
+    if first is None or first in sub.choices:
+        return None
+    close = difflib.get_close_matches(first, list(sub.choices), n=1)
+    hint = f"did you mean `ncsweep {close[0]}`? " if close else ""
+    return f"unknown command {first!r}; {hint}commands: {', '.join(sub.choices)} (see ncsweep --help)"
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    p = build_parser()
+    bad = _unknown_command(p, argv)
+    if bad:
+        print(f"ncsweep: error: {bad}", file=sys.stderr)
+        return 2
     a = p.parse_args(argv)
     try:
         return a.fn(a)

@@ -31,7 +31,9 @@ import yaml
 
 from nccore.config import DEFAULTS, validate_config
 
-TOP_KEYS = {"name", "description", "dataset", "base", "space", "variants", "search", "scheduler", "resources",
+from .loggers import check_loggers
+
+TOP_KEYS = {"name", "description", "dataset", "base", "space", "variants", "search", "scheduler", "resources", "loggers",
             "max_concurrent", "retries", "chunk_size", "storage_path"}
 DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
 ALGORITHMS = ("grid", "random", "optuna")
@@ -61,6 +63,7 @@ class Spec:
     storage_path: str | None = None
     description: str = ""
     variants: list = field(default_factory=list)
+    loggers: list = field(default_factory=list)   # tensorboard, mlflow, wandb (sweeps/loggers.py)
     raw: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -121,7 +124,7 @@ def parse_spec(raw, default_name: str = "sweep") -> Spec:
         retries=_nonneg_int(raw.get("retries", 1), "retries"),
         chunk_size=_positive_int(raw.get("chunk_size", 256), "chunk_size"),
         storage_path=raw.get("storage_path"), description=str(raw.get("description", "")), raw=raw,
-        variants=variants)
+        variants=variants, loggers=check_loggers(raw.get("loggers")))
     _check_configs(spec)
     return spec
 

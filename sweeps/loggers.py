@@ -1,0 +1,64 @@
+"""Experiment trackers through Ray Tune's own logger callbacks: `loggers: [tensorboard, mlflow, wandb]`.
+
+| spec name     | Ray Tune callback                                   | where it writes |
+|---------------|-----------------------------------------------------|-----------------|
+| `tensorboard` | `ray.tune.logger.TBXLoggerCallback` (tensorboardX)  | one `events.out.tfevents.*` file per trial under the run's Tune directory (`RUN_DIR/_tune/`) |
+| `mlflow`      | `ray.air.integrations.mlflow.MLflowLoggerCallback`  | one MLflow run per trial, experiment = spec name, in the local file store `RUN_DIR/mlruns` unless `MLFLOW_TRACKING_URI` is set |
+| `wandb`       | `ray.air.integrations.wandb.WandbLoggerCallback`    | one W&B run per trial, project = spec name, offline in `RUN_DIR/wandb` unless `WANDB_MODE` is set (then `wandb sync` uploads) |
+
+Each trial logs its config and, per epoch, the scalars Tune sees (`<split>_<metric>`, `train_loss`).
+MLflow and W&B are optional extras: `pip install 'ncsweep[mlflow]'` / `'ncsweep[wandb]'`; a spec that
+names one whose package is missing is refused before Ray starts.
+"""
+from __future__ import annotations
+
+import difflib
+import importlib.util
+import os
+from pathlib import Path
+
+# spec name -> (the package it needs, the pip extra that installs it)
+LOGGERS = {"tensorboard": ("tensorboardX", None), "mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
+
+
+def check_loggers(value) -> list[str]:
+    """The spec's `loggers` field as a list of names, or SpecError naming the bad value."""
+    from .spec import SpecError
+
+    if value is None:
+        return []
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise SpecError(f"spec field `loggers` = {value!r}: a list of names from {sorted(LOGGERS)}")
+    for name in names:
+        if name not in LOGGERS:
+            close = difflib.get_close_matches(name, list(LOGGERS), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise SpecError(f"spec field `loggers` = {value!r}: unknown logger {name!r}{hint}; choose from {sorted(LOGGERS)}")
+        package, extra = LOGGERS[name]
+        if importlib.util.find_spec(package) is None:
+            raise SpecError(f"spec field `loggers` names {name!r}, but the {package} package is not installed: "
+                             f"pip install 'ncsweep[{extra}]'")
+    return list(dict.fromkeys(names))
+
+
+def logger_callbacks(names: list[str], run_dir, experiment: str) -> list:
+    """Ray Tune callbacks for the named loggers of a sweep writing into `run_dir`."""
+    run_dir = Path(run_dir)
+    out = []
+    for name in names:
+        if name == "tensorboard":
+            from ray.tune.logger import TBXLoggerCallback
+
+            out.append(TBXLoggerCallback())
+        elif name == "mlflow":
+            from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+            uri = os.environ.get("MLFLOW_TRACKING_URI") or (run_dir / "mlruns").as_uri()
+            out.append(MLflowLoggerCallback(tracking_uri=uri, experiment_name=experiment))
+        elif name == "wandb":
+            from ray.air.integrations.wandb import WandbLoggerCallback
+
+            mode = os.environ.get("WANDB_MODE", "offline")
+            out.append(WandbLoggerCallback(project=experiment, dir=str(run_dir), mode=mode))
+    return out

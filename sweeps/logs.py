@@ -1,0 +1,75 @@
+"""RUN_DIR/ncsweep.log: the driver's log and each failed trial's error, and `ncsweep logs`.
+
+    with driver_log(run_dir):      # the `ncsweep` and `ray` loggers write to RUN_DIR/ncsweep.log
+        run the sweep
+
+The handler is attached for the duration of one run and removed after it, so running two sweeps in
+one process (tests, notebooks) never writes one sweep's lines into the other's log.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+LOG_NAME = "ncsweep.log"
+LOGGERS = ("ncsweep", "ray")
+FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
+
+
+@contextlib.contextmanager
+def driver_log(run_dir):
+    """Append the `ncsweep` logger (INFO and up) and Ray's (WARNING and up) to RUN_DIR/ncsweep.log."""
+    handler = logging.FileHandler(Path(run_dir) / LOG_NAME)
+    handler.setFormatter(logging.Formatter(FORMAT))
+    saved = []
+    for name in LOGGERS:
+        lg = logging.getLogger(name)
+        saved.append((lg, lg.level, lg.propagate))
+        lg.addHandler(handler)
+        lg.setLevel(logging.INFO if name == "ncsweep" else logging.WARNING)
+        lg.propagate = False
+    try:
+        yield handler
+    finally:
+        for lg, level, propagate in saved:
+            lg.removeHandler(handler)
+            lg.setLevel(level)
+            lg.propagate = propagate
+        handler.close()
+
+
+def show_logs(run_dir, trial: str | None = None) -> str:
+    """The text `ncsweep logs DIR [TRIAL]` prints: the whole driver log, or one trial's record
+    (status, attempts, error, traceback) followed by the log lines that name it. TRIAL may be any
+    unique prefix of a trial id."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "manifest.json").exists():
+        raise FileNotFoundError(f"{run_dir}: no manifest.json — not an ncsweep run directory")
+    log_file = run_dir / LOG_NAME
+    lines = log_file.read_text().splitlines() if log_file.exists() else []
+    if trial is None:
+        return "\n".join(lines) if lines else f"{log_file}: empty (nothing was logged)"
+    tid = _find_trial(run_dir, trial)
+    rec = json.loads((run_dir / "trials" / f"{tid}.json").read_text())
+    out = [f"trial {tid}: {rec.get('status')}, {rec.get('attempts', 0)} attempts, "
+           f"{rec.get('epochs_done', 0)} epochs"]
+    if rec.get("error"):
+        out.append(f"error: {rec['error']}")
+    if rec.get("traceback"):
+        out.append(rec["traceback"].rstrip())
+    mentions = [ln for ln in lines if tid in ln]
+    if mentions:
+        out += ["", f"{LOG_NAME} lines naming {tid}:", *mentions]
+    return "\n".join(out)
+
+
+def _find_trial(run_dir: Path, prefix: str) -> str:
+    ids = sorted(p.stem for p in (run_dir / "trials").glob("*.json"))
+    match = [t for t in ids if t.startswith(prefix)]
+    if len(match) != 1:
+        what = "no trial" if not match else f"{len(match)} trials"
+        raise ValueError(f"trial {prefix!r}: {what} of {run_dir} match; its trials are "
+                         f"{', '.join(ids[:10]) or 'none'}{' …' if len(ids) > 10 else ''} (see `ncsweep status {run_dir}`)")
+    return match[0]
