@@ -11,12 +11,14 @@ import math
 import platform
 import random
 import time
+from dataclasses import dataclass
 from typing import Iterator
 
 import numpy as np
 import torch
 
 from . import __version__, checkpoint
+from .catalogue import METRIC_SETS, config_columns, trial_metric_sets
 from .config import trial_id, validate_config
 from .data import build_dataset
 from .data.loader import TensorLoader
@@ -24,20 +26,32 @@ from .evaluate import evaluate, stratified_sample
 from .methods import METHODS
 from .models import build_model, family
 
-CONFIG_COLUMNS = ("dataset", "arch", "method", "lr", "weight_decay", "bias_level", "penalty", "seed", "width",
-                  "epochs", "batch_size", "optimizer", "bias_kind", "coarse")
+@dataclass(frozen=True)
+class Runtime:
+    """Where and how a trial runs — state of the machine, not of the experiment: never part of
+    the config, its id or its analysis axes. The rows record `device` (its name) and `amp`."""
+    device: str           # torch device string, 'auto' resolved
+    precision: str        # autocast precision actually used
+    channels_last: bool
+    device_name: str
+
+    @classmethod
+    def resolve(cls, cfg: dict) -> "Runtime":
+        """Fill the 'auto' settings: device (cuda if available), precision (bf16 on CUDA), channels_last (CUDA)."""
+        device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg["device"] == "auto" else cfg["device"]
+        cuda = device.startswith("cuda")
+        precision = ("bf16" if cuda else "fp32") if cfg["precision"] == "auto" else cfg["precision"]
+        cl = cuda if cfg["channels_last"] == "auto" else bool(cfg["channels_last"])
+        return cls(device, precision, cl, _device_name(device))
+
+    def columns(self) -> dict:
+        return {"device": self.device_name, "amp": self.precision}
 
 
 def resolve_device(cfg: dict) -> dict:
-    """Fill the 'auto' fields: device, precision (bf16 on CUDA), channels_last (CUDA)."""
-    cfg = dict(cfg)
-    if cfg["device"] == "auto":
-        cfg["device"] = "cuda" if torch.cuda.is_available() else "cpu"
-    cuda = cfg["device"].startswith("cuda")
-    if cfg["precision"] == "auto":
-        cfg["precision"] = "bf16" if cuda else "fp32"
-    cfg["_channels_last"] = cuda if cfg["channels_last"] == "auto" else bool(cfg["channels_last"])
-    return cfg
+    """The config with its 'auto' settings resolved to what this machine uses (see `Runtime`)."""
+    rt = Runtime.resolve(cfg)
+    return {**cfg, "device": rt.device, "precision": rt.precision, "channels_last": rt.channels_last}
 
 
 def seed_everything(seed: int) -> None:
@@ -49,17 +63,17 @@ def seed_everything(seed: int) -> None:
 def prepare(config: dict):
     """Validated config, dataset (on device), model and method — the pieces a trial trains."""
     cfg = resolve_device(validate_config(config))
+    # the metric sets the trial computes, derived once (fine with coarse labels, gc with transfer)
+    cfg["metrics"] = [m for m in METRIC_SETS if m in trial_metric_sets(cfg["metrics"], cfg["coarse"], cfg["method"])]
     seed_everything(cfg["seed"])
     data_opts = dict(cfg["data"], **({"target": "coarse"} if cfg["coarse"] else {}))
     data = build_dataset(cfg["dataset"], data_opts, cfg["bias_level"], cfg["bias_kind"], cfg["group_by"], cfg["seed"])
-    if cfg["coarse"] and "fine" not in cfg["metrics"]:
-        cfg["metrics"] = list(cfg["metrics"]) + ["fine"]
     dev = torch.device(cfg["device"])
     data.splits = {k: s.to(dev) for k, s in data.splits.items()}
     x = data.splits["train"].x
     model = build_model(cfg["arch"], data.num_classes, cfg["width"], x.shape[-1], cfg["stem"], x.shape[1],
                         cfg["weights"]).to(dev)
-    if cfg["_channels_last"]:
+    if cfg["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     if cfg["compile"]:
         model.compile()   # in place: the training forward is compiled, state_dict keys stay the same
@@ -67,10 +81,11 @@ def prepare(config: dict):
         load_init(model, cfg["init_from"])
     gen = torch.Generator().manual_seed(cfg["seed"])
     cls = METHODS[cfg["method"]]
+    cls.check_config(cfg)
     method = cls(model, cfg, data)
     split = method.train_split()
     loader = TensorLoader(split, min(cfg["batch_size"], len(split)), shuffle=True, augment=cfg["augment"],
-                          gen=gen, drop_last=True)
+                          gen=gen, drop_last=True, groups=method.uses_groups)
     return cfg, data, model, method, loader, gen
 
 
@@ -106,18 +121,18 @@ def iter_epochs(config: dict, sink=None) -> Iterator[tuple[int, list[dict]]]:
         method.load_state_dict(state["method"])
         checkpoint.set_rng_state(state["rng"], gen)
         start = state["epoch"] + 1
-    fixed = {"trial_id": tid, **{k: cfg[k] for k in CONFIG_COLUMNS}, "family": family(cfg["arch"]),
-             "device": _device_name(cfg["device"]), "amp": cfg["precision"]}
+    fixed = {"trial_id": tid, **{k: cfg[k] for k in config_columns()}, "family": family(cfg["arch"]),
+             **Runtime.resolve(cfg).columns()}
     for epoch in range(start, cfg["epochs"]):
         if method.finished:
             break
         t0 = time.perf_counter()
         method.train_mode()
         loss_sum = torch.zeros((), device=cfg["device"])
-        for x, y in loader:
-            if cfg["_channels_last"]:
+        for x, y, *g in loader:   # g: the batch's group ids, for methods with uses_groups
+            if cfg["channels_last"]:
                 x = x.contiguous(memory_format=torch.channels_last)
-            loss_sum += method.update(x, y)
+            loss_sum += method.update(x, y, *g)
         train_loss = float(loss_sum) / max(len(loader), 1)       # the one host sync of the epoch
         extra = method.end_of_epoch(epoch)
         train_time = time.perf_counter() - t0

@@ -27,14 +27,16 @@ class TensorLoader:
     """Iterate (x, y) mini-batches of `split` (already on its device).
 
     shuffle: a fresh permutation from `gen` each epoch; augment: crop + flip with padding
-    image_size // 8; drop_last drops a final short batch (keeps BatchNorm away from size-1 batches).
+    image_size // 8; drop_last drops a final short batch (keeps BatchNorm away from size-1 batches);
+    groups: also yield the batch's group ids, (x, y, g) (GroupDRO needs them; ERM's batches stay (x, y)).
     """
 
     def __init__(self, split: Split, batch_size: int, *, shuffle: bool = False, augment: bool = False,
-                 gen: torch.Generator | None = None, drop_last: bool = False, target: str = "y"):
+                 gen: torch.Generator | None = None, drop_last: bool = False, target: str = "y",
+                 groups: bool = False):
         self.split, self.bs, self.shuffle, self.augment = split, int(batch_size), shuffle, augment
         self.gen = gen if gen is not None else torch.Generator().manual_seed(0)
-        self.drop_last, self.target = drop_last, target
+        self.drop_last, self.target, self.groups = drop_last, target, groups
         self.pad = max(1, split.x.shape[-1] // 8)
 
     def __len__(self) -> int:
@@ -50,4 +52,7 @@ class TensorLoader:
             x = self.split.x[idx]
             if self.augment:
                 x = augment_batch(x, self.gen, self.pad)
-            yield x, getattr(self.split, self.target)[idx]
+            if self.groups:
+                yield x, getattr(self.split, self.target)[idx], self.split.g[idx]
+            else:
+                yield x, getattr(self.split, self.target)[idx]

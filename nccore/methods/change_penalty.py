@@ -72,15 +72,7 @@ def penalty_step(params, lr: float, lam: float, norm: str) -> None:
 
 @register("change_penalty")
 class ChangePenalty(TuningMethod):
-    hparams = {**TuningMethod.hparams, "penalty_mode": "proximal", "norm": "l2"}
-
-    @classmethod
-    def check_options(cls, options: dict) -> None:
-        super().check_options(options)
-        if options.get("penalty_mode", "proximal") not in ("proximal", "explicit"):
-            raise ValueError(f"method_options `penalty_mode` = {options['penalty_mode']!r}: 'proximal' or 'explicit'")
-        if options.get("norm", "l2") not in ("l2", "l1"):
-            raise ValueError(f"method_options `norm` = {options['norm']!r}: 'l2' (squared) or 'l1'")
+    # options (penalty_mode, norm, ...) and their accepted values: nccore.catalogue.METHOD_OPTIONS
 
     def prepare_tuning(self) -> None:
         self.delta_model = DeltaModel(self.model).to(self.device)
@@ -93,17 +85,17 @@ class ChangePenalty(TuningMethod):
             return sum((d ** 2).sum() for d in self.delta_model.delta)
         return sum(d.abs().sum() for d in self.delta_model.delta)
 
-    def update(self, x, y):
-        with self.autocast():
-            loss = nn.functional.cross_entropy(self.delta_model(x).float(), y)
-        total = loss + self.cfg["penalty"] * self._penalty() if self.opts["penalty_mode"] == "explicit" else loss
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        self.optimizer.step()
+    def forward(self, x):
+        return self.delta_model(x)
+
+    def penalty(self):
+        if self.opts["penalty_mode"] == "explicit":
+            return self.cfg["penalty"] * self._penalty()
+        return None
+
+    def after_step(self) -> None:
         if self.opts["penalty_mode"] == "proximal" and self.cfg["penalty"] > 0:
             penalty_step(self.delta_model.delta, self.lr(), self.cfg["penalty"], self.opts["norm"])
-        self.scheduler.step()
-        return loss.detach()
 
     def build_optimizer(self):
         return make_optimizer(self.params, {**self.cfg, "weight_decay": 0.0})

@@ -40,12 +40,7 @@ class SideTuned(nn.Module):
 
 @register("side_tuning")
 class SideTuning(TuningMethod):
-    @classmethod
-    def check_config(cls, cfg: dict) -> None:
-        if not 0.0 <= cfg["penalty"] <= 1.0:
-            raise ValueError(f"config `penalty` = {cfg['penalty']}: side-tuning uses it as the blend α, which "
-                             f"must lie in [0, 1]")
-
+    # the range of α (`penalty` in [0, 1]) is declared in nccore.catalogue (CONFIG["penalty"].method_range)
     def prepare_tuning(self) -> None:
         side = copy.deepcopy(self.model)
         for p in side.parameters():
@@ -55,14 +50,8 @@ class SideTuning(TuningMethod):
     def trainable_parameters(self):
         return self.fused.side.parameters()
 
-    def update(self, x, y):
-        with self.autocast():
-            loss = nn.functional.cross_entropy(self.fused(x).float(), y)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        self.optimizer.step()
-        self.scheduler.step()
-        return loss.detach()
+    def forward(self, x):
+        return self.fused(x)
 
     def eval_model(self):
         return self.fused

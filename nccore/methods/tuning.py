@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
 
-from ..data.loader import TensorLoader
-from .base import Method, make_optimizer, make_scheduler
+from .base import Method
+from .erm import train_erm
 
 
 def tuning_indices(y: np.ndarray, p: np.ndarray, n_tune: int, seed: int) -> np.ndarray:
@@ -36,7 +35,6 @@ def tuning_indices(y: np.ndarray, p: np.ndarray, n_tune: int, seed: int) -> np.n
 
 
 class TuningMethod(Method):
-    hparams = {"pretrain_epochs": 5, "pretrain_lr": 0.05, "n_tune": 8, "early_stop": True}
 
     def setup(self) -> None:
         if not self.cfg["init_from"]:
@@ -54,20 +52,7 @@ class TuningMethod(Method):
         raise NotImplementedError
 
     def _pretrain(self) -> None:
-        cfg = {**self.cfg, "lr": self.opts["pretrain_lr"], "epochs": self.opts["pretrain_epochs"]}
-        split = self.data.splits["train"]
-        loader = TensorLoader(split, cfg["batch_size"], shuffle=True, augment=cfg["augment"],
-                              gen=torch.Generator().manual_seed(cfg["seed"] + 1), drop_last=True)
-        opt = make_optimizer(list(self.model.parameters()), cfg)
-        sched = make_scheduler(opt, cfg, len(loader))
-        self.model.train()
-        for _ in range(cfg["epochs"]):
-            for x, y in loader:
-                loss = nn.functional.cross_entropy(self.model(x), y)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
+        train_erm(self.model, self.cfg, self.data, self.opts["pretrain_epochs"], self.opts["pretrain_lr"])
 
     def train_split(self):
         return self.tune_set
