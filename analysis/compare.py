@@ -1,22 +1,34 @@
-"""Architecture comparisons and the NC-vs-fairness correlation.
+"""Architecture comparisons, the leaderboard of configurations, and the NC-vs-fairness correlation.
 
-- per architecture: mean ± 95% t-interval over trials (seeds) of each metric;
-- paired: for every pair of architectures, the difference on matching configs (same lr, wd,
-  bias, penalty, method, seed) with its mean and 95% t-interval;
-- Spearman ρ of NC1 (overall / per group) with a fairness gap across trials, bootstrap 95% CI.
+A configuration is one setting of every swept axis; its seeds are replicates. Seeds of one
+configuration are not independent evidence about the axes, so every bootstrap here resamples
+configurations (clusters of seeds), never single trials:
+- per architecture: mean over configurations of the per-configuration mean, with a 95% bootstrap
+  CI over configurations (`scipy.stats.bootstrap`, BCa);
+- paired: for every pair of architectures, the difference on matching configurations (same value
+  of every other axis and same seed), averaged per configuration, with the same CI;
+- leaderboard: each configuration's mean ± 95% t-interval over its seeds;
+- Spearman ρ of NC1 (overall / per group) with a fairness gap across trials, with a cluster
+  bootstrap 95% CI over configurations.
 """
 from __future__ import annotations
 
 import itertools
+import warnings
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-MATCH = ("method", "lr", "weight_decay", "bias_level", "penalty", "seed", "batch_size", "width")
+from . import vocab
+from .filters import config_ids
+
+N_BOOT = 2000
+BOOT_CI = "95% BCa bootstrap over configurations"
 
 
 def mean_ci(x) -> tuple[float, float, float, int]:
+    """Mean and 95% t-interval of the finite values of x."""
     x = np.asarray(x, dtype=float)
     x = x[np.isfinite(x)]
     n = len(x)
@@ -29,54 +41,149 @@ def mean_ci(x) -> tuple[float, float, float, int]:
     return m, m - h, m + h, n
 
 
-def arch_summary(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+def boot_mean_ci(values, seed: int = 0) -> tuple[float, float, float, int]:
+    """Mean of per-configuration values with a BCa bootstrap 95% CI over configurations."""
+    x = np.asarray(values, float)
+    x = x[np.isfinite(x)]
+    n = len(x)
+    if n == 0:
+        return np.nan, np.nan, np.nan, 0
+    if n < 3:                     # too few clusters to resample: a t-interval over them
+        return mean_ci(x)
+    if np.ptp(x) == 0:
+        return float(x[0]), float(x[0]), float(x[0]), n
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = stats.bootstrap((x,), np.mean, n_resamples=N_BOOT, method="BCa", random_state=seed, vectorized=True)
+    return float(x.mean()), float(r.confidence_interval.low), float(r.confidence_interval.high), n
+
+
+def _config_means(trials: pd.DataFrame, metric: str, axes: list[str]) -> pd.Series:
+    t = trials[np.isfinite(trials[metric].astype(float))]
+    return t.groupby(config_ids(t, axes))[metric].mean()
+
+
+def arch_summary(trials: pd.DataFrame, metrics: list[str], axes: list[str] | None = None) -> pd.DataFrame:
+    axes = _axes(trials, axes)
     rows = []
     for arch, sub in trials.groupby("arch"):
         for m in metrics:
             if m in sub:
-                mean, lo, hi, n = mean_ci(sub[m])
-                rows.append({"arch": arch, "metric": m, "mean": mean, "ci_low": lo, "ci_high": hi, "n": n})
-    return pd.DataFrame(rows)
+                cm = _config_means(sub, m, axes)
+                mean, lo, hi, k = boot_mean_ci(cm.values)
+                rows.append({"arch": arch, "metric": m, "mean": mean, "ci_low": lo, "ci_high": hi, "configs": k,
+                             "n": int(np.isfinite(sub[m].astype(float)).sum())})
+    return pd.DataFrame(rows, columns=["arch", "metric", "mean", "ci_low", "ci_high", "configs", "n"])
 
 
-def paired_differences(trials: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
-    keys = [k for k in MATCH if k in trials]
+def paired_differences(trials: pd.DataFrame, metrics: list[str], axes: list[str] | None = None) -> pd.DataFrame:
+    """arch_a − arch_b on trials that match on every other axis and the seed; CI over configurations."""
+    axes = _axes(trials, axes)
+    keys = [a for a in axes if a != "arch" and a in trials] + ([vocab.REPLICATE] if vocab.REPLICATE in trials else [])
+    cols = ["arch_a", "arch_b", "metric", "diff", "ci_low", "ci_high", "pairs", "configs"]
     rows = []
-    for a, b in itertools.combinations(sorted(trials["arch"].unique()), 2):
-        left = trials[trials.arch == a].set_index(keys)
-        right = trials[trials.arch == b].set_index(keys)
-        common = left.index.intersection(right.index)
+    for a, b in itertools.combinations(sorted(trials["arch"].dropna().unique()), 2):
         for m in metrics:
-            if m not in trials or len(common) == 0:
+            if m not in trials:
                 continue
-            d = left.loc[common, m].to_numpy(float) - right.loc[common, m].to_numpy(float)
-            mean, lo, hi, n = mean_ci(d)
-            rows.append({"arch_a": a, "arch_b": b, "metric": m, "diff": mean, "ci_low": lo, "ci_high": hi, "pairs": n})
-    return pd.DataFrame(rows, columns=["arch_a", "arch_b", "metric", "diff", "ci_low", "ci_high", "pairs"])
+            left = trials[trials.arch == a].groupby(keys, dropna=False)[m].mean() if keys else None
+            right = trials[trials.arch == b].groupby(keys, dropna=False)[m].mean() if keys else None
+            if left is None:
+                continue
+            d = (left - right).dropna()
+            if d.empty:
+                continue
+            cfg = [k for k in keys if k != vocab.REPLICATE]
+            per_cfg = d.groupby(level=cfg, dropna=False).mean() if cfg else d
+            mean, lo, hi, k = boot_mean_ci(per_cfg.values)
+            rows.append({"arch_a": a, "arch_b": b, "metric": m, "diff": mean, "ci_low": lo, "ci_high": hi,
+                         "pairs": len(d), "configs": k})
+    return pd.DataFrame(rows, columns=cols)
 
 
-def spearman_ci(x, y, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Spearman ρ of x and y with a percentile bootstrap 95% CI over trials."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    ok = np.isfinite(x) & np.isfinite(y)
-    x, y = x[ok], y[ok]
-    n = len(x)
-    if n < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return {"rho": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "n": n}
-    rho, p = stats.spearmanr(x, y)
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        i = rng.integers(0, n, n)
-        if np.ptp(x[i]) > 0 and np.ptp(y[i]) > 0:
-            boots.append(stats.spearmanr(x[i], y[i])[0])
-    lo, hi = np.nanpercentile(boots, [2.5, 97.5]) if boots else (np.nan, np.nan)
-    return {"rho": float(rho), "ci_low": float(lo), "ci_high": float(hi), "p": float(p), "n": n}
-
-
-def nc_vs_fairness(trials: pd.DataFrame, gap: str = "test_gap") -> pd.DataFrame:
+def leaderboard(trials: pd.DataFrame, metric: str, axes: list[str] | None = None, top: int = 10) -> pd.DataFrame:
+    """The best configurations on `metric` (direction from the catalogue): mean ± 95% t-CI over seeds."""
+    axes = [a for a in _axes(trials, axes) if a in trials]
+    t = trials[np.isfinite(trials[metric].astype(float))]
+    if t.empty or not axes:
+        return pd.DataFrame(columns=axes + ["mean", "ci_low", "ci_high", "seeds"])
     rows = []
-    for nc in [c for c in trials.columns if c.split("_g")[0].endswith("nc1") and c.startswith(("train_", "test_"))]:
-        if gap in trials:
-            rows.append({"nc": nc, "fairness": gap, **spearman_ci(trials[nc], trials[gap])})
-    return pd.DataFrame(rows, columns=["nc", "fairness", "rho", "ci_low", "ci_high", "p", "n"])
+    for key, g in t.groupby(axes, dropna=False):
+        mean, lo, hi, n = mean_ci(g[metric])
+        rows.append({**dict(zip(axes, key if isinstance(key, tuple) else (key,))), "mean": mean, "ci_low": lo,
+                     "ci_high": hi, "seeds": n})
+    asc = not vocab.metric_meta(metric)["higher_is_better"]
+    return pd.DataFrame(rows).sort_values("mean", ascending=asc, kind="stable").head(top).reset_index(drop=True)
+
+
+def _weighted_ranks(v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Mid-ranks of v in the sample where row i appears w[b, i] times, for each resample b.
+    v: (n,), w: (B, n) → (B, n). Equal to scipy's average ranks of the expanded sample."""
+    order = np.argsort(v, kind="stable")
+    _, start, inv = np.unique(v[order], return_index=True, return_inverse=True)
+    ws = w[:, order]
+    tie_sum = np.add.reduceat(ws, start, axis=1)                 # (B, groups)
+    below = np.cumsum(tie_sum, axis=1) - tie_sum
+    r_sorted = (below + (tie_sum + 1) / 2)[:, inv]
+    out = np.empty_like(r_sorted)
+    out[:, order] = r_sorted
+    return out
+
+
+def weighted_spearman(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Spearman ρ of the samples where row i appears w[b, i] times (vectorised over b)."""
+    w = np.atleast_2d(w).astype(float)
+    rx, ry = _weighted_ranks(x, w), _weighted_ranks(y, w)
+    tot = w.sum(axis=1, keepdims=True)
+    mx, my = (w * rx).sum(1, keepdims=True) / tot, (w * ry).sum(1, keepdims=True) / tot
+    cov = (w * (rx - mx) * (ry - my)).sum(1)
+    var = np.sqrt((w * (rx - mx) ** 2).sum(1) * (w * (ry - my) ** 2).sum(1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(var > 0, cov / var, np.nan)
+
+
+def spearman_ci(x, y, clusters=None, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Spearman ρ of x and y with a 95% BCa bootstrap CI (`scipy.stats.bootstrap`) that resamples
+    clusters — configurations, each with all its seeds — never single trials of a configuration.
+    With `clusters` None each trial is its own cluster."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    c = np.arange(len(x)) if clusters is None else np.asarray(clusters)
+    ok = np.isfinite(x) & np.isfinite(y)
+    x, y, c = x[ok], y[ok], c[ok]
+    n = len(x)
+    labels, inv = np.unique(c, return_inverse=True)
+    k = len(labels)
+    out = {"rho": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p": np.nan, "n": n, "clusters": k}
+    if n < 4 or k < 4 or np.ptp(x) == 0 or np.ptp(y) == 0:
+        return out
+    rho, p = stats.spearmanr(x, y)
+
+    def stat(idx, axis=-1):          # idx: (..., m) resampled cluster indices
+        idx = np.asarray(idx)
+        flat = idx.reshape(-1, idx.shape[-1]).astype(int)
+        counts = np.zeros((flat.shape[0], k))
+        np.add.at(counts, (np.repeat(np.arange(flat.shape[0]), flat.shape[1]), flat.ravel()), 1.0)
+        return weighted_spearman(x, y, counts[:, inv]).reshape(idx.shape[:-1])
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = stats.bootstrap((np.arange(k),), stat, n_resamples=n_boot, method="BCa", vectorized=True,
+                            random_state=seed, batch=500)
+    return {**out, "rho": float(rho), "p": float(p), "ci_low": float(r.confidence_interval.low),
+            "ci_high": float(r.confidence_interval.high)}
+
+
+def nc_vs_fairness(trials: pd.DataFrame, gap: str = "test_gap", axes: list[str] | None = None) -> pd.DataFrame:
+    cols = ["nc", "fairness", "rho", "ci_low", "ci_high", "p", "n", "clusters"]
+    if gap not in trials:
+        return pd.DataFrame(columns=cols)
+    clusters = config_ids(trials, _axes(trials, axes))
+    rows = [{"nc": nc, "fairness": gap, **spearman_ci(trials[nc], trials[gap], clusters)}
+            for nc in trials.columns if nc.split("_g")[0].endswith("_nc1") and nc.startswith(("train_", "test_"))]
+    return pd.DataFrame(rows, columns=cols)
+
+
+def _axes(trials: pd.DataFrame, axes) -> list[str]:
+    if axes is not None:
+        return [a for a in axes if a != vocab.REPLICATE]
+    return [c for c in trials.columns if vocab.is_axis(c) and c != vocab.REPLICATE]

@@ -20,24 +20,27 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
-def curves(df: pd.DataFrame, column: str, split: str = "test", by_group: bool = True) -> bytes | None:
-    """Mean over seeds (line) and min–max band of `column` against epoch, one line per arch
-    (× subgroup when by_group)."""
-    sub = df[(df.split == split) & (df.group != "all" if by_group else df.group == "all")]
-    if column not in sub or sub[column].notna().sum() == 0:
+def curves(agg: pd.DataFrame, column: str, split: str = "test", by_group: bool = True) -> bytes | None:
+    """Mean over trials (line) and min–max band of `column` against epoch, one line per arch
+    (× subgroup when by_group). `agg`: the pipeline's per-epoch aggregates (column, split, arch,
+    group, epoch, mean, min, max)."""
+    if agg is None or agg.empty:
+        return None
+    sub = agg[(agg["column"] == column) & (agg["split"] == split) & (agg["by_group"] == by_group)]
+    if sub.empty:
         return None
     fig, ax = plt.subplots(figsize=(6, 3.6))
     keys = ["arch", "group"] if by_group else ["arch"]
     for key, g in sub.groupby(keys):
-        stats = g.groupby("epoch")[column].agg(["mean", "min", "max"])
+        g = g.sort_values("epoch")
         label = " / ".join(f"{k}={v}" for k, v in zip(keys, key if isinstance(key, tuple) else (key,)))
-        ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=label)
-        ax.fill_between(stats.index, stats["min"], stats["max"], alpha=0.15)
-    vals = sub[column].dropna()
-    if (vals > 0).all() and vals.max() / vals.min() > 50:
+        ax.plot(g["epoch"], g["mean"], marker="o", ms=3, label=label)
+        ax.fill_between(g["epoch"], g["min"], g["max"], alpha=0.15)
+    lo, hi = sub["min"].min(), sub["max"].max()
+    if lo > 0 and hi / lo > 50:
         ax.set_yscale("log")   # NC metrics span orders of magnitude over training
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{split} {column} (mean over seeds, band min–max)")
+    ax.set_ylabel(f"{split} {column}\n(mean over trials, band min–max)")
     ax.legend(fontsize=7, ncol=2)
     return _png(fig)
 
@@ -55,17 +58,17 @@ def heatmap(effects: pd.DataFrame) -> bytes | None:
     for (i, j), v in np.ndenumerate(piv.values):
         if np.isfinite(v):
             ax.text(j, i, f"{v:+.2f}", ha="center", va="center", fontsize=6)
-    fig.colorbar(im, ax=ax, label="SD of metric per SD of axis")
+    fig.colorbar(im, ax=ax, label="effect (SD of metric per SD of axis, or vs reference level)")
     return _png(fig)
 
 
-def bars(summary: pd.DataFrame, metric: str) -> bytes | None:
+def bars(summary: pd.DataFrame, metric: str, ylabel: str | None = None) -> bytes | None:
     s = summary[summary.metric == metric]
     if s.empty:
         return None
     fig, ax = plt.subplots(figsize=(4.5, 3))
     err = np.vstack([s["mean"] - s["ci_low"], s["ci_high"] - s["mean"]])
     ax.bar(s["arch"], s["mean"], yerr=np.nan_to_num(err), capsize=4, color="#4a7ab5")
-    ax.set_ylabel(metric)
-    ax.set_title("mean ± 95% CI over seeds", fontsize=8)
+    ax.set_ylabel(ylabel or metric)
+    ax.set_title("mean of configuration means ± 95% bootstrap CI", fontsize=8)
     return _png(fig)

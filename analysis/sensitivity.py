@@ -1,15 +1,18 @@
-"""Sensitivity tables: how much each sweep axis moves each metric.
+"""Sensitivity tables: how much each swept axis moves each metric.
 
-For one metric over the trial table (one row per trial at its selected epoch):
-- standardized OLS effects (statsmodels, HC3 robust 95% CIs): the metric and every numeric axis
-  are z-scored (lr, weight_decay — and penalty when it spans ≥ 2 decades — on log10 first), so
-  an effect is "SDs of metric per SD of axis"; categorical axes (arch, method) are dummy-coded
-  against their first level, so an effect is "SDs of metric vs the reference level";
-- type-II ANOVA with partial η² per axis;
-- fANOVA importance per axis (Optuna's FanovaImportanceEvaluator), which sees non-linear effects;
-- n trials, R², and p-values corrected across the table (Holm by default, or Benjamini–Hochberg).
-Axes that did not vary are reported as not varied; trials a scheduler stopped early are left
-out unless asked for; fewer trials than parameters gives a message, not a fit.
+For one metric over the trial table (one row per trial at its selected epoch; by default only
+completed trials that learned something — `analysis.filters`):
+- standardized OLS effects (statsmodels; 95% Wald CIs from HC3 heteroskedasticity-robust standard
+  errors): the metric and every numeric axis are z-scored (log10 first for axes the catalogue
+  declares log-scaled or that span ≥ 2 decades), so an effect is "SDs of metric per SD of axis";
+  categorical axes are dummy-coded against a reference level (the first in sorted order), so an
+  effect is "SDs of metric vs the reference level";
+- optional pairwise interactions (`interactions=[("arch", "lr"), ...]`), labelled `arch×lr`;
+- type-II ANOVA (classical F) with partial η² per axis;
+- fANOVA importance per axis (Optuna's FanovaImportanceEvaluator) fitted on per-configuration
+  means (seeds averaged), which sees non-linear effects;
+- p-values corrected across the table's terms: Holm (default), Benjamini–Hochberg, or none.
+Axes that did not vary are reported as not varied; fewer trials than parameters gives a message.
 """
 from __future__ import annotations
 
@@ -19,9 +22,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-AXES = ("arch", "method", "lr", "weight_decay", "bias_level", "penalty", "batch_size", "width")
-CATEGORICAL = ("arch", "method", "family", "dataset")
-LOG_AXES = ("lr", "weight_decay")
+from . import vocab
+from .filters import DEFAULT_STATUS, config_ids, usable
+
+CORRECTIONS = ("holm", "bh", "none")
+ESTIMATOR = "OLS on z-scored metric and axes"
+CI_METHOD = "95% Wald, HC3 robust SE"
 
 
 @dataclass
@@ -30,14 +36,18 @@ class SensitivityTable:
     n: int
     r2: float | None
     effects: pd.DataFrame          # term, axis, effect, ci_low, ci_high, p, p_adj
-    anova: pd.DataFrame            # axis, df, F, p, partial_eta2
+    anova: pd.DataFrame            # axis, df, F, p_anova, partial_eta2
     importance: pd.DataFrame       # axis, fanova
     not_varied: list[str]
     message: str = ""
     subset: str = "all"
     selection: str = "final"
-    excluded_stopped: int = 0
-    meta: dict = field(default_factory=dict)
+    excluded: dict = field(default_factory=dict)     # reason -> trials left out
+    meta: dict = field(default_factory=dict)         # estimator, ci, correction, reference, units, cells
+
+    @property
+    def excluded_stopped(self) -> int:
+        return int(self.excluded.get("status stopped", 0))
 
     def long(self) -> pd.DataFrame:
         """One tidy frame: a row per (axis, term) with every statistic, for CSV/Parquet."""
@@ -46,96 +56,161 @@ class SensitivityTable:
             eff = eff.merge(self.anova, on="axis", how="left").merge(self.importance, on="axis", how="left")
         rows = [eff] + [pd.DataFrame({"axis": self.not_varied, "term": "not varied"})]
         out = pd.concat(rows, ignore_index=True) if len(self.not_varied) else eff
+        excluded = "; ".join(f"{n} {k}" for k, n in self.excluded.items())
         return out.assign(metric=self.metric, subset=self.subset, n=self.n, r2=self.r2, selection=self.selection,
-                          excluded_stopped=self.excluded_stopped, message=self.message)
+                          excluded=excluded, message=self.message, estimator=self.meta.get("estimator", ESTIMATOR),
+                          ci_method=self.meta.get("ci", CI_METHOD), correction=self.meta.get("correction", "holm"),
+                          unit=self.meta.get("unit", ""))
 
 
 def _is_cat(s: pd.Series) -> bool:
     return not pd.api.types.is_numeric_dtype(s)
 
 
-def _axis_values(trials: pd.DataFrame, axis: str) -> pd.Series:
+def default_axes(trials: pd.DataFrame) -> list[str]:
+    """Catalogue axes present as columns (used when the run's manifest does not say what was swept)."""
+    return [c for c in trials.columns if vocab.is_axis(c) and c != vocab.REPLICATE]
+
+
+def _axis_values(trials: pd.DataFrame, axis: str) -> tuple[pd.Series, str]:
     v = trials[axis]
-    if axis in CATEGORICAL or not pd.api.types.is_numeric_dtype(v):
-        return v.astype(str).astype(object)
+    if vocab.is_categorical(axis) or not pd.api.types.is_numeric_dtype(v):
+        return v.astype(str).astype(object), "categorical"
     v = v.astype(float)
-    positive = (v > 0).all()
-    if axis in LOG_AXES and positive or (axis == "penalty" and positive and v.max() / v.min() >= 100):
-        return np.log10(v)
-    return v
+    if vocab.log_scale(axis, v.unique()):
+        return np.log10(v), "log10, z-scored"
+    return v, "z-scored"
 
 
-def design(trials: pd.DataFrame, metric: str, axes=AXES) -> tuple[pd.DataFrame, list[str], list[str]]:
+def design(trials: pd.DataFrame, metric: str, axes=None) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The standardized modelling frame: columns y + one per varying axis; returns (frame,
-    varying axes, not-varied axes)."""
-    trials = trials[trials[metric].notna()]      # axes vary (or not) among the trials that have the metric
+    varying axes, not-varied axes). `frame.attrs` holds each axis' scale and reference level."""
+    axes = default_axes(trials) if axes is None else list(axes)
+    trials = trials[np.isfinite(trials[metric].astype(float))]
     df = pd.DataFrame({"y": trials[metric].astype(float)})
-    varying, fixed = [], []
+    varying, fixed, scale, ref = [], [], {}, {}
     for a in axes:
         if a not in trials.columns:
             continue
-        v = _axis_values(trials, a)
+        v, how = _axis_values(trials, a)
         if v.nunique(dropna=True) < 2:
             fixed.append(a)
             continue
         varying.append(a)
-        df[a] = v if _is_cat(v) else (v - v.mean()) / v.std(ddof=0)
+        scale[a] = how
+        if _is_cat(v):
+            ref[a] = sorted(v.dropna().unique())[0]
+            df[a] = v
+        else:
+            df[a] = (v - v.mean()) / v.std(ddof=0)
     df = df.dropna()
     sd = df["y"].std(ddof=0)
     df["y"] = (df["y"] - df["y"].mean()) / sd if sd > 0 else df["y"] * 0.0
+    df.attrs.update(scale=scale, reference=ref, y_sd=float(sd) if sd == sd else float("nan"))
     return df, varying, fixed
 
 
-def formula(varying: list[str], frame: pd.DataFrame, interactions: bool = False) -> str:
-    terms = [f"C({a})" if _is_cat(frame[a]) else a for a in varying]
-    if interactions and "arch" in varying:
-        terms += [f"C(arch):{a}" for a in varying if a != "arch" and not _is_cat(frame[a])]
+def _term(a: str, frame: pd.DataFrame) -> str:
+    return f"C({a})" if _is_cat(frame[a]) else a
+
+
+def formula(varying: list[str], frame: pd.DataFrame, interactions=()) -> str:
+    terms = [_term(a, frame) for a in varying]
+    terms += [f"{_term(a, frame)}:{_term(b, frame)}" for a, b in interactions if a in varying and b in varying]
     return "y ~ " + (" + ".join(terms) if terms else "1")
 
 
-def fit_table(trials: pd.DataFrame, metric: str, axes=AXES, interactions: bool = False, correction: str = "holm",
-              include_stopped: bool = False, subset: str = "all", fanova: bool = True) -> SensitivityTable:
+def axis_of(term: str) -> str:
+    """Statsmodels term -> axis label: 'C(arch)[T.vgg11]' -> 'arch'; 'C(arch)[T.vgg11]:lr' -> 'arch×lr'."""
+    parts = []
+    for p in term.split(":"):
+        parts.append(p[2:].split(")")[0] if p.startswith("C(") else p)
+    return "×".join(parts)
+
+
+def _levels(frame, a) -> int:
+    return frame[a].nunique() - 1 if _is_cat(frame[a]) else 1
+
+
+def n_params(frame, varying, interactions=()) -> int:
+    k = 1 + sum(_levels(frame, a) for a in varying)
+    return k + sum(_levels(frame, a) * _levels(frame, b) for a, b in interactions if a in varying and b in varying)
+
+
+def parse_interactions(text: str | None, valid: list[str]) -> list[tuple[str, str]]:
+    """'arch:lr,lr:bias_level' -> pairs; 'all' -> every pair of valid axes; unknown axes are an error."""
+    if not text or text == "none":
+        return []
+    if text == "all":
+        return [(a, b) for i, a in enumerate(valid) for b in valid[i + 1:]]
+    pairs = []
+    for part in text.split(","):
+        names = [x.strip() for x in part.replace("×", ":").replace("*", ":").split(":")]
+        bad = [x for x in names if x not in valid]
+        if len(names) != 2 or bad:
+            raise ValueError(f"--interactions {part!r}: expected AXIS:AXIS with axes from this run's swept axes "
+                             f"({', '.join(valid)}); unknown: {', '.join(bad) or part}")
+        pairs.append((names[0], names[1]))
+    return pairs
+
+
+def cells(trials: pd.DataFrame, varying: list[str]) -> dict:
+    """Trials per configuration cell (min / max over cells) and per level of each categorical axis."""
+    out = {}
+    if varying:
+        sizes = pd.Series(config_ids(trials, varying)).value_counts()
+        out["per_config"] = (int(sizes.min()), int(sizes.max()), int(len(sizes)))
+    for a in varying:
+        if a in trials and vocab.is_categorical(a):
+            out[a] = {str(k): int(v) for k, v in trials[a].astype(str).value_counts().sort_index().items()}
+    return out
+
+
+def fit_table(trials: pd.DataFrame, metric: str, axes=None, interactions=(), correction: str = "holm",
+              include_status=DEFAULT_STATUS, keep_learned_nothing: bool = False, subset: str = "all",
+              fanova: bool = True) -> SensitivityTable:
     import statsmodels.formula.api as smf
     from statsmodels.stats.anova import anova_lm
-    from statsmodels.stats.multitest import multipletests
 
+    if correction not in CORRECTIONS:
+        raise ValueError(f"--correction {correction!r}: expected one of {', '.join(CORRECTIONS)}")
     selection = str(trials["selection"].iloc[0]) if "selection" in trials and len(trials) else "final"
-    stopped = trials["trial_status"].eq("stopped") if "trial_status" in trials else pd.Series(False, index=trials.index)
-    used = trials if include_stopped else trials[~stopped]
+    used, excluded = usable(trials, include_status, keep_learned_nothing, metric)
     frame, varying, fixed = design(used, metric, axes)
     empty_e = pd.DataFrame(columns=["axis", "term", "effect", "ci_low", "ci_high", "p", "p_adj"])
     empty_a = pd.DataFrame(columns=["axis", "df", "F", "p_anova", "partial_eta2"])
     empty_i = pd.DataFrame(columns=["axis", "fanova"])
+    meta = {"estimator": ESTIMATOR, "ci": CI_METHOD, "correction": correction,
+            "unit": vocab.metric_meta(metric)["unit"], "reference": frame.attrs.get("reference", {}),
+            "scale": frame.attrs.get("scale", {}), "metric_sd": frame.attrs.get("y_sd"),
+            "cells": cells(used, varying), "interactions": [f"{a}×{b}" for a, b in interactions],
+            "statuses": list(include_status)}
     table = SensitivityTable(metric, len(frame), None, empty_e, empty_a, empty_i, fixed, subset=subset,
-                             selection=selection, excluded_stopped=int(stopped.sum()) if not include_stopped else 0)
-    f = formula(varying, frame, interactions)
-    n_params = _n_params(frame, varying, interactions)
+                             selection=selection, excluded=excluded, meta=meta)
+    interactions = [(a, b) for a, b in interactions if a in varying and b in varying]
+    k = n_params(frame, varying, interactions)
     if not varying:
         table.message = "no axis varied: nothing to fit"
-        return table
-    if len(frame) <= n_params:
-        table.message = f"{len(frame)} trials for {n_params} parameters: too few to fit (need more than {n_params})"
-        return table
-    if frame["y"].std() == 0:
+    elif len(frame) <= k:
+        table.message = f"{len(frame)} trials for {k} parameters: too few to fit (need more than {k})"
+    elif frame["y"].std() == 0:
         table.message = f"{metric} is constant across trials: nothing to explain"
-        if "nc2" in metric:
-            table.message += " (with 2 classes NC2 is identically 0 by construction; SCIENCE.md §A.3)"
+    if table.message:
         return table
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ols = smf.ols(f, data=frame).fit()
+        ols = smf.ols(formula(varying, frame, interactions), data=frame).fit()
         robust = ols.get_robustcov_results(cov_type="HC3")
         aov = anova_lm(ols, typ=2)
-    names = ols.model.exog_names
     ci = np.asarray(robust.conf_int())
-    eff = pd.DataFrame({"term": names, "effect": np.asarray(robust.params), "ci_low": ci[:, 0],
+    eff = pd.DataFrame({"term": ols.model.exog_names, "effect": np.asarray(robust.params), "ci_low": ci[:, 0],
                         "ci_high": ci[:, 1], "p": np.asarray(robust.pvalues)})
     eff = eff[eff.term != "Intercept"].copy()
-    eff["axis"] = eff.term.map(_axis_of)
-    eff["p_adj"] = multipletests(eff.p.fillna(1.0), method={"holm": "holm", "bh": "fdr_bh"}[correction])[1] if len(eff) else []
+    eff["axis"] = eff.term.map(axis_of)
+    eff["p_adj"] = adjust(eff.p.fillna(1.0).to_numpy(), correction)
     resid = aov.loc["Residual", "sum_sq"]
     aov = aov.drop(index="Residual")
-    anova = pd.DataFrame({"axis": [_axis_of(t) for t in aov.index], "df": aov["df"].values, "F": aov["F"].values,
+    anova = pd.DataFrame({"axis": [axis_of(t) for t in aov.index], "df": aov["df"].values, "F": aov["F"].values,
                           "p_anova": aov["PR(>F)"].values,
                           "partial_eta2": (aov["sum_sq"] / (aov["sum_sq"] + resid)).values})
     table.effects, table.anova, table.r2 = eff.reset_index(drop=True), anova, float(ols.rsquared)
@@ -144,54 +219,74 @@ def fit_table(trials: pd.DataFrame, metric: str, axes=AXES, interactions: bool =
     return table
 
 
-def _axis_of(term: str) -> str:
-    t = term.split(":")[0] if ":" in term and not term.startswith("C(arch):") else term
-    if t.startswith("C(arch):"):
-        return "arch×" + term.split(":")[1]
-    return t[2:].split(")")[0] if t.startswith("C(") else t
+def adjust(p: np.ndarray, correction: str) -> np.ndarray:
+    """Adjusted p-values: Holm step-down (FWER), Benjamini–Hochberg (FDR), or none."""
+    p = np.asarray(p, float)
+    if correction == "none" or len(p) == 0:
+        return p
+    if correction == "bh":
+        from scipy.stats import false_discovery_control
+
+        return false_discovery_control(p, method="bh")
+    order = np.argsort(p)
+    m = len(p)
+    stepped = np.maximum.accumulate(np.minimum(1.0, (m - np.arange(m)) * p[order]))
+    out = np.empty(m)
+    out[order] = stepped
+    return out
 
 
-def _n_params(frame, varying, interactions) -> int:
-    k = 1
-    for a in varying:
-        k += frame[a].nunique() - 1 if _is_cat(frame[a]) else 1
-    if interactions and "arch" in varying:
-        k += (frame["arch"].nunique() - 1) * sum(not _is_cat(frame[a]) for a in varying if a != "arch")
-    return k
-
-
-def fanova_importance(frame: pd.DataFrame, varying: list[str], seed: int = 0, max_trials: int = 500) -> pd.DataFrame:
-    """fANOVA importance of each axis (Optuna's FanovaImportanceEvaluator on the trial table).
-
-    Its marginalisation grows quickly with the number of distinct values, so tables of more than
-    `max_trials` trials are fitted on a seeded random subsample of that size (32 trees, depth 8)."""
+def fanova_importance(frame: pd.DataFrame, varying: list[str], seed: int = 0, max_configs: int = 300) -> pd.DataFrame:
+    """fANOVA importance of each axis (Optuna's FanovaImportanceEvaluator) on per-configuration
+    means of the standardized metric (seeds averaged first). Beyond `max_configs` configurations a
+    seeded random subsample of that size is used (its forest cost grows with distinct values)."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
+    agg = frame.groupby(varying, sort=False, dropna=False)["y"].mean().reset_index()
+    if len(agg) > max_configs:
+        agg = agg.sample(max_configs, random_state=seed)
     dists = {a: CategoricalDistribution(sorted(frame[a].unique())) if _is_cat(frame[a])
              else FloatDistribution(float(frame[a].min()), float(frame[a].max())) for a in varying}
     study = optuna.create_study()
-    if len(frame) > max_trials:
-        frame = frame.sample(max_trials, random_state=seed)
-    for _, row in frame.iterrows():
-        params = {a: (row[a] if _is_cat(frame[a]) else float(row[a])) for a in varying}
-        study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=float(row["y"])))
+    cat = {a: _is_cat(frame[a]) for a in varying}
+    study.add_trials([optuna.trial.create_trial(
+        params={a: (v if cat[a] else float(v)) for a, v in zip(varying, vals)}, distributions=dists, value=float(y))
+        for *vals, y in agg[varying + ["y"]].itertuples(index=False, name=None)])
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(n_trees=32, max_depth=8, seed=seed), normalize=True)
-    except (RuntimeError, ValueError) as e:  # e.g. too few distinct trials for the forest
+            imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(n_trees=32, max_depth=8, seed=seed),
+                                        normalize=True)
+    except (RuntimeError, ValueError, ZeroDivisionError) as e:  # e.g. too few distinct configurations for the forest
         warnings.warn(f"fANOVA skipped: {e}", RuntimeWarning, stacklevel=2)
         return pd.DataFrame(columns=["axis", "fanova"])
     return pd.DataFrame({"axis": list(imp), "fanova": list(imp.values())})
 
 
-def sensitivity_tables(trials: pd.DataFrame, metrics: list[str], per_arch: bool = True, **kw) -> list[SensitivityTable]:
-    """The table of every metric over all trials, and (per_arch) within each architecture."""
-    out = [fit_table(trials, m, **kw) for m in metrics if m in trials]
+def table_jobs(trials: pd.DataFrame, metrics: list[str], per_arch: bool = True) -> list[tuple[str, str]]:
+    """(metric, subset) of every table: each metric over all trials, and within each architecture."""
+    jobs = [(m, "all") for m in metrics if m in trials]
     if per_arch and "arch" in trials and trials["arch"].nunique() > 1:
-        for arch, sub in trials.groupby("arch"):
-            out += [fit_table(sub, m, subset=f"arch={arch}", **kw) for m in metrics if m in sub]
-    return out
+        jobs += [(m, f"arch={a}") for a in sorted(trials["arch"].dropna().unique()) for m in metrics if m in trials]
+    return jobs
+
+
+def run_job(trials: pd.DataFrame, metric: str, subset: str, **kw) -> SensitivityTable:
+    if subset != "all":
+        arch = subset.split("=", 1)[1]
+        trials = trials[trials["arch"].astype(str) == arch]
+    return fit_table(trials, metric, subset=subset, **kw)
+
+
+def sensitivity_tables(trials: pd.DataFrame, metrics: list[str], per_arch: bool = True, workers: int = 1,
+                       **kw) -> list[SensitivityTable]:
+    """Every table of `table_jobs`; with workers > 1 in that many forked processes."""
+    jobs = table_jobs(trials, metrics, per_arch)
+    if workers <= 1 or len(jobs) < 2:
+        return [run_job(trials, m, s, **kw) for m, s in jobs]
+    from .parallel import pool_map
+
+    return pool_map(run_job, [((trials, m, s), kw) for m, s in jobs], workers)

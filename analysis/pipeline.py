@@ -1,0 +1,166 @@
+"""The analysis pipeline: run directories → trial table → every table of the report.
+
+    res = analyse(["runs/demo"], select="best:worst_group_acc")
+    res["trials"]     one row per trial (status, learned_nothing, axes, metrics at the selected epoch)
+    res["tables"]     SensitivityTable per (metric, subset)
+    res["arch"], res["paired"], res["nc_fair"], res["leaderboard"], res["curves"]
+    res["rows"]       every row of every file (read on first access only: the study sections use it)
+
+One scan of the files (duckdb, only the needed columns); the sensitivity tables run in parallel
+processes when there are many trials. No torch, no Ray.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from . import vocab
+from .compare import arch_summary, leaderboard, nc_vs_fairness, paired_differences
+from .filters import DEFAULT_STATUS, usable
+from .load import HOST_COLUMNS, KEY, Source, ident, load, manifests, trial_records
+from .parallel import default_workers
+from .select import SPLITS, check_metrics, parse_metric, trial_table_from
+from .sensitivity import parse_interactions, sensitivity_tables
+
+GROUP_METRICS = ("nc1",)           # also tabulated per subgroup (subgroup collapse: Mouheb et al.)
+CURVES = (("nc1", "train", True), ("worst_group_acc", "test", False), ("acc", "test", True))
+PARALLEL_FROM = 200                # trials; below this forking costs more than it saves
+
+
+class Result(dict):
+    """The analysis result; `result["rows"]` loads every row of every file on first use."""
+
+    def __missing__(self, key):
+        if key == "rows":
+            self["rows"] = load(self["run_dirs"])
+            return self["rows"]
+        raise KeyError(key)
+
+
+def primary_split(metric) -> str:
+    return "train" if metric.metric_set in ("nc", "gc") else "test"
+
+
+def default_metrics(columns, groups: list[str]) -> list[str]:
+    """Every metric the catalogue marks as reported and that has a direction, on its primary
+    split (train for NC/GC, test otherwise), plus per-subgroup columns of GROUP_METRICS."""
+    from nccore import catalogue
+
+    out = []
+    for m in catalogue.METRICS.values():
+        if not m.reported or m.higher_is_better is None or m.scope == "trial" and m.name == "train_loss":
+            continue
+        if m.name not in columns or m.name == "loss":
+            continue
+        split = primary_split(m) if primary_split(m) in m.splits else m.splits[-1]
+        out.append(f"{split}_{m.name}")
+        if m.name in GROUP_METRICS:
+            out += [f"{split}_{m.name}_g{g}" for g in groups]
+    return out
+
+
+def run_axes(dirs, trials: pd.DataFrame) -> tuple[list[str], str]:
+    """(the axes to analyse, where they came from): the manifests' swept keys, else every catalogue axis
+    that varies in the rows."""
+    swept = [vocab.swept_axes(m) for m in manifests(dirs)]
+    if any(s is not None for s in swept):
+        keys = list(dict.fromkeys(k for s in swept if s for k in s))
+        return [k for k in keys if k in trials.columns], "the run's manifest (swept keys)"
+    keys = [c for c in trials.columns if vocab.is_axis(c) and c != vocab.REPLICATE
+            and trials[c].astype(str).nunique() > 1]
+    return keys, "catalogue axes that vary in the rows (no manifest)"
+
+
+def check_axes(names, valid: list[str], what: str) -> None:
+    bad = [n for n in names if n not in valid]
+    if bad:
+        raise ValueError(f"{what}: unknown axis {', '.join(map(repr, bad))}; this run's axes: {', '.join(valid) or 'none'}")
+
+
+def analyse(run_dirs, select: str = "final", metrics: list[str] | None = None, include_status=DEFAULT_STATUS,
+            correction: str = "holm", interactions: str | None = None, keep_learned_nothing: bool = False,
+            workers: int | None = None, fanova: bool = True, axes: list[str] | None = None) -> Result:
+    dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
+    records = trial_records(dirs)
+    src = Source(dirs, columns=None, lazy=True)
+    try:
+        return _analyse(src, dirs, records, select, metrics, include_status, correction, interactions,
+                        keep_learned_nothing, workers, fanova, axes)
+    finally:
+        src.close()
+
+
+def _analyse(src, dirs, records, select, metrics, include_status, correction, interactions, keep_ln, workers,
+             fanova, axes_override) -> Result:
+    cols = src.available
+    if metrics:
+        check_metrics(metrics, cols)
+    bases = {parse_metric(m)[1] for m in metrics} if metrics else set(cols)
+    config = [c for c in cols if vocab.is_axis(c)] + [c for c in ("family",) if c in cols]
+    metric_cols = sorted(({c for c in bases if vocab.is_metric(c)} | {"acc", vocab.MAJORITY} | {c for c, _, _ in CURVES}
+                          | ({select.split(":", 1)[1].removeprefix("val_")} if select.startswith("best:") else set())))
+    src.materialise(config + metric_cols + list(HOST_COLUMNS))
+    groups = sorted(g for g in src.groups() if g != "all")
+    wanted = list(metrics) if metrics else default_metrics(cols, groups)
+    trials = trial_table_from(src, records, select, wanted, config, vocab.MAJORITY)
+    axes, axes_from = run_axes(dirs, trials)
+    if axes_override:
+        check_axes(axes_override, axes, "--axes")
+        axes = list(axes_override)
+    pairs = parse_interactions(interactions, axes)
+    present = [m for m in wanted if m in trials and np.isfinite(trials[m].astype(float)).any()]
+    n = len(trials)
+    workers = workers or (default_workers() if n >= PARALLEL_FROM else 1)
+    kw = dict(axes=axes, interactions=pairs, correction=correction, include_status=tuple(include_status),
+              keep_learned_nothing=keep_ln, fanova=fanova)
+    tables = sensitivity_tables(trials, present, workers=workers, **kw)
+    used, excluded = usable(trials, include_status, keep_ln)
+    res = Result(run_dirs=dirs, trials=trials, used=used, excluded=excluded, metrics=present, requested=wanted,
+                 select=select, tables=tables, axes=axes, axes_from=axes_from, interactions=pairs,
+                 correction=correction, include_status=tuple(include_status), records=records,
+                 manifests=manifests(dirs), curves=curves(src), n_rows=src.n_rows(), n_files=len(src.files))
+    has_arch = "arch" in used and used["arch"].nunique() > 1
+    res["arch"] = arch_summary(used, present, axes) if has_arch else pd.DataFrame()
+    res["paired"] = paired_differences(used, present, axes) if has_arch else pd.DataFrame()
+    gap = next((m for m in present if m.endswith("_gap")), None)
+    res["nc_fair"] = nc_vs_fairness(used, gap, axes) if gap else pd.DataFrame()
+    res["lead_metric"] = lead_metric(select, present, res["manifests"])
+    res["leaderboard"] = leaderboard(used, res["lead_metric"], axes) if res["lead_metric"] else pd.DataFrame()
+    res["hosts"] = src.hosts()
+    return res
+
+
+def lead_metric(select: str, present: list[str], manifests_: list[dict] = ()) -> str | None:
+    """The leaderboard's metric: the test-split twin of a best:<metric> rule, else of the spec's
+    search metric, else the first metric present."""
+    names = [select.split(":", 1)[1]] if select.startswith("best:") else []
+    names += [((m.get("spec") or {}).get("search") or {}).get("metric") or "" for m in manifests_]
+    for n in names:
+        base = n.split("_", 1)[1] if n.split("_", 1)[0] in SPLITS else n
+        if f"test_{base}" in present:
+            return f"test_{base}"
+    return present[0] if present else None
+
+
+def curves(src) -> pd.DataFrame:
+    """Per (column, split, arch, group, epoch): mean, min, max over trials of the curve columns."""
+    out = []
+    for col, split, by_group in CURVES:
+        if col not in src.columns:
+            continue
+        arch = "arch" if "arch" in src.columns else "'all'"
+        c = ident(col)
+        grp = "\"group\" <> 'all'" if by_group else "\"group\" = 'all'"
+        ok = " and status = 'ok'" if "status" in src.columns else ""
+        df = src.query(
+            f"""select ? as "column", split, {arch} as arch, "group", epoch, avg({c}) as mean,
+                       min({c}) as min, max({c}) as max
+                from rows where split = ? and {grp}{ok} and isfinite({c})
+                group by split, {arch}, "group", epoch order by arch, "group", epoch""", [col, split])
+        out.append(df.assign(by_group=by_group))
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
+
+
+__all__ = ["analyse", "Result", "default_metrics", "KEY", "SPLITS"]

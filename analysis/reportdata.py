@@ -1,0 +1,275 @@
+"""The report's content as plain data (dicts and lists), built from an analysis result.
+
+`build(result, title, studies)` returns everything the templates show — no HTML or Markdown is
+written here (see `analysis/render.py` and `analysis/templates/`):
+
+    summary       largest effect per metric with its CI; leaderboard of configurations (mean ± CI
+                  over seeds) on the lead metric; architecture comparison and paired differences
+    statistics    estimator, CI methods, correction, reference levels, scales, units, exclusions
+    families      one section per metric family (catalogue metric sets), one block per fitted table
+    insufficient  tables without enough data, folded into one list saying what is missing
+    studies       (heading, html, markdown) from `analysis.studies.study_sections`
+    metadata      spec, trial statuses, hosts / devices / versions, failed trials with their errors
+    contents      (id, title) of every section, in page order
+"""
+from __future__ import annotations
+
+import base64
+import json
+import math
+import re
+import time
+
+import numpy as np
+import pandas as pd
+
+from . import plots, vocab
+from .compare import BOOT_CI
+from .filters import describe_exclusions, status_of
+from .sensitivity import CI_METHOD, ESTIMATOR, SensitivityTable
+
+FAMILY_TITLES = {None: "Accuracy and loss", "fairness": "Fairness", "nc": "Neural collapse",
+                 "gc": "Geometric complexity", "fine": "Fine structure", "method": "Method-specific"}
+CORRECTION_NAMES = {"holm": "Holm (family-wise error, across each table's terms)",
+                    "bh": "Benjamini–Hochberg (false discovery rate, across each table's terms)",
+                    "none": "none (raw p-values)"}
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-") or "x"
+
+
+def fmt(v, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "–"
+    if isinstance(v, (int, np.integer)):
+        return str(int(v))
+    if isinstance(v, (float, np.floating)):
+        a = abs(float(v))
+        return f"{v:.2e}" if a and (a < 1e-3 or a >= 1e5) else f"{v:.{digits}g}" if a >= 1 else f"{v:.{digits}f}"
+    return str(v)
+
+
+def ci(lo, hi) -> str:
+    return f"{fmt(lo)} to {fmt(hi)}"
+
+
+def png(data: bytes | None, alt: str) -> dict | None:
+    return None if data is None else {"alt": alt, "src": "data:image/png;base64," + base64.b64encode(data).decode()}
+
+
+def family_of(metric: str) -> str | None:
+    try:
+        from nccore import catalogue
+
+        m = catalogue.metric_info(metric)
+    except KeyError:
+        return None
+    return "method" if m.methods else m.metric_set
+
+
+def _label(metric: str) -> str:
+    return vocab.metric_meta(metric)["label"]
+
+
+def _ref_text(table: SensitivityTable) -> str:
+    refs = table.meta.get("reference", {})
+    return ", ".join(f"{a}: {v}" for a, v in refs.items()) or "no categorical axis"
+
+
+def effect_rows(t: SensitivityTable) -> list[dict]:
+    eff = t.effects
+    if eff.empty:
+        return []
+    aov = t.anova.set_index("axis") if not t.anova.empty else pd.DataFrame()
+    imp = t.importance.set_index("axis")["fanova"] if not t.importance.empty else pd.Series(dtype=float)
+    refs, scale = t.meta.get("reference", {}), t.meta.get("scale", {})
+    rows = []
+    for r in eff.itertuples():
+        axis = r.axis
+        m = re.search(r"\[T\.(.+?)\]", r.term)
+        vs = f"{m.group(1)} vs {refs.get(axis.split('×')[0], '?')}" if m else scale.get(axis, "interaction")
+        rows.append({"term": r.term, "axis": axis, "contrast": vs, "effect": fmt(r.effect), "ci": ci(r.ci_low, r.ci_high),
+                     "p": fmt(r.p), "p_adj": fmt(r.p_adj), "significant": bool(r.p_adj < 0.05),
+                     "eta2": fmt(aov.loc[axis, "partial_eta2"]) if axis in aov.index else "–",
+                     "fanova": fmt(imp.get(axis, np.nan))})
+    return rows
+
+
+def finding(t: SensitivityTable) -> str:
+    """One sentence per table."""
+    where = f"{_label(t.metric)} ({t.subset}, n={t.n}, epoch rule {t.selection})"
+    if t.message:
+        return f"{where}: {t.message}."
+    e = t.effects.dropna(subset=["effect"])
+    if e.empty:
+        return f"{where}: no effect could be estimated."
+    top = e.iloc[e.effect.abs().argmax()]
+    sig = e[e.p_adj < 0.05]
+    imp = t.importance.set_index("axis")["fanova"] if not t.importance.empty else pd.Series(dtype=float)
+    s = (f"{where}: R²={t.r2:.2f}; largest standardized effect {top.term} {top.effect:+.2f} SD "
+         f"(95% CI {top.ci_low:+.2f} to {top.ci_high:+.2f}, adjusted p={top.p_adj:.3g})")
+    s += f"; fANOVA ranks {imp.idxmax()} first ({imp.max():.2f})" if len(imp) else ""
+    s += f"; {len(sig)} of {len(e)} terms significant after correction" if len(sig) else "; no term significant after correction"
+    if t.not_varied:
+        s += f"; not varied: {', '.join(t.not_varied)}"
+    return s + "."
+
+
+def _table_block(t: SensitivityTable) -> dict:
+    cells = t.meta.get("cells", {})
+    per = cells.get("per_config")
+    levels = "; ".join(f"{a}: " + ", ".join(f"{k} {v}" for k, v in d.items()) for a, d in cells.items()
+                       if a != "per_config")
+    return {"id": slug(f"t-{t.metric}-{t.subset}"), "metric": t.metric, "label": _label(t.metric), "subset": t.subset,
+            "n": t.n, "r2": fmt(t.r2), "sentence": finding(t), "rows": effect_rows(t),
+            "reference": _ref_text(t), "unit": t.meta.get("unit") or "unitless",
+            "cells": (f"{per[2]} configurations, {per[0]}–{per[1]} trials each" if per else "–")
+            + (f"; per level: {levels}" if levels else ""),
+            "excluded": describe_exclusions(t.excluded), "not_varied": ", ".join(t.not_varied) or "none",
+            "metric_sd": fmt(t.meta.get("metric_sd"))}
+
+
+def _summary_effects(tables: list[SensitivityTable]) -> list[dict]:
+    out = []
+    for t in tables:
+        if t.subset != "all" or t.message or t.effects.empty:
+            continue
+        e = t.effects.dropna(subset=["effect"])
+        if e.empty:
+            continue
+        top = e.iloc[e.effect.abs().argmax()]
+        out.append({"metric": t.metric, "label": _label(t.metric), "term": top.term, "axis": top.axis,
+                    "effect": float(top.effect), "effect_s": f"{top.effect:+.2f}", "ci": f"{top.ci_low:+.2f} to {top.ci_high:+.2f}",
+                    "p_adj": fmt(top.p_adj), "n": t.n, "r2": fmt(t.r2), "anchor": slug(f"t-{t.metric}-{t.subset}"),
+                    "significant": bool(top.p_adj < 0.05)})
+    return sorted(out, key=lambda r: -abs(r["effect"]))
+
+
+def _frame_rows(df: pd.DataFrame, columns: list[str] | None = None) -> dict:
+    if df is None or df.empty:
+        return {"columns": [], "rows": []}
+    cols = columns or list(df.columns)
+    return {"columns": cols, "rows": [[fmt(v) for v in r] for r in df[cols].itertuples(index=False, name=None)]}
+
+
+def _leaderboard(result: dict) -> dict:
+    lb, metric = result.get("leaderboard"), result.get("lead_metric")
+    if lb is None or lb.empty or not metric:
+        return {"metric": metric, "label": _label(metric) if metric else "", "columns": [], "rows": []}
+    lb = lb.assign(**{"mean ± 95% CI": [f"{fmt(m)} ({ci(lo, hi)})" for m, lo, hi in zip(lb["mean"], lb.ci_low, lb.ci_high)]})
+    cols = [c for c in lb.columns if c not in ("mean", "ci_low", "ci_high", "mean ± 95% CI", "seeds")]
+    return {"metric": metric, "label": _label(metric), **_frame_rows(lb, cols + ["mean ± 95% CI", "seeds"])}
+
+
+def _arch(result: dict, metric: str | None) -> dict:
+    arch, paired = result.get("arch", pd.DataFrame()), result.get("paired", pd.DataFrame())
+    out = {"summary": {"columns": [], "rows": []}, "paired": {"columns": [], "rows": []}, "figures": [],
+           "lead": {"columns": [], "rows": []}}
+    if arch is None or arch.empty:
+        return out
+    a = arch.assign(label=arch.metric.map(_label), ci95=[ci(lo, hi) for lo, hi in zip(arch.ci_low, arch.ci_high)])
+    out["summary"] = _frame_rows(a, ["label", "arch", "mean", "ci95", "configs", "n"])
+    if paired is not None and not paired.empty:
+        p = paired.assign(label=paired.metric.map(_label), ci95=[ci(lo, hi) for lo, hi in zip(paired.ci_low, paired.ci_high)])
+        out["paired"] = _frame_rows(p, ["label", "arch_a", "arch_b", "diff", "ci95", "pairs", "configs"])
+    lead = a[a.metric == metric] if metric else a.iloc[:0]
+    out["lead"] = _frame_rows(lead, ["arch", "mean", "ci95", "configs", "n"])
+    for m in list(dict.fromkeys([metric] + list(arch.metric.unique())))[:4]:
+        fig = png(plots.bars(arch, m, _label(m)), f"{_label(m)} by architecture")
+        if fig:
+            out["figures"].append(fig)
+    return out
+
+
+def _metadata(result: dict) -> dict:
+    man = next((m for m in result.get("manifests", []) if m), {})
+    spec = man.get("spec") or {}
+    spec_rows = [[k, json.dumps(v, default=str) if isinstance(v, (dict, list)) else str(v)] for k, v in _flatten(spec)]
+    trials = result["trials"]
+    st = status_of(trials).value_counts()
+    statuses = [[s, int(st.get(s, 0))] for s in vocab.STATUSES]
+    ln = int(trials.get("learned_nothing", pd.Series(dtype=bool)).fillna(False).astype(bool).sum())
+    rec = result.get("records", pd.DataFrame())
+    failed = []
+    if rec is not None and len(rec):
+        bad = rec[rec.status != "completed"]
+        failed = [[r.trial_id, r.trial_status, str(r.error or "")[:400]] for r in bad.itertuples()]
+    return {"spec": {"columns": ["field", "value"], "rows": spec_rows}, "statuses": statuses, "learned_nothing": ln,
+            "hosts": _frame_rows(result.get("hosts")), "failed": {"columns": ["trial", "status", "error"], "rows": failed},
+            "name": man.get("name", ""), "dirs": [str(d) for d in result.get("run_dirs", [])],
+            "rows": result.get("n_rows"), "files": result.get("n_files"), "python": man.get("python", "")}
+
+
+def _flatten(d: dict, prefix: str = ""):
+    for k, v in d.items():
+        if isinstance(v, dict) and v and prefix.count(".") < 1:
+            yield from _flatten(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v
+
+
+def _statistics(result: dict) -> dict:
+    refs = {}
+    for t in result["tables"]:
+        refs.update(t.meta.get("reference", {}))
+    units = {m: vocab.metric_meta(m)["unit"] or "unitless" for m in result["metrics"]}
+    scale = {}
+    for t in result["tables"]:
+        scale.update(t.meta.get("scale", {}))
+    return {"estimator": ESTIMATOR, "ci": CI_METHOD, "boot_ci": BOOT_CI,
+            "correction": CORRECTION_NAMES.get(result.get("correction", "holm"), result.get("correction")),
+            "references": [[a, v] for a, v in refs.items()], "scales": [[a, s] for a, s in scale.items()],
+            "units": [[_label(m), u] for m, u in units.items()],
+            "statuses": ", ".join(result.get("include_status", ("completed",))),
+            "excluded": describe_exclusions(result.get("excluded", {})),
+            "interactions": ", ".join(f"{a}×{b}" for a, b in result.get("interactions", [])) or "none",
+            "axes": ", ".join(result.get("axes", [])) or "none", "axes_from": result.get("axes_from", ""),
+            "margin": vocab.LEARNED_NOTHING_MARGIN}
+
+
+def _figures(result: dict) -> list[dict]:
+    overall = [t for t in result["tables"] if t.subset == "all" and not t.effects.empty]
+    figs = []
+    if overall:
+        eff = pd.concat([t.effects.assign(metric=t.metric) for t in overall])
+        figs.append(png(plots.heatmap(eff), "sensitivity heatmap: effect of each term on each metric"))
+    from .pipeline import CURVES
+
+    for col, split, by_group in CURVES:
+        figs.append(png(plots.curves(result.get("curves"), col, split, by_group), f"{split} {col} per epoch"))
+    return [f for f in figs if f]
+
+
+def build(result: dict, title: str, studies=()) -> dict:
+    tables = result["tables"]
+    fitted = [t for t in tables if not t.message]
+    families: dict = {}
+    for t in fitted:
+        fam = family_of(t.metric)
+        families.setdefault(fam, []).append(_table_block(t))
+    fam_list = [{"id": f"family-{slug(FAMILY_TITLES.get(f, str(f)))}", "title": FAMILY_TITLES.get(f, str(f)),
+                 "tables": blocks} for f, blocks in families.items()]
+    insufficient: dict = {}
+    for t in tables:
+        if t.message:
+            insufficient.setdefault(t.message, []).append(f"{t.metric} ({t.subset})")
+    missing = [m for m in result.get("requested", []) if m not in result["metrics"]]
+    if missing:
+        insufficient.setdefault("no values in the rows", []).extend(missing)
+    study_blocks = [{"id": slug(h), "title": h, "html": body_html, "md": body_md} for h, body_html, body_md in studies]
+    doc = {"title": title, "generated": time.strftime("%Y-%m-%d %H:%M"), "select": result["select"],
+           "n_trials": len(result["trials"]), "n_used": len(result.get("used", result["trials"])),
+           "summary": {"effects": _summary_effects(tables), "leaderboard": _leaderboard(result),
+                       "arch": _arch(result, result.get("lead_metric"))},
+           "statistics": _statistics(result), "families": fam_list,
+           "insufficient": [{"reason": k, "tables": v} for k, v in insufficient.items()],
+           "studies": study_blocks, "figures": _figures(result), "metadata": _metadata(result),
+           "nc_fair": _frame_rows(result.get("nc_fair"), ["nc", "fairness", "rho", "ci_low", "ci_high", "p", "n", "clusters"]
+                                  if result.get("nc_fair") is not None and not result["nc_fair"].empty else None)}
+    doc["contents"] = ([("summary", "Summary"), ("statistics", "How to read the numbers")]
+                       + [(f["id"], f["title"]) for f in fam_list]
+                       + ([("insufficient", "Tables without enough data")] if doc["insufficient"] else [])
+                       + [("nc-fairness", "Neural collapse vs fairness"), ("figures", "Figures")]
+                       + [(s["id"], s["title"]) for s in study_blocks] + [("metadata", "Run metadata")])
+    return doc

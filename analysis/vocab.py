@@ -1,0 +1,89 @@
+"""What the analysis needs to know about config keys and metrics, read from the catalogue.
+
+`nccore.catalogue` declares every config key (type, unit, whether it is an analysis axis) and every
+metric (direction, unit, meaning). This module is the analysis' only door to it (the catalogue
+imports only the standard library, so neither torch nor Ray is loaded), and `analysis/` keeps no
+list of names of its own:
+
+- `swept_axes(manifest)`: the keys a run actually swept (its stored spec's `space`), seed excluded;
+- `is_axis`, `is_categorical`, `log_scale`: how a key enters a model;
+- `metric_meta(name)`: label, unit, higher-is-better and meaning of `nc1` or `test_nc1_g0`;
+- `status_class(status)`: one of completed / stopped / failed / oom / diverged (older runs wrote `done`);
+- `learned_nothing(val_acc, majority_acc)`: the catalogue's "trial learned nothing" rule.
+"""
+from __future__ import annotations
+
+import math
+
+from nccore import catalogue
+
+REPLICATE = "seed"                 # the key whose values are replicates, never an effect
+MAJORITY = "majority_acc"          # the row column holding the majority-class rate
+STATUSES = ("completed", "stopped", "failed", "oom", "diverged")
+_ALIASES = {"done": "completed", "error": "failed", "running": "failed", "pending": "failed"}
+LOG_SPAN = 10.0                    # positive numeric axes spanning ≥ this ratio enter models as log10
+
+
+def status_class(status) -> str:
+    """A trial record's status mapped onto the five statuses (None → failed: it never finished)."""
+    s = str(status) if status is not None and status == status else "failed"
+    return _ALIASES.get(s, s)
+
+
+def swept_axes(manifest: dict | None) -> list[str] | None:
+    """The keys a run swept, in spec order, seed left out; None when the manifest holds no spec."""
+    if not manifest:
+        return None
+    keys = manifest.get("swept") or list(((manifest.get("spec") or {}).get("space") or {}).keys())
+    return [k for k in keys if k != REPLICATE]
+
+
+def valid_axes() -> tuple[str, ...]:
+    return tuple(k for k in catalogue.axis_keys() if k != REPLICATE)
+
+
+def is_axis(key: str) -> bool:
+    k = catalogue.CONFIG.get(key)
+    return bool(k is not None and k.axis)
+
+
+def is_categorical(key: str) -> bool:
+    k = catalogue.CONFIG.get(key)
+    return k is not None and k.type in ("str", "bool", "path", "list[str]")
+
+
+def log_scale(key: str, values) -> bool:
+    """Positive numeric values spanning a factor of LOG_SPAN or more (lr, weight decay, penalty grids)."""
+    vals = [float(v) for v in values if v is not None and v == v]
+    return bool(vals) and min(vals) > 0 and max(vals) / min(vals) >= LOG_SPAN
+
+
+def unit_of_key(key: str) -> str:
+    k = catalogue.CONFIG.get(key)
+    return k.unit if k is not None else ""
+
+
+def is_metric(column: str) -> bool:
+    return column in catalogue.METRICS
+
+
+def metric_meta(name: str) -> dict:
+    """{'label', 'unit', 'higher_is_better', 'meaning', 'source'} of a metric (base or full name)."""
+    try:
+        m = catalogue.metric_info(name)
+        lab = catalogue.label(name)
+    except KeyError:
+        return {"label": name, "unit": "", "higher_is_better": True, "meaning": "", "source": ""}
+    hib = True if m.higher_is_better is None else m.higher_is_better
+    return {"label": lab, "unit": m.unit, "higher_is_better": hib, "meaning": m.meaning, "source": m.source,
+            "direction": m.higher_is_better}
+
+
+def learned_nothing(val_acc: float, majority_acc: float) -> bool:
+    """The catalogue's rule; False when either number is missing (nothing to judge by)."""
+    if not (math.isfinite(val_acc) and math.isfinite(majority_acc)):
+        return False
+    return bool(catalogue.learned_nothing(val_acc, majority_acc))
+
+
+LEARNED_NOTHING_MARGIN = catalogue.LEARNED_NOTHING_MARGIN
