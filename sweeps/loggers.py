@@ -42,6 +42,14 @@ def check_loggers(value) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def logger_env(names: list[str]) -> dict:
+    """Environment the named loggers need while a sweep runs (the runner sets it for the run only).
+    MLflow 3 refuses its file store unless MLFLOW_ALLOW_FILE_STORE is set; RUN_DIR/mlruns is one."""
+    if "mlflow" in names and not os.environ.get("MLFLOW_TRACKING_URI"):
+        return {"MLFLOW_ALLOW_FILE_STORE": os.environ.get("MLFLOW_ALLOW_FILE_STORE", "true")}
+    return {}
+
+
 def logger_callbacks(names: list[str], run_dir, experiment: str) -> list:
     """Ray Tune callbacks for the named loggers of a sweep writing into `run_dir`."""
     run_dir = Path(run_dir)

@@ -1,0 +1,102 @@
+"""The `ncsweep` command line: help and examples everywhere, --version, did-you-mean, --dry-run, status, logs.
+None of these start Ray (a run directory is written by hand with the store's own functions)."""
+import argparse
+import json
+
+import pytest
+
+from sweeps.cli import EXAMPLES, build_parser, main
+from sweeps.logs import LOG_NAME
+from sweeps.spec import load_spec
+from sweeps.store import RunDir
+
+
+def subparsers():
+    p = build_parser()
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices
+
+
+def test_every_command_has_help_an_example_and_help_for_every_argument():
+    for name, parser in subparsers().items():
+        text = parser.format_help()
+        assert "example:\n  ncsweep " + name in text, name
+        for action in parser._actions:
+            assert action.help, f"ncsweep {name}: argument {action.dest} has no help text"
+
+
+def test_every_example_parses(capsys):
+    for name, example in EXAMPLES.items():
+        for line in example.split("\n"):
+            argv = line.split("#")[0].split("|")[0].split()[1:]
+            assert argv[0] == name, line
+            build_parser().parse_args(argv)
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--version"])
+    assert e.value.code == 0 and capsys.readouterr().out.startswith("ncsweep 0.")
+
+
+def test_unknown_command_suggests_the_closest(capsys):
+    assert main(["stauts", "runs/x"]) == 2
+    assert "unknown command 'stauts'; did you mean `ncsweep status`?" in capsys.readouterr().err
+
+
+def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, capsys):
+    out = tmp_path / "demo"
+    assert main(["run", "sweeps/specs/demo.yaml", "--out", str(out), "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    assert "12 planned (random), 0 already finished in this directory, 12 to run; 36 epochs in all" in text
+    assert "swept keys: arch, bias_level, lr, weight_decay" in text and not out.exists()
+
+
+def test_an_invalid_spec_is_an_error_with_exit_code_2(tmp_path, capsys):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nloggers: [tensorbord]\n")
+    assert main(["run", str(bad), "--dry-run"]) == 2
+    assert "unknown logger 'tensorbord' (did you mean 'tensorboard'?)" in capsys.readouterr().err
+
+
+@pytest.fixture
+def run_dir(tmp_path):
+    """A run directory as a finished 2-trial sweep leaves it: one done (2 epochs × 3 rows), one failed."""
+    store = RunDir(tmp_path / "run")
+    spec = load_spec("sweeps/specs/demo.yaml")
+    store.write_manifest({"name": "demo", "digest": spec.digest, "spec": spec.raw, "planned_count": 2})
+    rows = [{"trial_id": "aaa111", "epoch": 0, "split": s, "group": "all", "acc": 0.5} for s in ("train", "val", "test")]
+    for epoch in range(2):
+        store.write_epoch("aaa111", epoch, [{**r, "epoch": epoch} for r in rows], {})
+    store.update_record("aaa111", status="done", epochs_done=2, wall_s=3.0)
+    store.update_record("bbb222", status="failed", epochs_done=0, attempts=2, error="ValueError: lr=-1",
+                        traceback="Traceback (most recent call last):\nValueError: lr=-1")
+    (store.path / LOG_NAME).write_text("2026-01-01 ncsweep ERROR trial bbb222 failed (attempt 2): ValueError: lr=-1\n")
+    return store.path
+
+
+def test_status_counts_trials_epochs_and_rows(run_dir, capsys):
+    main(["status", str(run_dir)])
+    text = capsys.readouterr().out
+    assert "2/2 trials finished" in text and "2 epochs run, 6 rows written" in text
+    assert "epoch files" not in text
+    main(["status", str(run_dir), "--json"])
+    s = json.loads(capsys.readouterr().out)
+    assert (s["planned"], s["finished"], s["epochs"], s["rows"]) == (2, 2, 2, 6)
+    assert s["failures"] == {"bbb222": "ValueError: lr=-1"}
+
+
+def test_logs_shows_the_driver_log_and_one_trials_error(run_dir, capsys):
+    assert main(["logs", str(run_dir)]) == 0
+    assert "trial bbb222 failed" in capsys.readouterr().out
+    assert main(["logs", str(run_dir), "bbb"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("trial bbb222: failed, 2 attempts, 0 epochs\nerror: ValueError: lr=-1\nTraceback")
+    assert "ncsweep.log lines naming bbb222:" in text
+
+
+def test_logs_of_an_unknown_trial_or_directory_is_an_error(run_dir, tmp_path, capsys):
+    assert main(["logs", str(run_dir), "zzz"]) == 2
+    assert "trial 'zzz': no trial of" in capsys.readouterr().err
+    assert main(["status", str(tmp_path / "nowhere")]) == 2
+    assert "not an ncsweep run directory" in capsys.readouterr().err
