@@ -22,17 +22,20 @@ def sweep_dir(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow   # a real Ray sweep first (~1 min on 2 cores); synthetic-run report tests are in the default suite
 def test_report_has_every_section(sweep_dir):
     res = subprocess.run([sys.executable, "-m", "sweeps.cli", "report", str(sweep_dir), "--select", "best:worst_group_acc"],
                          capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     page = (sweep_dir / "report" / "report.html").read_text()
-    for section in ("Sensitivity", "Architecture comparison", "Paired differences", "Neural collapse vs fairness",
-                    "Curves", "data:image/png;base64", "best:worst_group_acc"):
+    for section in ('id="summary"', "Leaderboard", "Architecture comparison", "Paired differences",
+                    "Neural collapse vs fairness", 'id="contents"', "HC3", "Holm", "Reference levels", "Run metadata",
+                    "data:image/png;base64", "best:worst_group_acc"):
         assert section in page, section
+    assert page.index('id="summary"') < page.index('id="contents"') < page.index('id="statistics"')
     md = (sweep_dir / "report" / "summary.md").read_text()
-    assert "test_worst_group_acc (all, n=16" in md and "Spearman" in md
-    for name in ("trials", "sensitivity", "arch_summary", "arch_paired", "nc_vs_fairness"):
+    assert "## Summary" in md and "Leaderboard" in md and "(all, n=" in md
+    for name in ("trials", "sensitivity", "arch_summary", "arch_paired", "nc_vs_fairness", "leaderboard"):
         assert (sweep_dir / "analysis" / f"{name}.csv").exists() and (sweep_dir / "analysis" / f"{name}.parquet").exists()
 
 
