@@ -45,7 +45,7 @@ SCHEMA_VERSION = 2          # of the row Parquet files; bump when a row column c
 SPLITS = ("train", "val", "test")
 ARCH_FAMILIES = {"resnet18": "resnet", "resnet34": "resnet", "densenet121": "densenet", "vgg11": "vgg",
                  "vgg16": "vgg"}
-METRIC_SETS = ("nc", "fairness", "gc", "fine")
+METRIC_SETS = ("nc", "fairness", "gc", "fine", "saliency")
 TYPES = ("int", "float", "bool", "str", "path", "list[str]", "list[float]", "mapping")
 # "Learned nothing": validation accuracy within this margin of the majority-class rate.
 LEARNED_NOTHING_MARGIN = 0.02
@@ -74,23 +74,47 @@ class Key:
     reserved: bool = False         # set by the runner; refused in a spec
     in_id: bool = True             # part of the trial id
     aliases: tuple = ()            # common misspellings, for did-you-mean
+    item: str = "entry"            # what a list entry is, for messages
     per_method: dict = field(default_factory=dict, hash=False)     # method -> what the value means
     method_range: dict = field(default_factory=dict, hash=False)   # method -> (low, high) overriding
 
     def allowed(self, method: str | None = None) -> str:
         """Human description of the accepted values."""
         if self.choices is not None:
-            s = "one of " + ", ".join(repr(c) for c in self.choices)
+            s = "choose one of " + ", ".join(repr(c) for c in self.choices)
         elif self.type in ("int", "float", "list[float]"):
             lo, hi = self.method_range.get(method, (self.low, self.high))
             what = {"int": "an integer", "float": "a finite number", "list[float]": "a list of finite numbers"}[self.type]
-            parts = ([f"{'>' if self.low_open else '>='} {lo}"] if lo is not None else []) + \
-                    ([f"{'<' if self.high_open else '<='} {hi}"] if hi is not None else [])
-            s = what + (" " + " and ".join(parts) if parts else "")
+            if self.type == "int" and lo == 1 and hi is None:
+                return "a positive integer" + (" (or null)" if self.nullable else "")
+            if lo is not None and hi is not None:
+                s = f"{what} in {'(' if self.low_open else '['}{lo}, {hi}{')' if self.high_open else ']'}"
+            else:
+                parts = ([f"{'>' if self.low_open else '>='} {lo}"] if lo is not None else []) + \
+                        ([f"{'<' if self.high_open else '<='} {hi}"] if hi is not None else [])
+                s = what + (" " + " and ".join(parts) if parts else "")
         else:
             s = {"bool": "true or false", "str": "a string", "path": "a local file path",
                  "list[str]": "a list of strings", "mapping": "a mapping"}[self.type]
         return s + (" (or null)" if self.nullable else "")
+
+    def explain(self) -> str:
+        """Multi-line description for `ncsweep keys` / `validate --explain`."""
+        lines = [f"{self.name}: {self.help}", f"  type: {self.type}", f"  default: {self.default!r}",
+                 f"  accepted: {self.allowed()}"]
+        if self.unit:
+            lines.append(f"  unit: {self.unit}")
+        if self.used_by:
+            lines.append(f"  used by: {', '.join(self.used_by)}")
+        for m, meaning in self.per_method.items():
+            lines.append(f"  for method {m}: {meaning}")
+        if self.aliases:
+            lines.append(f"  also accepted as a typo of: {', '.join(self.aliases)}")
+        flags = [f for f, on in (("analysis axis", self.axis), ("sweepable", self.sweepable and not self.reserved),
+                                 ("reserved (set by ncsweep)", self.reserved)) if on]
+        if flags:
+            lines.append(f"  {'; '.join(flags)}")
+        return "\n".join(lines)
 
 
 @dataclass(frozen=True)
@@ -108,6 +132,7 @@ class Metric:
     methods: tuple = ()            # methods that produce it; () = all
     splits: tuple = SPLITS         # splits whose rows carry it
     reported: bool = False         # sent to Ray Tune
+    every_epoch: bool = True       # False: only on the final epoch (an early-stopping scheduler cannot use it)
 
 
 def _key(name, type_, default, help_, **kw) -> Key:
@@ -124,10 +149,15 @@ _TUNING = {
                             "init_from)", low=0, unit="epochs"),
     "pretrain_lr": _num("pretrain_lr", "float", 0.05, "learning rate of the base model's ERM pre-training",
                         low=0.0, low_open=True),
-    "n_tune": _num("n_tune", "int", 8, "bias-contradicting training samples in the tuning set", low=1,
-                   unit="samples"),
-    "early_stop": _key("early_stop", "bool", True, "stop at the first epoch after which every tuning sample is "
-                       "classified correctly"),
+    "n_tune": _num("n_tune", "int", 8, "bias-contradicting training samples per bias-contradicting group in "
+                   "the tuning set", low=1, unit="samples"),
+    "n_ordinary": _num("n_ordinary", "int", None, "ordinary (bias-aligned) samples per bias-aligned group mixed "
+                       "into the tuning set (null: n_tune)", low=0, nullable=True, unit="samples"),
+    "early_stop": _key("early_stop", "bool", True, "stop tuning early (criterion: stop_on)"),
+    "stop_on": _key("stop_on", "str", "val", "early-stopping criterion: val worst-group accuracy with patience, "
+                    "best epoch restored; or tune: every tuning sample correct", choices=("val", "tune")),
+    "patience": _num("patience", "int", 3, "epochs without a better val worst-group accuracy before stopping",
+                     low=1, unit="epochs"),
 }
 METHOD_OPTIONS: dict[str, dict[str, Key]] = {
     "erm": {},
@@ -136,6 +166,19 @@ METHOD_OPTIONS: dict[str, dict[str, Key]] = {
                          "group-balanced subsample of val)", low=1),
         "Cs": _num("Cs", "list[float]", [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01], "inverse L1 strengths tried; "
                    "chosen by worst-group accuracy on half of val", low=0.0, low_open=True),
+        "head": _key("head", "str", "l1", "penalty of the refitted last layer (l2: the study's control)",
+                     choices=("l1", "l2")),
+        "balance": _key("balance", "bool", True, "fit on group-balanced val subsets (false: the study's control)"),
+    },
+    "groupdro": {
+        "eta": _num("eta", "float", 0.01, "step size η of the exponentiated-gradient group weights "
+                    "q ∝ q·exp(η·L_g) (Sagawa et al., ICLR 2020)", low=0.0),
+    },
+    "jtt": {
+        "id_epochs": _num("id_epochs", "int", 1, "ERM epochs of the identification run whose training errors are "
+                          "upsampled (Liu et al., ICML 2021)", low=1, unit="epochs"),
+        "upweight": _num("upweight", "int", 20, "λ_up: copies of each error-set sample in the second run's "
+                         "training set (1: plain ERM)", low=1),
     },
     "change_penalty": {
         **_TUNING,
@@ -160,6 +203,9 @@ METHOD_OPTIONS: dict[str, dict[str, Key]] = {
         "episodes": _num("episodes", "int", 600, "few-shot episodes averaged", low=1),
     },
 }
+METHOD_OPTIONS["gc_reg"] = dict(METHOD_OPTIONS["transfer"])   # same protocol; `penalty` = GC strength λ
+METHOD_OPTIONS["untrained"] = {}   # baseline: random init, BatchNorm statistics only (no step)
+
 
 # --------------------------------------------------------------------------- dataset options
 COMMON_DATASET_OPTIONS: dict[str, Key] = {
@@ -218,6 +264,7 @@ DATASET_FILES: dict[str, tuple] = {
     "image_csv": ("{csv_name}",),
 }
 _TUNING_METHODS = ("change_penalty", "mas", "side_tuning")
+_TRANSFER_METHODS = ("transfer", "gc_reg")   # gc_reg: transfer pre-training + λ·GC (collapse studies)
 
 # --------------------------------------------------------------------------- config keys
 _K = [
@@ -241,10 +288,11 @@ _K = [
     _key("method_options", "mapping", {}, "options of the method (see the method options tables)"),
     _num("penalty", "float", 0.0, "the method's penalty / blend strength (one axis; its meaning depends on the "
          "method)", low=0.0, axis=True, aliases=("lambda", "lam", "alpha"),
-         used_by=_TUNING_METHODS,
+         used_by=_TUNING_METHODS + ("gc_reg",),
          per_method={"change_penalty": "λ of the change penalty λ·‖Δ‖ (squared L2 or L1, see option norm)",
                      "mas": "λ of the MAS penalty λ·Σ Ω_j (θ_j − θ*_j)²",
-                     "side_tuning": "blend α of r(x) = α·base(x) + (1 − α)·side(x), in [0, 1]"},
+                     "side_tuning": "blend α of r(x) = α·base(x) + (1 − α)·side(x), in [0, 1]",
+                     "gc_reg": "λ of the geometric-complexity regulariser λ·mean ‖∂f/∂x‖²_F (0: plain transfer)"},
          method_range={"side_tuning": (0.0, 1.0)}),
     _key("init_from", "str", None, "start from an earlier trial (trial:<id> of this run) or a checkpoint / "
          "weights file", nullable=True),
@@ -267,7 +315,7 @@ _K = [
          choices=("auto", True, False)),
     _key("compile", "bool", False, "torch.compile the training forward"),
     _key("metrics", "list[str]", ["nc", "fairness"], "metric sets computed each epoch (fine is added with "
-         "coarse, gc with method transfer)", choices=METRIC_SETS),
+         "coarse, gc with method transfer)", choices=METRIC_SETS, item="metric set"),
     _num("metrics_train_samples", "int", 5000, "stratified train subsample for train-split metrics", low=1,
          unit="samples"),
     _num("eval_batch_size", "int", 512, "evaluation batch size", low=1, in_id=False),
@@ -305,8 +353,8 @@ _M = [
        **_NC),
     _m("nc1_tr_ratio", "split+group", False, "tr(Σ_W)/tr(Σ_B)", reported=True, metric_set="nc",
        source="Tirer et al. 2023"),
-    _m("nc1_clean", "split", False, "NC1 with the clean labels (label-bias runs)", metric_set="nc",
-       source=_MOUHEB),
+    _m("nc1_clean", "split+group", False, "NC1 with the clean labels (label-bias runs; train split)",
+       metric_set="nc", splits=("train",), source=_MOUHEB),
     _m("nc2_norm_cv", "split+group", False, "coefficient of variation of centred class-mean norms", **_NC),
     _m("nc2_cos_std", "split+group", False, "std of the cosines between centred class means", **_NC),
     _m("nc2_max_angle", "split+group", False, "mean |cos + 1/(C−1)| of centred class means (coherence)", **_NC),
@@ -337,8 +385,21 @@ _M = [
        metric_set="nc", source=_MOUHEB),
     _m("subgroup_offset", "group", None, "distance of the subgroup's global mean to the overall one, in "
        "class-mean radii", metric_set="nc", source=_MOUHEB),
-    _m("memorisation", "group", None, "share of flipped training labels predicted as the flipped label",
-       source=_MOUHEB),
+    _m("memorisation", "split+group", None, "share of flipped training samples predicted as their flipped "
+       "(observed) label", splits=("train",), source=_MOUHEB),
+    # collapse studies (issue 16): clean-label NC beside observed-label NC, and the flipped samples
+    _m("nc1_tr_ratio_clean", "split+group", False, "tr(Σ_W)/tr(Σ_B) with the clean labels (label-bias runs)",
+       metric_set="nc", splits=("train",), source=_MOUHEB),
+    _m("cdnv_clean", "split+group", False, "CDNV with the clean labels (label-bias runs)", metric_set="nc",
+       splits=("train",), source=_MOUHEB),
+    _m("nc3_clean", "split+group", False, "NC3 with the clean labels (label-bias runs)", metric_set="nc",
+       splits=("train",), source=_MOUHEB),
+    _m("flipped_acc_clean", "split+group", True, "share of flipped training samples predicted as their clean "
+       "label (separate from memorisation)", splits=("train",), source=_MOUHEB),
+    _m("n_flipped", "split+group", None, "flipped training samples in the slice", dtype="int",
+       splits=("train",), unit="samples"),
+    _m("acc_observed", "group", True, "subgroup accuracy against the observed (flipped) training labels",
+       splits=("train",)),
     _m("avg_acc", "split", True, "sample-weighted accuracy on the clean labels", reported=True, **_FR),
     _m("mean_group_acc", "split", True, "mean over groups of the group accuracy", reported=True, **_FR),
     _m("worst_group_acc", "split", True, "lowest group accuracy", reported=True, **_FR),
@@ -362,18 +423,18 @@ _M = [
        splits=("train", "test"), reported=True, source="Dherin et al., NeurIPS 2022; Munn et al., NeurIPS 2024"),
     _m("fine_cluster_acc", "split", True, "fine-label accuracy of k-means clusters inside each coarse class "
        "(Hungarian matching)", metric_set="fine", splits=("test",), reported=True,
-       source="Yang, Steinhardt, Hu, ICML 2023"),
-    _m("fine_purity", "split", True, "cluster purity w.r.t. fine labels", metric_set="fine", splits=("test",)),
-    _m("fine_nmi", "split", True, "NMI of clusters and fine labels", metric_set="fine", splits=("test",),
+       source="Yang, Steinhardt, Hu, ICML 2023", every_epoch=False),
+    _m("fine_purity", "split", True, "cluster purity w.r.t. fine labels", metric_set="fine", splits=("test",), every_epoch=False),
+    _m("fine_nmi", "split", True, "NMI of clusters and fine labels", metric_set="fine", splits=("test",), every_epoch=False,
        reported=True, source="Yang, Steinhardt, Hu, ICML 2023"),
     _m("fine_ari", "split", True, "adjusted Rand index of clusters and fine labels", metric_set="fine",
-       splits=("test",)),
+       splits=("test",), every_epoch=False),
     _m("fine_nmi_chance", "split", None, "NMI with fine labels permuted inside each coarse class (chance level)",
-       metric_set="fine", splits=("test",)),
+       metric_set="fine", splits=("test",), every_epoch=False),
     _m("fine_probe_acc", "split", True, "linear-probe accuracy on fine labels from frozen features",
-       metric_set="fine", splits=("test",), reported=True),
+       metric_set="fine", splits=("test",), reported=True, every_epoch=False),
     _m("fine_nc1", "split", False, "NC1 of fine labels inside each coarse class, mean", metric_set="fine",
-       splits=("test",)),
+       splits=("test",), every_epoch=False),
     _m("train_loss", "trial", False, "mean training loss of the epoch", unit="nats", reported=True),
     _m("lr_now", "trial", None, "learning rate at the end of the epoch"),
     _m("train_time", "trial", None, "training time of the epoch", unit="s"),
@@ -382,29 +443,67 @@ _M = [
     _m("tune_acc", "trial", True, "accuracy on the tuning set", methods=_TUNING_METHODS),
     _m("n_tune", "trial", None, "size of the tuning set", dtype="int", methods=_TUNING_METHODS, unit="samples"),
     _m("early_stopped", "trial", None, "the tuning stopped early", dtype="bool", methods=_TUNING_METHODS),
+    _m("val_worst_group_acc_best", "trial", True, "best val worst-group accuracy of the tuning so far (early "
+       "stopping's criterion)", methods=_TUNING_METHODS),
+    _m("best_epoch", "trial", None, "tuning epoch whose weights early stopping keeps", dtype="int",
+       methods=_TUNING_METHODS),
+    _m("base_worst_group_acc", "trial", True, "test worst-group accuracy of the frozen base model",
+       methods=_TUNING_METHODS, source="Penzel, Stein, Denzler, VISAPP 2024"),
+    _m("base_val_worst_group_acc", "trial", True, "val worst-group accuracy of the frozen base model",
+       methods=_TUNING_METHODS),
+    _m("base_probe_wga", "trial", True, "test worst-group accuracy of an L2 logistic probe on the frozen base's "
+       "features, fitted on group-balanced val (does the base encode the core feature?)", methods=_TUNING_METHODS),
+    _m("gdro_max_weight", "trial", None, "largest GroupDRO group weight q_g at the end of the epoch",
+       methods=("groupdro",), source="Sagawa et al., ICLR 2020"),
+    _m("gdro_max_group", "trial", None, "group with the largest GroupDRO weight", dtype="int",
+       methods=("groupdro",)),
+    _m("jtt_error_rate", "trial", None, "share of training samples in JTT's error set", methods=("jtt",),
+       source="Liu et al., ICML 2021"),
+    _m("jtt_error_minority_share", "trial", None, "share of JTT's error set in the bias-contradicting groups",
+       methods=("jtt",)),
+    _m("spurious_share", "split", False, "share of the (non-negative) CAM / Grad-CAM mass on the known spurious "
+       "region, mean over groups", metric_set="saliency", splits=("test",), source="Zhou et al., CVPR 2016"),
+    _m("saliency_panel", "split", None, "encoded images and saliency maps, a few per group (for the report)",
+       dtype="str", metric_set="saliency", splits=("test",)),
+    _m("spurious_share_before", "trial", False, "spurious_share of the model before debiasing (ERM head / base)",
+       metric_set="saliency", methods=("dfr",) + _TUNING_METHODS),
+    _m("saliency_panel_before", "trial", None, "saliency_panel of the model before debiasing", dtype="str",
+       metric_set="saliency", methods=("dfr",) + _TUNING_METHODS),
     _m("delta_norm", "trial", None, "‖θ − θ_base‖₂, size of the change from the base model",
        methods=_TUNING_METHODS, reported=True, source="Penzel, Stein, Denzler, VISAPP 2024"),
     _m("erm_worst_group_acc", "trial", True, "test worst-group accuracy of the ERM head before DFR",
-       methods=("dfr",), source="Kirichenko et al., ICLR 2023"),
-    _m("dfr_worst_group_acc", "trial", True, "test worst-group accuracy after DFR", methods=("dfr",),
+       methods=("dfr",), source="Kirichenko et al., ICLR 2023", every_epoch=False),
+    _m("dfr_worst_group_acc", "trial", True, "test worst-group accuracy after DFR", methods=("dfr",), every_epoch=False,
        reported=True, source="Kirichenko et al., ICLR 2023"),
-    _m("dfr_C", "trial", None, "chosen inverse L1 strength", methods=("dfr",)),
-    _m("sparsity_before", "trial", None, "share of zero last-layer weights before DFR", methods=("dfr",),
+    _m("dfr_C", "trial", None, "chosen inverse L1 strength", methods=("dfr",), every_epoch=False),
+    _m("dfr_l1_bal_wga", "trial", True, "test worst-group accuracy of the L1 head on the group-balanced val set", methods=("dfr",),
        source="Le, Schlötterer, Seifert 2023"),
-    _m("sparsity_after", "trial", None, "share of zero last-layer weights after DFR", methods=("dfr",),
+    _m("dfr_l1_bal_sparsity", "trial", None, "share of zero weights of the L1 head on the group-balanced val set", methods=("dfr",)),
+    _m("dfr_l1_bal_hoyer", "trial", None, "Hoyer sparsity of the L1 head on the group-balanced val set", methods=("dfr",)),
+    _m("dfr_l1_unbal_wga", "trial", True, "test worst-group accuracy of the L1 head on the unbalanced val set", methods=("dfr",),
        source="Le, Schlötterer, Seifert 2023"),
-    _m("sparsity_after_1e-6", "trial", None, "share of |w| ≤ 1e-6 after DFR", methods=("dfr",)),
-    _m("hoyer_before", "trial", None, "Hoyer sparsity of the last layer before DFR", methods=("dfr",)),
-    _m("hoyer_after", "trial", None, "Hoyer sparsity of the last layer after DFR", methods=("dfr",)),
-    _m("target_nc1", "trial", False, "NC1 of held-out target-class test embeddings", methods=("transfer",),
+    _m("dfr_l1_unbal_sparsity", "trial", None, "share of zero weights of the L1 head on the unbalanced val set", methods=("dfr",)),
+    _m("dfr_l1_unbal_hoyer", "trial", None, "Hoyer sparsity of the L1 head on the unbalanced val set", methods=("dfr",)),
+    _m("dfr_l2_bal_wga", "trial", True, "test worst-group accuracy of the L2 head on the group-balanced val set", methods=("dfr",),
+       source="Le, Schlötterer, Seifert 2023"),
+    _m("dfr_l2_bal_sparsity", "trial", None, "share of zero weights of the L2 head on the group-balanced val set", methods=("dfr",)),
+    _m("dfr_l2_bal_hoyer", "trial", None, "Hoyer sparsity of the L2 head on the group-balanced val set", methods=("dfr",)),
+    _m("sparsity_before", "trial", None, "share of zero last-layer weights before DFR", methods=("dfr",), every_epoch=False,
+       source="Le, Schlötterer, Seifert 2023"),
+    _m("sparsity_after", "trial", None, "share of zero last-layer weights after DFR", methods=("dfr",), every_epoch=False,
+       source="Le, Schlötterer, Seifert 2023"),
+    _m("sparsity_after_1e-6", "trial", None, "share of |w| ≤ 1e-6 after DFR", methods=("dfr",), every_epoch=False),
+    _m("hoyer_before", "trial", None, "Hoyer sparsity of the last layer before DFR", methods=("dfr",), every_epoch=False),
+    _m("hoyer_after", "trial", None, "Hoyer sparsity of the last layer after DFR", methods=("dfr",), every_epoch=False),
+    _m("target_nc1", "trial", False, "NC1 of held-out target-class test embeddings", methods=_TRANSFER_METHODS,
        source="Munn, Dherin, Gonzalvo, NeurIPS 2024"),
-    _m("target_cdnv", "trial", False, "CDNV of held-out target-class test embeddings", methods=("transfer",),
+    _m("target_cdnv", "trial", False, "CDNV of held-out target-class test embeddings", methods=_TRANSFER_METHODS,
        source="Munn, Dherin, Gonzalvo, NeurIPS 2024"),
     _m("fewshot_acc", "trial", True, "n-way k-shot nearest-class-mean accuracy on target classes",
-       methods=("transfer",), reported=True, source="Munn, Dherin, Gonzalvo, NeurIPS 2024"),
-    _m("fewshot_ci", "trial", None, "95% half-width of fewshot_acc", methods=("transfer",)),
-    _m("fewshot_acc_1shot", "trial", True, "1-shot nearest-class-mean accuracy", methods=("transfer",)),
-    _m("fewshot_ci_1shot", "trial", None, "95% half-width of fewshot_acc_1shot", methods=("transfer",)),
+       methods=_TRANSFER_METHODS, reported=True, source="Munn, Dherin, Gonzalvo, NeurIPS 2024"),
+    _m("fewshot_ci", "trial", None, "95% half-width of fewshot_acc", methods=_TRANSFER_METHODS),
+    _m("fewshot_acc_1shot", "trial", True, "1-shot nearest-class-mean accuracy", methods=_TRANSFER_METHODS),
+    _m("fewshot_ci_1shot", "trial", None, "95% half-width of fewshot_acc_1shot", methods=_TRANSFER_METHODS),
 ]
 METRICS: dict[str, Metric] = {m.name: m for m in _M}
 
@@ -456,7 +555,7 @@ def trial_metric_sets(metrics, coarse: bool = False, method: str = "erm") -> set
     out = set(metrics or ())
     if coarse:
         out.add("fine")
-    if method == "transfer":
+    if method in _TRANSFER_METHODS:
         out.add("gc")
     return out
 
@@ -539,25 +638,25 @@ def config_aliases() -> dict:
 def check_value(key: Key, value, method: str | None = None) -> str | None:
     """None when `value` is acceptable for `key`, else what is allowed (the caller names the field)."""
     if value is None:
-        return None if key.nullable or (key.default is None and not key.required) else f"must be {key.allowed(method)}"
+        return None if key.nullable or (key.default is None and not key.required) else _must(key, method)
     if key.choices is not None and key.type != "list[str]":
         ok = any(value == c and type(value) is type(c) for c in key.choices)
-        return None if ok else f"must be {key.allowed(method)}" + _dym(value, key.choices)
+        return None if ok else _must(key, method) + _dym(value, key.choices)
     t = key.type
     if t == "bool":
         return None if isinstance(value, bool) else "must be true or false"
     if t in ("str", "path"):
-        return None if isinstance(value, str) and value else f"must be {key.allowed(method)}"
+        return None if isinstance(value, str) and value else _must(key, method)
     if t == "mapping":
         return None if isinstance(value, dict) else "must be a mapping"
     if t == "list[str]":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             return "must be a list of strings" + (f" from {list(key.choices)}" if key.choices else "")
         bad = [v for v in value if key.choices is not None and v not in key.choices]
-        return f"unknown entry {bad[0]!r}; choose from {list(key.choices)}" if bad else None
+        return f"unknown {key.item} {bad[0]!r}; choose from {list(key.choices)}" if bad else None
     if t == "list[float]":
         if not isinstance(value, list) or not value:
-            return f"must be {key.allowed(method)}"
+            return _must(key, method)
         for v in value:
             err = _check_number(key, v, "float", method)
             if err:
@@ -568,7 +667,7 @@ def check_value(key: Key, value, method: str | None = None) -> str | None:
 
 def _check_number(key: Key, v, t: str, method) -> str | None:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or (t == "int" and not isinstance(v, int)):
-        return f"must be {key.allowed(method)}"
+        return _must(key, method)
     if not math.isfinite(v):
         return f"must be finite: {key.allowed(method)}"
     lo, hi = key.method_range.get(method, (key.low, key.high))
@@ -577,6 +676,11 @@ def _check_number(key: Key, v, t: str, method) -> str | None:
         extra = f" (for method {method}: {key.per_method.get(method, '')})" if method in key.method_range else ""
         return f"must be {key.allowed(method)}{extra}"
     return None
+
+
+def _must(key: Key, method=None) -> str:
+    a = key.allowed(method)
+    return a if a.startswith("choose") else "must be " + a
 
 
 def _dym(value, choices) -> str:

@@ -8,13 +8,15 @@ configs as results arrive, so only its count is planned; its space is built here
 from __future__ import annotations
 
 import itertools
+import json
 import math
+from typing import Iterator
 
 import numpy as np
 
 from nccore.config import trial_id
 
-from .spec import Spec
+from .spec import Spec  # noqa: F401  (type of the argument)
 
 
 def _sample(kind: str, vals, rng: np.random.Generator):
@@ -29,12 +31,34 @@ def _sample(kind: str, vals, rng: np.random.Generator):
     raise ValueError(kind)
 
 
+def plan_size(spec: Spec) -> int:
+    """The number of trials the plan has, counted without building it: per subspace the product
+    of the distinct grid values, × num_samples when a domain is sampled (repeats of a pure grid
+    are the same trials). An upper bound when two variants plan the same config; Optuna: num_samples."""
+    if spec.search["algorithm"] == "optuna":
+        return spec.search["num_samples"]
+    total = 0
+    for space in spec.subspaces():
+        n = 1
+        for d in space.values():
+            if "grid" in d:
+                n *= len({json.dumps(v, sort_keys=True, default=str) for v in d["grid"]})
+        sampled = any("grid" not in d for d in space.values())
+        total += n * (spec.search["num_samples"] if sampled else 1)
+    return total
+
+
 def planned_configs(spec: Spec) -> list[dict]:
     """Full trial configs: the product of the grid values × num_samples draws of the sampled
     domains (Ray Tune's grid/random semantics), each with its stable `trial_id`."""
+    return list(iter_planned_configs(spec))
+
+
+def iter_planned_configs(spec: Spec) -> Iterator[dict]:
+    """`planned_configs` one at a time (a plan above the cap is never held in memory)."""
     base = spec.base_config()
     rng = np.random.default_rng(spec.search["seed"])
-    out, seen = [], set()
+    seen = set()
     for space in spec.subspaces():
         grid = {k: d["grid"] for k, d in space.items() if "grid" in d}
         sampled = {k: next(iter(d.items())) for k, d in space.items() if "grid" not in d}
@@ -45,8 +69,7 @@ def planned_configs(spec: Spec) -> list[dict]:
                 cfg["trial_id"] = trial_id(cfg)
                 if cfg["trial_id"] not in seen:   # repeats of a pure grid are the same trial
                     seen.add(cfg["trial_id"])
-                    out.append(cfg)
-    return out
+                    yield cfg
 
 
 def optuna_space(spec: Spec) -> dict:

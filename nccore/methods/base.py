@@ -19,6 +19,7 @@ import math
 import torch
 from torch import nn
 
+from ..catalogue import METHOD_OPTIONS, check_value, did_you_mean, method_defaults
 from ..registry import Registry
 
 METHODS = Registry("method", key="method")
@@ -34,12 +35,12 @@ def register(name: str):
 
 class Method:
     name = "base"
-    hparams: dict = {}   # method_options and their defaults
+    # Options and their defaults are declared in nccore.catalogue.METHOD_OPTIONS[name].
     uses_groups = False  # True: update() receives the batch's group ids g (e.g. GroupDRO)
 
     def __init__(self, model: nn.Module, cfg: dict, data):
         self.model, self.cfg, self.data = model, cfg, data
-        self.opts = {**self.hparams, **cfg.get("method_options", {})}
+        self.opts = {**method_defaults(self.name), **cfg.get("method_options", {})}
         self.device = next(model.parameters()).device
         self.finished = False   # a method may end training early (e.g. early stopping)
         self.setup()
@@ -57,10 +58,13 @@ class Method:
 
     @classmethod
     def check_options(cls, options: dict) -> None:
-        bad = [k for k in options if k not in cls.hparams]
-        if bad:
-            raise ValueError(f"method_options `{bad[0]}` is not an option of method {cls.name!r}; "
-                             f"its options are {sorted(cls.hparams) or 'none'}")
+        """Raise ValueError naming the first option that the catalogue does not accept."""
+        declared = METHOD_OPTIONS.get(cls.name, {})
+        for k, v in options.items():
+            err = (f"is not an option of method {cls.name!r}; {did_you_mean(k, declared)}" if k not in declared
+                   else check_value(declared[k], v))
+            if err:
+                raise ValueError(f"method_options `{k}` = {v!r}: {err}")
 
     @classmethod
     def check_config(cls, cfg: dict) -> None:

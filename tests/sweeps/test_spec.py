@@ -49,10 +49,10 @@ BAD = [
     (("space", "lr"), {"uniform": [0.1, 0.01]}, r"low < high"),
     (("space", "momentum"), {"normal": [0, 1]}, r"space\.momentum.*grid \| choice"),
     (("dataset", "name"), "imagenet", r"dataset\.name.*imagenet.*choose one of"),
-    (("dataset", "options"), {"root": "/no/such/dir"}, r"dataset\.options\.root.*not found"),
+    (("dataset",), {"name": "cifar10", "options": {"root": "/no/such/dir"}}, r"dataset\.options\.root.*not found"),
     (("max_concurrent",), 0, r"max_concurrent.*positive integer"),
     (("space", "epochs"), {"grid": [0, 2]}, r"space\.epochs.*positive integer"),
-    (("space", "method"), {"choice": ["erm", "jtt"]}, r"space\.method.*jtt.*choose one of"),
+    (("space", "method"), {"choice": ["erm", "no_such_method"]}, r"space\.method.*no_such_method.*choose one of"),
 ]
 
 

@@ -1,0 +1,492 @@
+"""The spec validator's checks, one function per part of a spec (used by `sweeps.spec`).
+
+Each check appends to a `Problems` list instead of raising, so a spec is refused with every
+problem at once; each line names the field's full path (`space.lr.uniform[1]`,
+`variants[0].method_options.n_tune`), the bad value and what is allowed. Accepted values come from
+`nccore.catalogue`; nothing here imports torch or Ray.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import re
+from pathlib import Path
+
+from nccore.catalogue import (CONFIG, DATASET_FILES, DATASET_OPTIONS, DEFAULTS, MAX_PLANNED_TRIALS, METHOD_OPTIONS,
+                              METRICS, check_value, config_aliases, dataset_options, did_you_mean, parse_metric,
+                              produced, reported_metrics, trial_metric_sets)
+
+DOMAINS = ("grid", "choice", "uniform", "loguniform", "randint")
+SEARCH_KEYS = ("algorithm", "num_samples", "seed", "metric", "mode")
+SCHEDULER_KEYS = ("type", "metric", "mode", "grace_period", "reduction_factor", "max_t")
+RESOURCE_KEYS = ("cpu", "gpu")
+TRIAL_REF = re.compile(r"^trial:([0-9a-f]{12})$")
+
+
+def _short(value) -> str:
+    s = repr(value)
+    return s if len(s) <= 80 else s[:77] + "..."
+
+
+class Problems:
+    """Problem lines, deduplicated, in the order found."""
+
+    def __init__(self, lines=()):
+        self.lines = list(lines)
+
+    def add(self, path: str, value, msg: str) -> None:
+        line = f"spec field `{path}` = {_short(value)}: {msg}"
+        if line not in self.lines:
+            self.lines.append(line)
+
+    def __bool__(self) -> bool:
+        return bool(self.lines)
+
+    @contextlib.contextmanager
+    def guard(self, path: str):
+        """Turn an unexpected exception in a check into a problem line naming `path`."""
+        try:
+            yield
+        except Exception as e:
+            self.add(path, None, f"could not be checked ({type(e).__name__}: {e})")
+
+
+def dym(name, known, aliases=None) -> str:
+    return did_you_mean(name, known, aliases)
+
+
+def _close(name, known) -> str:
+    """'; did you mean `x`?' when a close match exists, else ''."""
+    hint = did_you_mean(name, known)
+    return f"; {hint}" if hint.startswith("did you") else ""
+
+
+def _known(keys) -> str:
+    return "allowed: " + ", ".join(sorted(keys))
+
+
+def _mapping(value, path, pr, what) -> dict | None:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        pr.add(path, value, f"must be a mapping ({what})")
+        return None
+    return value
+
+
+def _coerce(key, v):
+    """YAML 1.1 quirks and hand-written dicts: a numeric string for a float key becomes a float."""
+    if key.type in ("float", "list[float]") and isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
+def value(name: str, v, path: str, pr: Problems, method=None):
+    """Check one config value; returns it (coerced)."""
+    key = CONFIG[name]
+    v = _coerce(key, v)
+    err = check_value(key, v, method)
+    if err:
+        pr.add(path, v, err)
+    return v
+
+
+def integer(v, path, pr, low=0, optional=False):
+    if v is None and optional:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        pr.add(path, v, "must be a positive integer" if low == 1 else f"must be an integer >= {low}")
+        return None
+    return v
+
+
+def _number(v, path, pr):
+    if isinstance(v, str):
+        try:
+            v = float(v)
+        except ValueError:
+            pass
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        pr.add(path, v, "must be a number")
+        return None
+    if not math.isfinite(v):
+        pr.add(path, v, "must be a finite number")
+        return None
+    return v
+
+
+# ----------------------------------------------------------------------------- sections
+def dataset(raw, pr: Problems) -> dict | None:
+    if isinstance(raw, str):
+        raw = {"name": raw}
+    if not isinstance(raw, dict):
+        pr.add("dataset", raw, "a mapping {name: <dataset>, options: {...}} or a dataset name")
+        return None
+    for k in raw:
+        if k not in ("name", "options"):
+            pr.add(f"dataset.{k}", raw[k], f"unknown key; {dym(k, ('name', 'options'))}; allowed: name, options")
+    name = raw.get("name", "biased_shapes")
+    if not isinstance(name, str) or name not in DATASET_OPTIONS:
+        pr.add("dataset.name", name, f"unknown dataset; choose one of {sorted(DATASET_OPTIONS)}"
+               + _close(name, DATASET_OPTIONS))
+        return None
+    opts = _mapping(raw.get("options"), "dataset.options", pr, f"options of dataset {name!r}")
+    if opts is None:
+        return None
+    keys = dataset_options(name)
+    out = {}
+    for k, v in opts.items():
+        if k not in keys:
+            pr.add(f"dataset.options.{k}", v, f"not an option of dataset {name!r}; {dym(k, keys)}")
+            continue
+        v = _coerce(keys[k], v)
+        err = check_value(keys[k], v)
+        if err:
+            pr.add(f"dataset.options.{k}", v, err)
+        out[k] = v
+    for k, key in keys.items():
+        if key.required and k not in opts:
+            pr.add(f"dataset.options.{k}", None, f"required for dataset {name!r}: {key.help}")
+    _dataset_files(name, out, pr)
+    return {"name": name, "options": out}
+
+
+def _dataset_files(name, opts, pr) -> None:
+    root = opts.get("root")
+    if not isinstance(root, str) or not root:
+        return
+    if not Path(root).is_dir():
+        pr.add("dataset.options.root", root, "folder not found on this machine; point it to the local copy of "
+               "the dataset (on a cluster: a path every node can read)")
+        return
+    defaults = {k: key.default for k, key in dataset_options(name).items()}
+    missing = [f.format(**{**defaults, **opts}) for f in DATASET_FILES.get(name, ())]
+    missing = [f for f in missing if not (Path(root) / f).exists()]
+    if missing:
+        pr.add("dataset.options.root", root, f"missing {', '.join(missing)} (dataset {name!r} reads "
+               f"{', '.join(DATASET_FILES[name])} below root)")
+
+
+def _config_key(k, v, path, pr, sweep: bool) -> bool:
+    """Whether `k` may be set here; adds the problem if not."""
+    if k in ("dataset", "data"):
+        pr.add(path, v, f"set the dataset with `dataset.{'name' if k == 'dataset' else 'options'}`, not here")
+    elif k not in CONFIG:
+        pr.add(path, v, f"unknown config key; {dym(k, [n for n, c in CONFIG.items() if not c.reserved], config_aliases())}")
+    elif CONFIG[k].reserved:
+        pr.add(path, v, "reserved: ncsweep sets it for every trial")
+    elif sweep and not CONFIG[k].sweepable:
+        pr.add(path, v, "not sweepable")
+    else:
+        return True
+    return False
+
+
+def config_block(raw, where: str, pr: Problems) -> dict:
+    block = _mapping(raw, where, pr, "config key: value")
+    out = {}
+    for k, v in (block or {}).items():
+        if _config_key(k, v, f"{where}.{k}", pr, sweep=False):
+            out[k] = value(k, v, f"{where}.{k}", pr)
+    return out
+
+
+def domain(k, dom, where: str, pr: Problems, plain_ok=False) -> dict | None:
+    if not isinstance(dom, dict) and plain_ok:
+        dom = {"grid": [dom]}
+    if not isinstance(dom, dict) or len(dom) != 1 or next(iter(dom)) not in DOMAINS:
+        hint = f"; for one fixed value write {{grid: [{dom!r}]}} or put it in base" if not isinstance(dom, dict) else ""
+        pr.add(where, dom, f"one of {{{' | '.join(DOMAINS)}: ...}}{hint}")
+        return None
+    kind, vals = next(iter(dom.items()))
+    path, key = f"{where}.{kind}", CONFIG[k]
+    if kind in ("grid", "choice"):
+        if not isinstance(vals, list) or not vals:
+            pr.add(path, vals, "a non-empty list of values")
+            return None
+        return {kind: [value(k, v, f"{path}[{i}]", pr) for i, v in enumerate(vals)]}
+    if not isinstance(vals, list) or len(vals) != 2:
+        pr.add(path, vals, "a list [low, high]")
+        return None
+    if key.type not in ("float", "int"):
+        pr.add(path, vals, f"`{k}` takes {key.allowed()}: use grid or choice")
+        return None
+    lo, hi = (_number(v, f"{path}[{i}]", pr) for i, v in enumerate(vals))
+    if lo is None or hi is None:
+        return None
+    if kind == "randint" and not (float(lo).is_integer() and float(hi).is_integer()):
+        pr.add(path, vals, "randint takes integer bounds [low, high) (high excluded)")
+        return None
+    if key.type == "int" and kind != "randint":
+        pr.add(path, vals, f"`{k}` is an integer: use randint [low, high) or grid/choice")
+        return None
+    if not lo < hi:
+        pr.add(path, vals, "needs low < high")
+        return None
+    if kind == "loguniform" and lo <= 0:
+        pr.add(path, vals, "log-uniform bounds must be > 0")
+        return None
+    ends = [int(lo), int(hi) - 1] if kind == "randint" else [lo, hi]
+    for i, v in enumerate(ends):
+        err = check_value(key, v if key.type == "float" else int(v))
+        if err:
+            pr.add(f"{path}[{i}]", vals[i], err)
+    return {kind: [int(lo), int(hi)] if kind == "randint" else [lo, hi]}
+
+
+def space(raw, where: str, pr: Problems, plain_ok=False) -> dict:
+    block = _mapping(raw, where, pr, "config key: {grid|choice|uniform|loguniform|randint: ...}")
+    out = {}
+    for k, dom in (block or {}).items():
+        if _config_key(k, dom, f"{where}.{k}", pr, sweep=True):
+            d = domain(k, dom, f"{where}.{k}", pr, plain_ok)
+            if d is not None:
+                out[k] = d
+    return out
+
+
+def variants(raw, pr: Problems) -> list:
+    if raw is None:
+        return []
+    if not isinstance(raw, list) or not raw:
+        pr.add("variants", raw, "a non-empty list of mappings, each a sub-space merged over `space`")
+        return []
+    out = []
+    for i, v in enumerate(raw):
+        if not isinstance(v, dict) or not v:
+            pr.add(f"variants[{i}]", v, "a non-empty mapping of config key -> value or domain")
+            continue
+        out.append(space(v, f"variants[{i}]", pr, plain_ok=True))
+    return out
+
+
+def search(raw, space_, variants_, pr: Problems) -> dict:
+    s = _mapping(raw, "search", pr, "{algorithm, num_samples, seed, metric, mode}") or {}
+    for k in s:
+        if k not in SEARCH_KEYS:
+            pr.add(f"search.{k}", s[k], f"unknown key; {dym(k, SEARCH_KEYS)}; {_known(SEARCH_KEYS)}")
+    out = {"algorithm": s.get("algorithm", "grid"), "num_samples": s.get("num_samples", 1),
+           "seed": s.get("seed", 0), "metric": s.get("metric"), "mode": s.get("mode", "max")}
+    if out["algorithm"] not in ("grid", "random", "optuna"):
+        pr.add("search.algorithm", out["algorithm"], "choose one of 'grid', 'random', 'optuna'")
+    out["num_samples"] = integer(out["num_samples"], "search.num_samples", pr, low=1) or 1
+    out["seed"] = integer(out["seed"], "search.seed", pr, low=0) or 0
+    if out["mode"] not in ("min", "max"):
+        pr.add("search.mode", out["mode"], "'min' or 'max'")
+    if out["metric"] is not None and not isinstance(out["metric"], str):
+        pr.add("search.metric", out["metric"], "a metric name, e.g. val_worst_group_acc")
+        out["metric"] = None
+    subs = [("space", space_)] + [(f"variants[{i}]", v) for i, v in enumerate(variants_)]
+    for where, sub in subs:
+        for k, d in sub.items():
+            kind = next(iter(d))
+            if out["algorithm"] == "grid" and kind != "grid":
+                pr.add(f"{where}.{k}", d, "algorithm `grid` takes only {grid: [...]} domains; use "
+                       "search.algorithm: random (or optuna) for sampled domains")
+            if out["algorithm"] == "optuna" and kind == "grid":
+                pr.add(f"{where}.{k}", d, "Optuna samples its space: use {choice: [...]} not grid")
+    if out["algorithm"] == "optuna":
+        if out["metric"] is None:
+            pr.add("search.metric", None, "Optuna needs the metric it optimises, e.g. val_worst_group_acc")
+        if variants_:
+            pr.add("variants", "[...]", "Optuna samples one space; use grid or random search with variants")
+    return out
+
+
+def scheduler(raw, pr: Problems) -> dict | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        pr.add("scheduler", raw, "a mapping {type: asha, metric: ..., mode: ..., grace_period: ...}")
+        return None
+    for k in raw:
+        if k not in SCHEDULER_KEYS:
+            pr.add(f"scheduler.{k}", raw[k], f"unknown key; {dym(k, SCHEDULER_KEYS)}; {_known(SCHEDULER_KEYS)}")
+    if raw.get("type", "asha") != "asha":
+        pr.add("scheduler.type", raw.get("type"), "only 'asha' is supported")
+    metric = raw.get("metric")
+    if not isinstance(metric, str):
+        pr.add("scheduler.metric", metric, "required: the reported metric ASHA compares, e.g. val_worst_group_acc")
+        metric = None
+    mode = raw.get("mode", "max")
+    if mode not in ("min", "max"):
+        pr.add("scheduler.mode", mode, "'min' or 'max'")
+    grace = integer(raw.get("grace_period", 1), "scheduler.grace_period", pr, low=1)
+    rf = _number(raw.get("reduction_factor", 2), "scheduler.reduction_factor", pr)
+    if rf is not None and rf <= 1:
+        pr.add("scheduler.reduction_factor", rf, "must be > 1 (each rung keeps 1/reduction_factor of the trials)")
+    max_t = integer(raw.get("max_t"), "scheduler.max_t", pr, low=1, optional=True)
+    return {"type": "asha", "metric": metric, "mode": mode, "grace_period": grace or 1,
+            "reduction_factor": rf if rf is not None and rf > 1 else 2, "max_t": max_t}
+
+
+def resources(raw, pr: Problems) -> dict:
+    r = _mapping(raw, "resources", pr, "{cpu: ..., gpu: ...}") or {}
+    for k in r:
+        if k not in RESOURCE_KEYS:
+            pr.add(f"resources.{k}", r[k], f"unknown key; {dym(k, RESOURCE_KEYS)}; allowed keys: cpu, gpu")
+    cpu, gpu = _number(r.get("cpu", 1), "resources.cpu", pr), _number(r.get("gpu", 0), "resources.gpu", pr)
+    if cpu is not None and cpu <= 0:
+        pr.add("resources.cpu", cpu, "must be > 0")
+    if gpu is not None and (gpu < 0 or (gpu > 1 and gpu != int(gpu))):
+        pr.add("resources.gpu", gpu, "must be >= 0: a fraction (e.g. 0.25 packs 4 trials per GPU) or a whole number")
+    return {"cpu": cpu if cpu and cpu > 0 else 1, "gpu": gpu if gpu is not None and gpu >= 0 else 0}
+
+
+# ----------------------------------------------------------------------------- across sections
+def _values(spec, sub, where, k) -> list[tuple[str, object]]:
+    """(path, value) of every value key `k` takes in a subspace (sampled domains: both ends)."""
+    if k in sub:
+        kind, vals = next(iter(sub[k].items()))
+        return [(f"{where}.{k}.{kind}[{i}]", v) for i, v in enumerate(vals)]
+    if k in spec.base:
+        return [(f"base.{k}", spec.base[k])]
+    return [(f"(default {k})", DEFAULTS[k])]
+
+
+def subspaces(spec) -> list[tuple[str, dict]]:
+    if spec.variants:
+        return [(f"variants[{i}]", {**spec.space, **v}) for i, v in enumerate(spec.variants)]
+    return [("space", spec.space)]
+
+
+def max_epochs(spec) -> int:
+    vals = [v for where, sub in subspaces(spec) for _, v in _values(spec, sub, where, "epochs")]
+    return int(max([v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)] or [1]))
+
+
+def cross_checks(spec, pr: Problems) -> None:
+    """Checks that need several parts: method-dependent values, metrics the trials report, ASHA
+    against the epochs, paths on this machine."""
+    methods_all, sets_by_method = set(), []
+    for where, sub in subspaces(spec):
+        methods = [(p, m) for p, m in _values(spec, sub, where, "method") if m in METHOD_OPTIONS]
+        for pm, m in methods:
+            methods_all.add(m)
+            for p, v in _values(spec, sub, where, "penalty"):
+                if m in CONFIG["penalty"].method_range:
+                    err = check_value(CONFIG["penalty"], v, m)
+                    if err:
+                        pr.add(p, v, err)
+            for p, opts in _values(spec, sub, where, "method_options"):
+                _method_options(p, opts, m, pm, pr)
+            for _, mets in _values(spec, sub, where, "metrics"):
+                for _, coarse in _values(spec, sub, where, "coarse"):
+                    if isinstance(mets, list):
+                        sets_by_method.append((m, frozenset(trial_metric_sets(mets, coarse is True, m)), pm))
+    objectives = [("search", spec.search.get("metric"), spec.search.get("mode"))]
+    if spec.scheduler:
+        objectives.append(("scheduler", spec.scheduler.get("metric"), spec.scheduler.get("mode")))
+    for part, metric, mode in objectives:
+        if metric is not None:
+            _objective(part, metric, mode, sets_by_method, pr)
+    if spec.scheduler and spec.scheduler.get("metric"):
+        _asha(spec, pr)
+    for where, sub in [("", {})] + subspaces(spec):
+        for k in ("weights", "init_from"):
+            for p, v in _values(spec, sub, where, k) if (k in sub or not where) else []:
+                _path_value(p, v, k, pr)
+
+
+def _method_options(path, opts, method, method_path, pr) -> None:
+    if not isinstance(opts, dict):
+        return
+    declared = METHOD_OPTIONS[method]
+    via = "" if method_path.startswith(("base", "(default")) else f" (trials with method {method!r} from {method_path})"
+    for k, v in opts.items():
+        if k not in declared:
+            pr.add(f"{path}.{k}", v, f"not an option of method {method!r}{via}; {dym(k, declared)}")
+        else:
+            err = check_value(declared[k], _coerce(declared[k], v))
+            if err:
+                pr.add(f"{path}.{k}", v, err)
+
+
+def _objective(part, metric, mode, sets_by_method, pr) -> None:
+    path = f"{part}.metric"
+    known = reported_metrics()
+    if metric not in known:
+        try:
+            parse_metric(metric)
+            why = "is a row column but not reported to Tune; reported metrics: `ncsweep keys --metrics`"
+        except KeyError:
+            why = f"unknown metric; {dym(metric, known)}"
+        pr.add(path, metric, why)
+        return
+    missing = sorted({(m, tuple(sorted(s))) for m, s, _ in sets_by_method
+                      if metric not in reported_metrics([m], s)})
+    for m, s in missing:
+        pr.add(path, metric, f"not reported by trials with method {m!r} and metrics {list(s)}; choose a metric "
+               f"every trial reports, e.g. val_acc")
+    info = METRICS[parse_metric(metric)[1]]
+    if mode in ("min", "max") and info.higher_is_better is not None and (mode == "max") != info.higher_is_better:
+        pr.add(f"{part}.mode", mode, f"{metric} is {'higher' if info.higher_is_better else 'lower'} is better: "
+               f"use mode {'max' if info.higher_is_better else 'min'}")
+    if part == "scheduler" and not info.every_epoch:
+        pr.add(path, metric, "is reported only at the final epoch, so ASHA cannot compare trials early; use a "
+               "per-epoch metric such as val_worst_group_acc")
+
+
+def _asha(spec, pr) -> None:
+    top = max_epochs(spec)
+    s = spec.scheduler
+    if s["grace_period"] > top:
+        pr.add("scheduler.grace_period", s["grace_period"], f"must be <= the trials' epochs ({top}); ASHA would "
+               "never stop a trial")
+    if s.get("max_t") is not None and s["max_t"] != top:
+        pr.add("scheduler.max_t", s["max_t"], f"must equal the largest epochs of the plan ({top}), or be left "
+               "out (ncsweep sets it)")
+
+
+def _path_value(path, v, k, pr) -> None:
+    if not isinstance(v, str) or not v:
+        return
+    if k == "init_from" and v.startswith("trial:"):
+        if not TRIAL_REF.match(v):
+            pr.add(path, v, "trial:<id> with the 12-hex trial id of a trial of this spec (see `ncsweep validate "
+                   "--list`)")
+        return
+    if not Path(v).exists():
+        pr.add(path, v, "file not found on this machine; point it to the local copy (on a cluster: a path "
+               "every node can read)")
+
+
+def check_plan(spec, pr: Problems, allow_large: bool) -> None:
+    """The plan's size (counted, not built) against the cap; `trial:<id>` references against the
+    planned trials; each planned config through nccore's own validation (a safety net)."""
+    from nccore.config import config_problems
+
+    from .plan import iter_planned_configs, plan_size
+
+    n = plan_size(spec)
+    if n > MAX_PLANNED_TRIALS and not allow_large:
+        pr.add("space", f"{n} trials", f"the plan is larger than the cap of {MAX_PLANNED_TRIALS} trials; narrow the "
+               "space, or pass --allow-large (the plan is then generated lazily)")
+        return
+    if n > MAX_PLANNED_TRIALS or spec.search["algorithm"] == "optuna":
+        return
+    by_id, refs = {}, []
+    for i, cfg in enumerate(iter_planned_configs(spec)):
+        by_id[cfg["trial_id"]] = cfg
+        if isinstance(cfg.get("init_from"), str) and cfg["init_from"].startswith("trial:"):
+            refs.append(cfg)
+        if i < 200:
+            for p, v, msg in config_problems({k: v for k, v in cfg.items() if k != "trial_id"}):
+                pr.add(f"<trial {cfg['trial_id']}>.{p}", v, msg)
+    for cfg in refs:
+        ref = cfg["init_from"][len("trial:"):]
+        src = by_id.get(ref)
+        where = "base.init_from" if "init_from" in spec.base else "space.init_from"
+        if src is None or src is cfg:
+            pr.add(where, cfg["init_from"], "names no trial of this spec; use the id of a planned trial "
+                   "(`ncsweep validate --list SPEC` prints them)")
+            continue
+        diff = [k for k in ("dataset", "data", "arch", "width", "stem", "coarse")
+                if json.dumps(src.get(k, DEFAULTS[k]), sort_keys=True) != json.dumps(cfg.get(k, DEFAULTS[k]), sort_keys=True)]
+        if diff:
+            pr.add(where, cfg["init_from"], f"does not fit: trial {ref} differs in {', '.join(diff)} "
+                   f"({', '.join(f'{k}={src.get(k, DEFAULTS[k])!r}' for k in diff)})")

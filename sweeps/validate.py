@@ -1,0 +1,91 @@
+"""`ncsweep validate SPEC...`: check specs before anything starts (no Ray, no torch).
+
+Exit codes: 0 every spec is valid; 2 a spec is invalid (one line per problem: the field's full
+path, the bad value, what is accepted) or an argument is wrong. A valid spec prints its planned
+trial count and its swept axes; `--list` prints the planned trials; `--explain NAME` prints the
+catalogue entry of a key, option or metric.
+"""
+from __future__ import annotations
+
+import sys
+
+from nccore.catalogue import MAX_PLANNED_TRIALS
+
+from .keys import add_keys_parser, explain
+from .spec import SpecError, load_spec
+
+EXIT_VALID, EXIT_INVALID = 0, 2
+
+
+def summary(path: str, spec) -> list[str]:
+    from .plan import iter_planned_configs, plan_size
+
+    n = plan_size(spec)
+    if spec.search["algorithm"] == "optuna":
+        count = f"{n} trials sampled by Optuna on {spec.search['metric']} ({spec.search['mode']})"
+    elif n <= MAX_PLANNED_TRIALS:
+        count = f"{sum(1 for _ in iter_planned_configs(spec))} trials planned ({spec.search['algorithm']})"
+    else:
+        count = f"at most {n} trials planned ({spec.search['algorithm']}; generated lazily)"
+    axes = spec.swept_axes()
+    return [f"{path}: valid — {spec.name!r}: {count}",
+            f"  swept axes: {', '.join(axes) if axes else 'none'}",
+            f"  per trial: resources {spec.resources}"
+            + (f"; ASHA on {spec.scheduler['metric']} ({spec.scheduler['mode']})" if spec.scheduler else "")]
+
+
+def trial_lines(spec, limit: int = 1000) -> list[str]:
+    from .plan import iter_planned_configs
+
+    axes = spec.swept_axes()
+    out = []
+    for i, cfg in enumerate(iter_planned_configs(spec)):
+        if i == limit:
+            out.append(f"  ... (first {limit} shown)")
+            break
+        out.append(f"  {cfg['trial_id']}  " + " ".join(f"{k}={cfg.get(k)!r}" for k in axes))
+    return out
+
+
+def validate_paths(paths, allow_large=False, list_trials=False, out=sys.stdout, err=sys.stderr) -> int:
+    """Validate each spec; print the summary or the problems. Returns the exit code."""
+    code = EXIT_VALID
+    for path in paths:
+        try:
+            spec = load_spec(path, allow_large=allow_large)
+            lines = summary(path, spec)
+            if list_trials and spec.search["algorithm"] != "optuna":
+                lines += trial_lines(spec)
+            print("\n".join(lines), file=out)
+        except SpecError as e:
+            code = EXIT_INVALID
+            for line in e.problems:
+                print(f"{path}: {line}", file=err)
+            print(f"{path}: invalid ({len(e.problems)} problem{'s' if len(e.problems) != 1 else ''})", file=err)
+        except Exception as e:  # never a traceback
+            code = EXIT_INVALID
+            print(f"{path}: could not be validated ({type(e).__name__}: {e})", file=err)
+    return code
+
+
+def cmd_validate(a) -> int:
+    if a.explain:
+        print(explain(a.explain))
+        if not a.spec:
+            return EXIT_VALID
+    if not a.spec:
+        print("ncsweep validate: error: give a spec file (or --explain NAME)", file=sys.stderr)
+        return EXIT_INVALID
+    return validate_paths(a.spec, a.allow_large, a.list)
+
+
+def add_parser(sub) -> None:
+    """Register `ncsweep validate` and `ncsweep keys`."""
+    v = sub.add_parser("validate", help="check specs without starting Ray (exit 0 valid, 2 invalid)")
+    v.add_argument("spec", nargs="*", help="spec YAML files")
+    v.add_argument("--allow-large", action="store_true",
+                   help=f"accept plans above {MAX_PLANNED_TRIALS} trials (planned lazily)")
+    v.add_argument("--list", action="store_true", help="print every planned trial id and its swept values")
+    v.add_argument("--explain", metavar="NAME", help="print the catalogue entry of a key, option or metric")
+    v.set_defaults(fn=cmd_validate)
+    add_keys_parser(sub)
