@@ -6,6 +6,13 @@ Train-split metrics use a fixed stratified subsample (`metrics_train_samples`, d
 trial); its features are kept for NC4 (whose reference is this split's own means, so it needs a
 second look at the features) and for fine-label recovery. Val and test use the train means as
 the NC4 reference (SCIENCE.md §A.5), counted during their single pass.
+
+Under label bias (`bias_kind: label`) the train rows also carry the NC metrics computed with the
+clean (pre-flip) labels, suffixed `_clean`, beside the usual ones on the observed labels (the
+labels the model is trained on), overall and per subgroup (SCIENCE.md §A.7), and two numbers on
+the flipped training samples: `memorisation` = the fraction predicted as their flipped (observed)
+label, and `flipped_acc_clean` = the fraction predicted as their clean label. With two classes the
+two add up to 1; with more they need not (a prediction can be neither).
 """
 from __future__ import annotations
 
@@ -19,10 +26,14 @@ from torch import nn
 from .data.base import Dataset, Split
 from .metrics import fairness_summary, fine_recovery, geometric_complexity, group_metrics, linear_probe_accuracy
 from .metrics.collapse import CollapseStats, alignment_from_stats, nc_metrics
+from .metrics.saliency import saliency_summary
 
 NC_KEYS = ("nc1", "nc1_tr_ratio", "nc2_norm_cv", "nc2_cos_std", "nc2_max_angle", "nc2_etf", "cdnv",
            "nc2_wnorm_cv", "nc2_wmax_angle", "nc3", "nc3_etf", "nc4_mismatch", "ncc_acc",
            "nc4_mismatch_global", "ncc_acc_global")
+# NC metrics that are also computed with the clean labels under label bias (suffix `_clean`);
+# NC4 is left out: it compares nearest-class-mean with the network's prediction, not the labels.
+CLEAN_KEYS = ("nc1", "nc1_tr_ratio", "cdnv", "nc3")
 
 
 def stratified_sample(split: Split, subgroup: torch.Tensor, cap: int, seed: int) -> torch.Tensor:
@@ -82,7 +93,7 @@ def evaluate(model, data: Dataset, cfg: dict, train_idx: torch.Tensor, autocast=
     head = model.classifier
     w = head.weight.detach().double()
     b = head.bias.detach().double() if head.bias is not None else None
-    cl = cfg.get("_channels_last", False)
+    cl = cfg["channels_last"] is True   # resolved by the trial (nccore.trial.Runtime)
     rows, passes, reference = [], {}, None
     for name in ("train", "val", "test"):
         split = data.splits[name]
@@ -99,10 +110,13 @@ def evaluate(model, data: Dataset, cfg: dict, train_idx: torch.Tensor, autocast=
                 f = ps.feats[i:i + bs]
                 ps.stats.add_ncc(f, split.y[i:i + bs], sub[i:i + bs], logits=f.double() @ w.T + (0 if b is None else b))
         passes[name] = ps
-        rows += _split_rows(name, split, sub, ps, w, b, metrics)
+        clean = name == "train" and cfg.get("bias_kind") == "label" and "nc" in metrics
+        rows += _split_rows(name, split, sub, ps, w, b, metrics, clean)
     extra = {}
     if "gc" in metrics:
         extra["gc"] = _gc(model, data.splits["train"], train_idx, cfg)
+    if "saliency" in metrics:   # CAM / Grad-CAM on the test split, where its spurious region is known
+        extra.update(saliency_summary(model, data.splits["test"], seed=cfg["seed"]))
     if want_fine:
         extra.update(_fine(data, train_idx, passes))
     for r in rows:
@@ -111,14 +125,15 @@ def evaluate(model, data: Dataset, cfg: dict, train_idx: torch.Tensor, autocast=
     return rows
 
 
-def _split_rows(name, split: Split, sub, ps: _Pass, w, b, metrics) -> list[dict]:
+def _split_rows(name, split: Split, sub, ps: _Pass, w, b, metrics, clean: bool = False) -> list[dict]:
     y, yc = split.y.cpu().numpy(), split.y_clean.cpu().numpy()
     pred, subn, g = ps.preds.cpu().numpy(), sub.cpu().numpy(), split.g.cpu().numpy()
     flipped = split.flipped.cpu().numpy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # NaN metrics of tiny groups are expected
         top = {"split": name, "group": "all", "n": len(y), "loss": float(ps.loss),
-               "acc": float(np.mean(pred == y)), "acc_clean": float(np.mean(pred == yc))}
+               "acc": float(np.mean(pred == y)), "acc_clean": float(np.mean(pred == yc)),
+               "majority_acc": float(np.bincount(y).max() / len(y)) if len(y) else float("nan")}
         per = {s: {"split": name, "group": str(s)} for s in range(ps.stats.S)}
         if "nc" in metrics:
             top.update(_pick(ps.stats.metrics(w, b)))
@@ -130,22 +145,48 @@ def _split_rows(name, split: Split, sub, ps: _Pass, w, b, metrics) -> list[dict]
                 per[s].update(align_cos=float(np.mean(cos)) if cos else float("nan"),
                               align_dist=al["align_dist"][s], axis_cos=al["axis_cos"][s],
                               axis_ratio=al["axis_ratio"][s], subgroup_offset=al["subgroup_offset"][s])
-            if flipped.any() and ps.feats is not None:
-                top["nc1_clean"] = nc_metrics(ps.feats, split.y_clean, num_classes=ps.stats.C)["nc1"]
+            if clean:
+                ctop, cper = _clean_label_nc(ps.feats, split.y_clean, sub, ps.stats.C, ps.stats.S, w, b)
+                top.update(ctop)
+                for s in per:
+                    per[s].update(cper.get(s, {}))
         if "fairness" in metrics:
             top.update(fairness_summary(yc, pred, g))
             for s, m in group_metrics(yc, pred, subn).items():
                 per[s].update(m)
         for s in per:
-            m = subn == s
-            per[s].setdefault("n", int(m.sum()))
-            if flipped[m].any():
-                per[s]["memorisation"] = float(np.mean(pred[m & flipped] == y[m & flipped]))
+            per[s].setdefault("n", int((subn == s).sum()))
+        if name == "train" and flipped.any():
+            top.update(memorisation(pred, y, yc, flipped))
+            for s in per:
+                m = subn == s
+                per[s].update(memorisation(pred[m], y[m], yc[m], flipped[m]),
+                              acc_observed=float(np.mean(pred[m] == y[m])) if m.any() else float("nan"))
     return [top] + [per[s] for s in per if per[s]["n"] > 0]
 
 
-def _pick(m: dict) -> dict:
-    return {k: float(m[k]) for k in NC_KEYS if k in m}
+def _pick(m: dict, keys=NC_KEYS, suffix: str = "") -> dict:
+    return {k + suffix: float(m[k]) for k in keys if k in m}
+
+
+def memorisation(pred: np.ndarray, y_observed: np.ndarray, y_clean: np.ndarray, flipped: np.ndarray) -> dict:
+    """On the flipped training samples only (SCIENCE.md §A.7; Mouheb et al.):
+    memorisation = mean(pred == observed label), flipped_acc_clean = mean(pred == clean label),
+    n_flipped = their count. Arrays (N,); empty dict when no sample of the slice is flipped."""
+    f = np.asarray(flipped, bool)
+    if not f.any():
+        return {}
+    return {"memorisation": float(np.mean(pred[f] == y_observed[f])),
+            "flipped_acc_clean": float(np.mean(pred[f] == y_clean[f])), "n_flipped": int(f.sum())}
+
+
+def _clean_label_nc(feats, y_clean, sub, num_classes, num_sub, w, b) -> tuple[dict, dict]:
+    """NC metrics of the same features grouped by the clean labels: overall and per subgroup."""
+    stats = CollapseStats(num_classes, feats.shape[1], num_sub, device=feats.device)
+    stats.update(feats, y_clean, sub)
+    top = _pick(stats.metrics(w, b), CLEAN_KEYS, "_clean")
+    per = {s: _pick(m, CLEAN_KEYS, "_clean") for s, m in stats.metrics_by_group(w, b).items()}
+    return top, per
 
 
 def _fine_due(cfg, epoch) -> bool:

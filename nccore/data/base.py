@@ -26,6 +26,7 @@ class Split:
     flipped: torch.Tensor
     fine: torch.Tensor | None = None
     coarse: torch.Tensor | None = None
+    spurious_mask: torch.Tensor | None = None   # (N, H, W) bool: pixels of the spurious attribute, where known
 
     def __len__(self) -> int:
         return len(self.y)
@@ -54,7 +55,7 @@ class Dataset:
         return getattr(split, self.subgroup_attr)
 
 
-def make_split(x, y, a=None, p=None, g=None, fine=None, coarse=None) -> Split:
+def make_split(x, y, a=None, p=None, g=None, fine=None, coarse=None, spurious_mask=None) -> Split:
     """Build a Split from arrays; a, p default to zeros, g to 2y + p for binary y else y·2 + p."""
     y = torch.as_tensor(np.asarray(y), dtype=torch.int64)
     zeros = torch.zeros_like(y)
@@ -64,4 +65,5 @@ def make_split(x, y, a=None, p=None, g=None, fine=None, coarse=None) -> Split:
     opt = lambda v: None if v is None else torch.as_tensor(np.asarray(v), dtype=torch.int64)  # noqa: E731
     x = torch.as_tensor(np.asarray(x, dtype=np.float32)) if not isinstance(x, torch.Tensor) else x.float()
     return Split(x=x, y=y, a=a, p=p, g=g, y_clean=y.clone(), flipped=torch.zeros_like(y, dtype=torch.bool),
-                 fine=opt(fine), coarse=opt(coarse))
+                 fine=opt(fine), coarse=opt(coarse),
+                 spurious_mask=None if spurious_mask is None else torch.as_tensor(np.asarray(spurious_mask, bool)))

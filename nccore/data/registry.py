@@ -37,7 +37,8 @@ def biased_shapes(opts: dict, beta: float, seed: int) -> dict:
     for k, split in enumerate(SPLITS):
         d = make_biased_shapes(sizes[split], bias=betas[split], seed=[seed, k], **common)
         y = {"fine": d["fine"], "coarse": d["coarse"], "binary": d["coarse"]}[target]
-        out[split] = dict(x=d["x"], y=y, a=d["a"], p=d["p"], fine=d["fine"], coarse=d["coarse"])
+        out[split] = dict(x=d["x"], y=y, a=d["a"], p=d["p"], fine=d["fine"], coarse=d["coarse"],
+                          spurious_mask=d["spurious_mask"])
     return out
 
 
@@ -127,7 +128,8 @@ def build_dataset(name: str, options: dict | None = None, bias_level: float = 0.
     splits = {}
     for k, split in enumerate(SPLITS):
         part = raw[split]
-        s = make_split(part["x"], part["y"], part.get("a"), part.get("p"), None, part.get("fine"), part.get("coarse"))
+        s = make_split(part["x"], part["y"], part.get("a"), part.get("p"), None, part.get("fine"), part.get("coarse"),
+                       part.get("spurious_mask"))
         if bias_kind == "label" and split != "test" and bias_level > 0:
             y_new, flipped = inject_label_bias(s.y.numpy(), s.a.numpy(), bias_level, seed=seed * 1000 + k)
             s.y, s.flipped = torch.from_numpy(y_new), torch.from_numpy(flipped)

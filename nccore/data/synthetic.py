@@ -41,7 +41,9 @@ def make_biased_shapes(n: int, image_size: int = 32, bias: float = 0.0, minority
                        separability: float = 0.5, noise: float = 0.05, shapes=SHAPES, seed: int = 0,
                        force_a: int | None = None) -> dict[str, np.ndarray]:
     """Generate n images. Returns dict: x float32 (n, 3, H, W) in [0, 1]; fine, coarse, y, p, a,
-    g = 2y + p as int64 (n,). y is the coarse label (the binary task uses coarse ∈ {0, 1}).
+    g = 2y + p as int64 (n,); spurious_mask bool (n, H, W), True on the background — the pixels
+    whose colour is the spurious attribute (exact, from the shape masks). y is the coarse label
+    (the binary task uses coarse ∈ {0, 1}).
 
     bias β ∈ [0, 1]: P(p = y mod 2) = (1 + β)/2. minority_rate π: P(a = 1). separability σ_s:
     foreground luminance 0.5 ± 0.4 σ_s by a. noise σ: Gaussian pixel noise. Sizes scale with
@@ -55,6 +57,7 @@ def make_biased_shapes(n: int, image_size: int = 32, bias: float = 0.0, minority
     scale = image_size / 32.0
     out = {k: np.zeros(n, dtype=np.int64) for k in ("fine", "coarse", "y", "p", "a", "g")}
     x = np.empty((n, 3, image_size, image_size), dtype=np.float32)
+    background = np.empty((n, image_size, image_size), dtype=bool)
     for i, ss in enumerate(np.random.SeedSequence(seed).spawn(n)):  # seed: int or list of ints
         rng = np.random.default_rng(ss)
         f = int(rng.integers(len(shapes)))
@@ -67,9 +70,12 @@ def make_biased_shapes(n: int, image_size: int = 32, bias: float = 0.0, minority
         a_render = a if force_a is None else force_a
         fg = 0.5 + separability * (0.4 if a_render == 1 else -0.4)
         img = np.broadcast_to(BACKGROUNDS[p][:, None, None], x.shape[1:]).copy()
-        img[:, shape_mask(shapes[f], image_size, cx, cy, r)] = fg
+        fg_mask = shape_mask(shapes[f], image_size, cx, cy, r)
+        img[:, fg_mask] = fg
+        background[i] = ~fg_mask
         x[i] = np.clip(img + eps, 0.0, 1.0)
         for k, v in (("fine", f), ("coarse", coarse), ("y", coarse), ("p", p), ("a", a), ("g", 2 * (coarse % 2) + p)):
             out[k][i] = v
     out["x"] = x
+    out["spurious_mask"] = background
     return out

@@ -12,6 +12,13 @@ regression (scikit-learn liblinear), following the reference `dfr_evaluate_spuri
 The averaged head replaces the classifier (mapped back to raw feature space), so every metric of
 the final epoch's rows is the DFR model's. Extra columns: erm_worst_group_acc / dfr_worst_group_acc
 (test), dfr_C, and last-layer sparsity (fraction of zeros, Hoyer) before and after.
+
+Controls for the last-layer study (Le et al.), computed on the same embeddings in every DFR trial:
+L1 on the group-balanced set (DFR), L1 on the unbalanced set, and L2 on the balanced set, each
+with its test worst-group accuracy and sparsity (`dfr_{l1,l2}_{bal,unbal}_{wga,sparsity,hoyer}`),
+so sparsity can be attributed to the penalty or to the balancing. Options `head` and `balance`
+pick which of them replaces the classifier. With the "saliency" metric set, the ERM head's
+saliency (`spurious_share_before`, `saliency_panel_before`) is recorded before the head changes.
 """
 from __future__ import annotations
 
@@ -24,10 +31,12 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.preprocessing import StandardScaler
 
+from ..catalogue import method_defaults
 from ..metrics import hoyer_sparsity, weight_sparsity, worst_group_accuracy
+from ..metrics.saliency import saliency_summary
 from .base import Method, register
 
-CS = (1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01)
+CS = tuple(method_defaults("dfr")["Cs"])   # the reference's grid, declared in nccore.catalogue
 
 
 def balanced_subsample(groups: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -38,10 +47,11 @@ def balanced_subsample(groups: np.ndarray, rng: np.random.Generator) -> np.ndarr
     return np.concatenate([rng.choice(np.flatnonzero(groups == g), counts.min(), replace=False) for g in ids])
 
 
-def _lr(C: float, binary: bool):
-    """L1 logistic regression (liblinear); one-vs-rest for more than two classes."""
-    lr = LogisticRegression(l1_ratio=1.0, solver="liblinear", C=C, class_weight={0: 1, 1: 1} if binary else None,
-                            max_iter=1000)
+def _lr(C: float, binary: bool, penalty: str = "l1", seed: int = 0):
+    """L1 (or L2) logistic regression (liblinear, random_state fixed); one-vs-rest for more than
+    two classes."""
+    lr = LogisticRegression(l1_ratio=1.0 if penalty == "l1" else 0.0, solver="liblinear", C=C,
+                            class_weight={0: 1, 1: 1} if binary else None, max_iter=1000, random_state=seed)
     return lr if binary else OneVsRestClassifier(lr)
 
 
@@ -52,9 +62,14 @@ def _coef(clf) -> tuple[np.ndarray, np.ndarray]:
     return clf.coef_, clf.intercept_
 
 
-def fit_dfr(train_x, val_x, val_y, val_g, num_groups: int | None = None, Cs=CS, n_refits: int = 20, seed: int = 0):
+def fit_dfr(train_x, val_x, val_y, val_g, num_groups: int | None = None, Cs=CS, n_refits: int = 20, seed: int = 0,
+            penalty: str = "l1", balance: bool = True):
     """DFR^Val. Arrays: train_x (N, d) (scaler of the final fit), val_x (M, d), val_y (M,), val_g (M,).
-    Returns (coef (k, d), intercept (k,), scaler, best_C) with coef in standardised space."""
+    Returns (coef (k, d), intercept (k,), scaler, best_C) with coef in standardised space.
+
+    penalty "l2" and balance=False are the controls of the last-layer study: the same tuning and
+    refits with an L2 penalty, or on the group-unbalanced val halves (then one final fit on all of
+    val, since every refit would see the same data). Every fit uses random_state=seed."""
     val_y, val_g = np.asarray(val_y), np.asarray(val_g)
     present = np.unique(val_g)
     if num_groups is not None and len(present) < num_groups:
@@ -67,21 +82,22 @@ def fit_dfr(train_x, val_x, val_y, val_g, num_groups: int | None = None, Cs=CS, 
     binary = len(np.unique(val_y)) <= 2
     idx = rng.permutation(len(val_y))
     a, b = idx[len(idx) // 2:], idx[: len(idx) // 2]
-    a = a[balanced_subsample(val_g[a], rng)]
+    if balance:
+        a = a[balanced_subsample(val_g[a], rng)]
     scaler = StandardScaler().fit(val_x[a])
     best_c, best_wga = Cs[0], -1.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         for C in Cs:
-            clf = _lr(C, binary).fit(scaler.transform(val_x[a]), val_y[a])
+            clf = _lr(C, binary, penalty, seed).fit(scaler.transform(val_x[a]), val_y[a])
             wga = worst_group_accuracy(val_y[b], clf.predict(scaler.transform(val_x[b])), val_g[b])
             if wga > best_wga:
                 best_c, best_wga = C, wga
         scaler = StandardScaler().fit(train_x)
         coefs, intercepts = [], []
-        for _ in range(n_refits):
-            s = balanced_subsample(val_g, rng)
-            coef, icpt = _coef(_lr(best_c, binary).fit(scaler.transform(val_x[s]), val_y[s]))
+        for _ in range(n_refits if balance else 1):
+            s = balanced_subsample(val_g, rng) if balance else np.arange(len(val_y))
+            coef, icpt = _coef(_lr(best_c, binary, penalty, seed).fit(scaler.transform(val_x[s]), val_y[s]))
             coefs.append(coef)
             intercepts.append(icpt)
     return np.mean(coefs, axis=0), np.mean(intercepts, axis=0), scaler, best_c
@@ -105,25 +121,32 @@ def embed(model, x: torch.Tensor, bs: int = 512) -> np.ndarray:
 
 @register("dfr")
 class DFR(Method):
-    hparams = {"n_refits": 20, "Cs": list(CS)}
-
     def end_of_epoch(self, epoch: int) -> dict:
         if epoch + 1 < self.cfg["epochs"]:
             return {}
         m, d = self.model, self.data
         tr, va, te = d.splits["train"], d.splits["val"], d.splits["test"]
         xtr, xva, xte = embed(m, tr.x), embed(m, va.x), embed(m, te.x)
+        yte, gte = te.y_clean.cpu().numpy(), te.g.cpu().numpy()
+        out = {}
+        if "saliency" in self.cfg["metrics"]:   # the ERM head's maps, before its head is replaced
+            out.update({f"{k}_before": v for k, v in saliency_summary(m, te, seed=self.cfg["seed"]).items()})
         w_before = m.classifier.weight.detach().cpu().numpy().copy()   # the head is overwritten below
         erm_pred = (xte @ w_before.T + m.classifier.bias.detach().cpu().numpy()).argmax(1)
-        coef, icpt, scaler, C = fit_dfr(xtr, xva, va.y.cpu().numpy(), va.g.cpu().numpy(), d.num_groups,
-                                        Cs=self.opts["Cs"], n_refits=self.opts["n_refits"], seed=self.cfg["seed"])
-        w, b = as_linear_head(coef, icpt, scaler, d.num_classes)
-        m.classifier.weight.data.copy_(w.to(self.device))
-        m.classifier.bias.data.copy_(b.to(self.device))
-        dfr_pred = (xte @ w.numpy().T + b.numpy()).argmax(1)
-        yte, gte = te.y_clean.cpu().numpy(), te.g.cpu().numpy()
-        return {"erm_worst_group_acc": worst_group_accuracy(yte, erm_pred, gte),
-                "dfr_worst_group_acc": worst_group_accuracy(yte, dfr_pred, gte), "dfr_C": C,
-                "sparsity_before": weight_sparsity(w_before), "sparsity_after": weight_sparsity(coef),
-                "sparsity_after_1e-6": weight_sparsity(coef, tol=1e-6),
-                "hoyer_before": hoyer_sparsity(w_before), "hoyer_after": hoyer_sparsity(coef)}
+        chosen = (self.opts["head"], self.opts["balance"])
+        for penalty, balance in sorted({("l1", True), ("l1", False), ("l2", True), chosen}):
+            coef, icpt, scaler, C = fit_dfr(xtr, xva, va.y.cpu().numpy(), va.g.cpu().numpy(), d.num_groups,
+                                            Cs=self.opts["Cs"], n_refits=self.opts["n_refits"],
+                                            seed=self.cfg["seed"], penalty=penalty, balance=balance)
+            w, b = as_linear_head(coef, icpt, scaler, d.num_classes)
+            wga = worst_group_accuracy(yte, (xte @ w.numpy().T + b.numpy()).argmax(1), gte)
+            v = f"dfr_{penalty}_{'bal' if balance else 'unbal'}"
+            out.update({f"{v}_wga": wga, f"{v}_sparsity": weight_sparsity(coef), f"{v}_hoyer": hoyer_sparsity(coef)})
+            if (penalty, balance) == chosen:
+                m.classifier.weight.data.copy_(w.to(self.device))
+                m.classifier.bias.data.copy_(b.to(self.device))
+                out.update({"dfr_worst_group_acc": wga, "dfr_C": C, "sparsity_after": weight_sparsity(coef),
+                            "sparsity_after_1e-6": weight_sparsity(coef, tol=1e-6), "hoyer_after": hoyer_sparsity(coef)})
+        out.update({"erm_worst_group_acc": worst_group_accuracy(yte, erm_pred, gte),
+                    "sparsity_before": weight_sparsity(w_before), "hoyer_before": hoyer_sparsity(w_before)})
+        return out

@@ -21,6 +21,10 @@ class SideTuned(nn.Module):
         super().__init__()
         self.base, self.side, self.alpha = base, side, float(alpha)
         self.feature_dim = base.feature_dim + side.feature_dim
+        # body/pool mirror features(x) = pool([B.body(x); S.body(x)]), so CAM applies to the fused model
+        # (not registered as submodules: base and side are already).
+        object.__setattr__(self, "body", _CatBody(base, side))
+        self.pool = nn.AdaptiveAvgPool2d(1)
 
     def forward(self, x):
         return self.alpha * self.base(x) + (1 - self.alpha) * self.side(x)
@@ -36,6 +40,15 @@ class SideTuned(nn.Module):
             head.weight.copy_(torch.cat([a * b.weight, (1 - a) * s.weight], dim=1))
             head.bias.copy_(a * b.bias + (1 - a) * s.bias)
         return head
+
+
+class _CatBody(nn.Module):
+    def __init__(self, base, side):
+        super().__init__()
+        object.__setattr__(self, "parts", (base, side))
+
+    def forward(self, x):
+        return torch.cat([m.body(x) for m in self.parts], dim=1)
 
 
 @register("side_tuning")
