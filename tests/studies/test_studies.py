@@ -62,39 +62,4 @@ def test_change_penalty_large_lambda_keeps_the_model_and_the_task(tmp_path):
     assert by.loc[100.0, "test_delta_norm"] < 0.7 * by.loc[0.0, "test_delta_norm"]
     assert by.loc[100.0, "val_acc"] > by.loc[0.0, "val_acc"]
 
-
-def test_nc_fairness_label_bias_lowers_subgroup_tpr_and_splits_its_collapse(tmp_path):
-    """Asserted with its CI: the biased subgroup's TPR falls with the flip rate. Asserted by sign only
-    (its CI needs the full study's 18 biased trials): NC1 of the biased subgroup exceeds the other's."""
-    raw = reduced("nc_fairness_label_bias", space={"arch": {"grid": ["resnet18"]},
-                                                   "bias_level": {"grid": [0.0, 0.25, 0.5]}, "seed": {"grid": [0, 1, 2]}})
-    fs = findings("nc_fairness_label_bias", raw, tmp_path)
-    _print(fs)
-    assert fs["the biased subgroup's test TPR falls as the label-bias rate rises"]["verdict"] == "matches"
-    assert fs["per-subgroup train NC1 differs between the groups under bias"]["estimate"] > 0
-
-
-def test_gc_transfer_lower_gc_goes_with_higher_fewshot_accuracy(tmp_path):
-    """Asserted: the sign of Spearman ρ(GC, few-shot accuracy) over 6 pre-training settings (the CI
-    needs the full study's 18). Not asserted: GC vs target NC1, inconclusive at this scale."""
-    raw = reduced("gc_transfer", space={"lr": {"grid": [0.01, 0.03, 0.1]}, "batch_size": {"grid": [32, 128]}},
-                  base={"epochs": 4, "method_options": {"n_source": 5, "n_way": 5, "k_shot": 5, "episodes": 100}})
-    fs = findings("gc_transfer", raw, tmp_path)
-    _print(fs)
-    assert fs["lower source GC goes with higher few-shot accuracy"]["estimate"] < 0
-
-
-def test_fine_grained_coarse_training_keeps_fine_structure(tmp_path):
-    """Asserted per trial (it held in all 12 trials of the full study): k-means NMI of the fine
-    labels above 3× its permutation baseline and a linear probe above the coarse-only ceiling.
-    Not asserted: that VGG keeps less than ResNet/DenseNet — it did not at this scale."""
-    from analysis.studies import _trials
-
-    raw = reduced("fine_grained_coarse", space={"arch": {"grid": ["resnet18", "vgg11"]}, "lr": {"grid": [0.1]},
-                                                "weight_decay": {"grid": [5.0e-4]}})
-    out = tmp_path / "fine"
-    run_sweep(parse_spec(raw), out, quiet=True)
-    t = _trials(analyse(out, "final"), ["test_fine_nmi", "test_fine_nmi_chance", "test_fine_probe_acc"])
-    print(t[["arch", "test_fine_nmi", "test_fine_nmi_chance", "test_fine_probe_acc"]])
-    assert (t.test_fine_nmi > 3 * t.test_fine_nmi_chance).all()
-    assert (t.test_fine_probe_acc > 0.7).all()
+# The collapse studies' slow tests live in tests/studies/test_collapse_studies.py.
