@@ -519,6 +519,8 @@ ROW_FIELDS: dict[str, tuple[str, str]] = {
     "amp": ("str", "precision actually used"),
     "metrics_train_samples": ("int", "train rows the train-split metrics used"),
     "attempt": ("int", "attempt number of the trial"),
+    "hostname": ("str", "host the trial's worker ran on"),
+    "node_id": ("str", "Ray node id of that worker"),
     "ray_version": ("str", "Ray version"),
     "torch_version": ("str", "torch version"),
     "ncsweep_version": ("str", "ncsweep version"),
@@ -627,8 +629,10 @@ def did_you_mean(name: str, known, aliases: dict | None = None) -> str:
     """' did you mean `x`?' or the list of known names."""
     if aliases and name in aliases:
         return f"did you mean `{aliases[name]}`?"
-    near = difflib.get_close_matches(str(name), [str(k) for k in known], n=1)
-    return f"did you mean `{near[0]}`?" if near else f"known: {', '.join(sorted(map(str, known))) or 'none'}"
+    known = [str(k) for k in known]
+    near = difflib.get_close_matches(str(name), known, n=1) or \
+        [k for k in known if len(str(name)) >= 3 and (k.startswith(str(name)) or str(name) in k)][:1]
+    return f"did you mean `{near[0]}`?" if near else f"known: {', '.join(sorted(known)) or 'none'}"
 
 
 def config_aliases() -> dict:

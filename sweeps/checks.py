@@ -128,7 +128,7 @@ def dataset(raw, pr: Problems) -> dict | None:
         return None
     for k in raw:
         if k not in ("name", "options"):
-            pr.add(f"dataset.{k}", raw[k], f"unknown key; {dym(k, ('name', 'options'))}; allowed: name, options")
+            pr.add(f"dataset.{k}", raw[k], f"unknown key{_close(k, ('name', 'options'))}; allowed: name, options")
     name = raw.get("name", "biased_shapes")
     if not isinstance(name, str) or name not in DATASET_OPTIONS:
         pr.add("dataset.name", name, f"unknown dataset; choose one of {sorted(DATASET_OPTIONS)}"
@@ -268,7 +268,7 @@ def search(raw, space_, variants_, pr: Problems) -> dict:
     s = _mapping(raw, "search", pr, "{algorithm, num_samples, seed, metric, mode}") or {}
     for k in s:
         if k not in SEARCH_KEYS:
-            pr.add(f"search.{k}", s[k], f"unknown key; {dym(k, SEARCH_KEYS)}; {_known(SEARCH_KEYS)}")
+            pr.add(f"search.{k}", s[k], f"unknown key{_close(k, SEARCH_KEYS)}; {_known(SEARCH_KEYS)}")
     out = {"algorithm": s.get("algorithm", "grid"), "num_samples": s.get("num_samples", 1),
            "seed": s.get("seed", 0), "metric": s.get("metric"), "mode": s.get("mode", "max")}
     if out["algorithm"] not in ("grid", "random", "optuna"):
@@ -305,7 +305,7 @@ def scheduler(raw, pr: Problems) -> dict | None:
         return None
     for k in raw:
         if k not in SCHEDULER_KEYS:
-            pr.add(f"scheduler.{k}", raw[k], f"unknown key; {dym(k, SCHEDULER_KEYS)}; {_known(SCHEDULER_KEYS)}")
+            pr.add(f"scheduler.{k}", raw[k], f"unknown key{_close(k, SCHEDULER_KEYS)}; {_known(SCHEDULER_KEYS)}")
     if raw.get("type", "asha") != "asha":
         pr.add("scheduler.type", raw.get("type"), "only 'asha' is supported")
     metric = raw.get("metric")
@@ -328,7 +328,7 @@ def resources(raw, pr: Problems) -> dict:
     r = _mapping(raw, "resources", pr, "{cpu: ..., gpu: ...}") or {}
     for k in r:
         if k not in RESOURCE_KEYS:
-            pr.add(f"resources.{k}", r[k], f"unknown key; {dym(k, RESOURCE_KEYS)}; allowed keys: cpu, gpu")
+            pr.add(f"resources.{k}", r[k], f"unknown key{_close(k, RESOURCE_KEYS)}; allowed keys: cpu, gpu")
     cpu, gpu = _number(r.get("cpu", 1), "resources.cpu", pr), _number(r.get("gpu", 0), "resources.gpu", pr)
     if cpu is not None and cpu <= 0:
         pr.add("resources.cpu", cpu, "must be > 0")
@@ -364,7 +364,7 @@ def cross_checks(spec, pr: Problems) -> None:
     against the epochs, paths on this machine."""
     methods_all, sets_by_method = set(), []
     for where, sub in subspaces(spec):
-        methods = [(p, m) for p, m in _values(spec, sub, where, "method") if m in METHOD_OPTIONS]
+        methods = [(p, m) for p, m in _values(spec, sub, where, "method") if isinstance(m, str) and m in METHOD_OPTIONS]
         for pm, m in methods:
             methods_all.add(m)
             for p, v in _values(spec, sub, where, "penalty"):
@@ -376,7 +376,7 @@ def cross_checks(spec, pr: Problems) -> None:
                 _method_options(p, opts, m, pm, pr)
             for _, mets in _values(spec, sub, where, "metrics"):
                 for _, coarse in _values(spec, sub, where, "coarse"):
-                    if isinstance(mets, list):
+                    if isinstance(mets, list) and all(isinstance(x, str) for x in mets):
                         sets_by_method.append((m, frozenset(trial_metric_sets(mets, coarse is True, m)), pm))
     objectives = [("search", spec.search.get("metric"), spec.search.get("mode"))]
     if spec.scheduler:
@@ -411,8 +411,12 @@ def _objective(part, metric, mode, sets_by_method, pr) -> None:
     known = reported_metrics()
     if metric not in known:
         try:
-            parse_metric(metric)
-            why = "is a row column but not reported to Tune; reported metrics: `ncsweep keys --metrics`"
+            split, base, _ = parse_metric(metric)
+            m = METRICS[base]
+            if m.reported and split not in m.splits:
+                why = f"{base} is reported only as {', '.join(f'{s}_{base}' for s in m.splits)}"
+            else:
+                why = "is a row column but not reported to Tune; reported metrics: `ncsweep keys --metrics`"
         except KeyError:
             why = f"unknown metric; {dym(metric, known)}"
         pr.add(path, metric, why)

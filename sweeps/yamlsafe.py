@@ -79,15 +79,17 @@ def _size(obj, memo: dict, active: set) -> int:
 
 def load_yaml(text: str, where: str = "spec"):
     """Parse `text` strictly: (data, duplicate-key problems), or YamlProblem when it cannot be read."""
-    loader = _Loader(text)
+    loader = None
     try:
+        loader = _Loader(text)
         data = loader.get_single_data()
     except yaml.YAMLError as e:
         raise YamlProblem([f"{where} is not valid YAML: {' '.join(str(e).split())}"]) from None
     except RecursionError:
         raise YamlProblem([f"{where} is nested too deeply to be a spec"]) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     try:
         size = _size(data, {}, set())
     except YamlProblem as e:
