@@ -1,7 +1,7 @@
 """Live sweep progress: a Ray Tune callback that counts trials and epochs in memory and draws one
 `rich` progress bar.
 
-    trials ━━━━━━━━━━━━━━━━━━━━╸━━━━━━━━━━━  7/12 trials · 2 running · 1 failed · 2 pending · epochs 23/36 · best val_worst_group_acc 0.8125 · ETA 0:00:41
+    sweep ━━━━━━━━━━━━━━━━━━━━╸━━━━━━━━━━━  7/12 trials · 2 running · 1 failed · 2 pending · epochs 23/36 · best val_worst_group_acc 0.8125 · ETA 0:00:41
 
 Every count changes by one per Tune event (start, result, complete, error, recover), so an event
 costs O(1) whatever the sweep's size; the run directory is read once, before the sweep starts,
@@ -70,7 +70,7 @@ class SweepProgress(Callback):
         console = Console(file=file or sys.stdout)
         self.bar = None
         if not quiet and console.is_terminal:
-            self.bar = Progress(TextColumn("trials"), BarColumn(), TextColumn("{task.description}"),
+            self.bar = Progress(TextColumn("sweep"), BarColumn(), TextColumn("{task.description}"),
                                 console=console, transient=False, refresh_per_second=4)
             self.task = self.bar.add_task(self.describe(), total=max(planned, 1), completed=done_before)
             self.bar.start()

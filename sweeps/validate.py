@@ -47,8 +47,9 @@ def trial_lines(spec, limit: int = 1000) -> list[str]:
     return out
 
 
-def validate_paths(paths, allow_large=False, list_trials=False, out=sys.stdout, err=sys.stderr) -> int:
+def validate_paths(paths, allow_large=False, list_trials=False, out=None, err=None) -> int:
     """Validate each spec; print the summary or the problems. Returns the exit code."""
+    out, err = out or sys.stdout, err or sys.stderr   # looked up per call (tests swap sys.stdout)
     code = EXIT_VALID
     for path in paths:
         try:
