@@ -12,6 +12,7 @@ processes when there are many trials. No torch, no Ray.
 from __future__ import annotations
 
 import os
+import time
 
 import numpy as np
 import pandas as pd
@@ -94,6 +95,7 @@ def analyse(run_dirs, select: str = "final", metrics: list[str] | None = None, i
 
 def _analyse(src, dirs, records, select, metrics, include_status, correction, interactions, keep_ln, workers,
              fanova, axes_override) -> Result:
+    t0 = time.perf_counter()
     cols = src.available
     if metrics:
         check_metrics(metrics, cols)
@@ -115,6 +117,7 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
     workers = workers or (default_workers() if n >= PARALLEL_FROM else 1)
     kw = dict(axes=axes, interactions=pairs, correction=correction, include_status=tuple(include_status),
               keep_learned_nothing=keep_ln, fanova=fanova)
+    t1 = time.perf_counter()
     tables = sensitivity_tables(trials, present, workers=workers, **kw)
     used, excluded = usable(trials, include_status, keep_ln)
     res = Result(run_dirs=dirs, trials=trials, used=used, excluded=excluded, metrics=present, requested=wanted,
@@ -129,6 +132,7 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
     res["lead_metric"] = lead_metric(select, present, res["manifests"])
     res["leaderboard"] = leaderboard(used, res["lead_metric"], axes) if res["lead_metric"] else pd.DataFrame()
     res["hosts"] = src.hosts()
+    res["timings"] = {"load_s": t1 - t0, "tables_s": time.perf_counter() - t1}
     return res
 
 

@@ -1,11 +1,20 @@
-"""Analysis time for 10^6 synthetic result rows: write a run directory like a sweep's (one Parquet
-file per trial × epoch), then time load → epoch selection → trial table → sensitivity tables.
+"""Analysis time and memory for 10^6 synthetic result rows: write a run directory like a sweep's,
+then run the whole analysis (`analysis.pipeline.analyse`: one duckdb scan, epoch selection, trial
+table, every sensitivity table in parallel processes, architecture comparisons, correlations).
 
-    PYTHONPATH=. python bench/analysis_speed.py [--trials 2000 --epochs 50]   # 2000×50×10 = 10^6 rows
+    PYTHONPATH=. python bench/analysis_speed.py                      # 2000 trials × 50 epochs × 10 rows, compacted
+    PYTHONPATH=. python bench/analysis_speed.py --per-epoch          # one file per (trial, epoch): 10^5 files
+    PYTHONPATH=. python bench/analysis_speed.py --dir /tmp/x --keep  # reuse / keep the written run directory
+
+The last line printed is one JSON object: {rows, files, load_s, tables_s, total_s, peak_rss_mb}
+(peak RSS of this process plus its largest child, in MB).
 """
 from __future__ import annotations
 
 import argparse
+import json
+import resource
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -13,10 +22,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from analysis.load import load
-from analysis.select import select_epochs, trial_table
-from analysis.sensitivity import sensitivity_tables
 
 GROUPS = [("train", "all"), ("train", "0"), ("train", "1"), ("val", "all"), ("val", "0"), ("val", "1"),
           ("test", "all"), ("test", "0"), ("test", "1"), ("test", "2")]
@@ -36,21 +41,30 @@ def write_run(root: Path, trials: int, epochs: int, per_epoch: bool, seed: int =
         parts = []
         for e in range(epochs):
             k = len(GROUPS)
-            base = 2 * np.log10(lr) - bias + e / epochs
+            base = 0.3 * np.log10(lr) - 0.3 * bias + e / epochs
             table = pa.table({
                 "trial_id": [f"t{t:05d}"] * k, "epoch": pa.array([e] * k, pa.int64()),
                 "split": [s for s, _ in GROUPS], "group": [g for _, g in GROUPS], "status": ["ok"] * k,
                 "attempt": pa.array([1] * k, pa.int64()), "arch": [arch] * k, "lr": [lr] * k, "weight_decay": [wd] * k,
                 "bias_level": [bias] * k, "seed": pa.array([t % 5] * k, pa.int64()),
-                "worst_group_acc": base + rng.normal(0, 0.1, k), "acc": base + rng.normal(0, 0.1, k),
-                "nc1": np.exp(-base) + rng.normal(0, 0.1, k), "gap": rng.normal(0, 0.1, k)})
+                "worst_group_acc": base + rng.normal(0, 0.1, k), "acc": 0.7 + 0.2 * base + rng.normal(0, 0.02, k),
+                "majority_acc": [0.5] * k, "nc1": np.exp(-base) + rng.normal(0, 0.1, k), "gap": rng.normal(0, 0.1, k)})
             if per_epoch:
                 pq.write_table(table, d / f"epoch-{e:04d}.parquet")
             parts.append(table)
             n += k
         if not per_epoch:
             pq.write_table(pa.concat_tables(parts), d / "trial.parquet")
+    space = {"arch": {"grid": list(archs)}, "lr": {"loguniform": [1e-3, 1e-1]},
+             "weight_decay": {"loguniform": [1e-5, 1e-3]}, "bias_level": {"choice": [0.0, 0.5, 0.9]}}
+    (root / "manifest.json").write_text(json.dumps({"name": "bench", "spec": {"name": "bench", "space": space}}))
     return n
+
+
+def peak_rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    child = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return (own + child) / 1024      # Linux reports KiB; children: the largest one
 
 
 def main() -> None:
@@ -58,23 +72,28 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--per-epoch", action="store_true", help="one file per (trial, epoch): a sweep in progress")
+    p.add_argument("--dir", help="run directory to write (or reuse, if it holds rows already)")
+    p.add_argument("--keep", action="store_true", help="keep the run directory")
     args = p.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        t = time.perf_counter()
-        n = write_run(root, args.trials, args.epochs, args.per_epoch)
-        files = args.trials * (args.epochs if args.per_epoch else 1)
-        print(f"# analysis speed: {n} rows in {files} files (written in {time.perf_counter() - t:.0f}s)")
+    root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="ncsweep-bench-"))
+    try:
+        if not (root / "rows").exists():
+            t = time.perf_counter()
+            write_run(root, args.trials, args.epochs, args.per_epoch)
+            print(f"# wrote {root} in {time.perf_counter() - t:.0f}s", flush=True)
+        from analysis.pipeline import analyse
+
         t0 = time.perf_counter()
-        df = load(root)
-        t1 = time.perf_counter()
-        sel = select_epochs(df, "best:worst_group_acc")
-        trials = trial_table(sel, ["test_worst_group_acc", "test_nc1", "train_nc1_g1", "test_gap"])
-        t2 = time.perf_counter()
-        tables = sensitivity_tables(trials, ["test_worst_group_acc", "test_nc1", "train_nc1_g1", "test_gap"])
-        t3 = time.perf_counter()
-        print(f"load {t1 - t0:.1f}s ({len(df)} rows), select+trial table {t2 - t1:.1f}s, "
-              f"{len(tables)} sensitivity tables {t3 - t2:.1f}s, total {t3 - t0:.1f}s")
+        res = analyse(root, select="best:worst_group_acc")
+        total = time.perf_counter() - t0
+        tm = res["timings"]
+        print(f"# {len(res['trials'])} trials, {len(res['tables'])} sensitivity tables, metrics {res['metrics']}")
+        print(json.dumps({"rows": res["n_rows"], "files": res["n_files"], "load_s": round(tm["load_s"], 2),
+                          "tables_s": round(tm["tables_s"], 2), "total_s": round(total, 2),
+                          "peak_rss_mb": round(peak_rss_mb(), 1)}))
+    finally:
+        if not args.keep and not args.dir:
+            shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
