@@ -100,6 +100,22 @@ def test_nc_fairness_verdicts_follow_planted_effects_either_way(sign, want):
     assert fs["(iii"]["verdict"] == "supported"
 
 
+@pytest.mark.parametrize("path", sorted(Path("sweeps/specs/gpu").glob("*.yaml")), ids=lambda p: p.stem)
+def test_gpu_specs_are_valid_once_their_data_folder_exists(path, tmp_path):
+    """The full-scale specs name real datasets; with their files present (empty stand-ins here)
+    they validate, keep the CPU spec's name (same study section) and state their GPU hours."""
+    from nccore.catalogue import DATASET_FILES
+    from sweeps.spec import parse_spec
+
+    raw = yaml.safe_load(path.read_text())
+    opts = raw["dataset"]["options"]
+    for f in DATASET_FILES[raw["dataset"]["name"]]:
+        (tmp_path / f.format(csv_name=opts.get("csv_name", "labels.csv"))).touch()
+    opts["root"] = str(tmp_path)
+    assert parse_spec(raw).name == path.stem and path.stem in STUDIES
+    assert "GPU-hours" in path.read_text()
+
+
 # ------------------------------------------------------------------------------------ slow
 def _run(name: str, tmp_path, space=None, variants=None) -> tuple[list[dict], dict[str, dict]]:
     from analysis.load import load
