@@ -169,9 +169,12 @@ def test_yaml_reads_exponent_floats_as_numbers_and_refuses_alias_bombs(tmp_path)
 
 
 def test_cli_exit_codes_and_output(tmp_path, capsys):
-    assert main(["validate", "sweeps/specs/demo.yaml"]) == 0
+    good = _write(tmp_path, "name: g\nbase: {epochs: 2}\nspace:\n  arch: {grid: [resnet18, vgg11]}\n"
+                        "  lr: {loguniform: [0.01, 0.1]}\n  seed: {grid: [0]}\nsearch: {algorithm: random, num_samples: 3}\n",
+                  "good.yaml")
+    assert main(["validate", str(good)]) == 0
     out = capsys.readouterr().out
-    assert "12 trials planned" in out and "swept axes: bias_level, arch, lr, weight_decay" in out
+    assert "6 trials planned" in out and "swept axes: arch, lr\n" in out     # seed takes one value: not swept
     bad = _write(tmp_path, "name: a\nbase: {seed: abc, lr: .nan}\nspace: {lr: {uniform: [0.1, .inf]}}\n")
     assert main(["validate", str(bad)]) == 2
     err = capsys.readouterr().err
