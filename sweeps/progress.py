@@ -1,7 +1,7 @@
 """Live sweep progress: a Ray Tune callback that counts trials and epochs in memory and draws one
 `rich` progress bar.
 
-    sweep ━━━━━━━━━━━━━━━━━━━━╸━━━━━━━━━━━  7/12 trials · 2 running · 1 failed · 2 pending · epochs 23/36 · best val_worst_group_acc 0.8125 · ETA 0:00:41
+    ━━━━━━━╸━━━━  7/12 trials · 2 running · 1 failed · 2 pending · epochs 23/36 · ETA 0:00:41 · best val_worst_group_acc 0.8125
 
 Every count changes by one per Tune event (start, result, complete, error, recover), so an event
 costs O(1) whatever the sweep's size; the run directory is read once, before the sweep starts,
@@ -70,7 +70,7 @@ class SweepProgress(Callback):
         console = Console(file=file or sys.stdout)
         self.bar = None
         if not quiet and console.is_terminal:
-            self.bar = Progress(TextColumn("sweep"), BarColumn(), TextColumn("{task.description}"),
+            self.bar = Progress(BarColumn(bar_width=12), TextColumn("{task.description}"),
                                 console=console, transient=False, refresh_per_second=4)
             self.task = self.bar.add_task(self.describe(), total=max(planned, 1), completed=done_before)
             self.bar.start()
@@ -116,8 +116,8 @@ class SweepProgress(Callback):
     def describe(self) -> str:
         best = f" · best {self.metric} {self.best:.4f}" if self.best is not None else ""
         return (f"{self.done}/{self.planned} trials · {len(self.running)} running · {self.failed} failed · "
-                f"{self.pending} pending · epochs {self.epochs}/{self.total_epochs}{best} · "
-                f"ETA {format_eta(self.eta_s())}")
+                f"{self.pending} pending · epochs {self.epochs}/{self.total_epochs} · "
+                f"ETA {format_eta(self.eta_s())}{best}")   # the best value last: a narrow terminal cuts it first
 
     def _draw(self) -> None:
         if self.bar is not None:
@@ -127,6 +127,9 @@ class SweepProgress(Callback):
     def on_trial_start(self, iteration, trials, trial, **info):
         if self.t_first is None:
             self.t_first = time.perf_counter()
+            log.info("sweep started: %d trials planned, %d finished before, %d epochs to run",
+                     self.planned, self.done, max(self.total_epochs - self.epochs, 0))
+        log.info("trial %s started", sweep_trial_id(trial.config, self.base))
         self.running.add(trial.trial_id)
         self.started_at.setdefault(trial.trial_id, time.perf_counter())
         self._draw()
@@ -151,6 +154,8 @@ class SweepProgress(Callback):
             self.trial_s_n += 1
 
     def on_trial_complete(self, iteration, trials, trial, **info):
+        log.info("trial %s ended after epoch %d", sweep_trial_id(trial.config, self.base),
+                 self.reached.get(trial.trial_id, 0))
         self._ended(trial)
         self.done += 1
         self._draw()
@@ -173,7 +178,13 @@ class SweepProgress(Callback):
         log.error("trial %s %s (attempt %s): %s%s", tid, what, rec.get("attempts", "?"), error,
                   "\n" + rec["traceback"].rstrip() if rec.get("traceback") else "")
 
+    def __getstate__(self) -> dict:
+        """Ray Tune pickles its callbacks with the experiment (tuner.pkl); the live bar holds
+        locks and a terminal, so a pickled copy keeps the counts and draws nothing."""
+        return {**self.__dict__, "bar": None}
+
     def close(self) -> None:
+        log.info("sweep ended: %s", self.describe())
         if self.bar is not None:
             self._draw()
             self.bar.stop()

@@ -133,7 +133,8 @@ def test_command_on_a_run_directory(doc, command, demo_root, capsys):
 @pytest.mark.slow
 def test_the_driver_log_holds_the_failed_trials_error(demo_root, capsys):
     log = (demo_root / "runs/demo/ncsweep.log").read_text()
-    assert "sweep" in log and re.search(r"trial \w+ failed .*(UnpicklingError|corrupt\.pt)", log), log
+    assert "sweep started: 2 trials planned" in log and "sweep ended: 1/2 trials" in log
+    assert re.search(r"trial \w+ failed .*(UnpicklingError|corrupt\.pt)", log), log
     failed = re.search(r"trial (\w+) failed", log).group(1)
     assert "error:" in run_command(f"ncsweep logs runs/demo {failed[:6]}", demo_root, capsys)
 

@@ -1,6 +1,7 @@
 """The progress callback: counts from Tune's events alone, a right ETA after a resume, silence off a terminal."""
 import io
 import logging
+import pickle
 from types import SimpleNamespace
 
 import pytest
@@ -39,7 +40,8 @@ def test_counts_follow_start_result_complete_error(clock):
     p.on_trial_error(0, [], b)            # failed after 1 of its 4 epochs: 3 epochs will never run
     assert (p.done, len(p.running), p.failed, p.pending) == (1, 1, 1, 2)
     assert p.epochs == 5 and p.epochs_skipped == 3 and p.best == pytest.approx(0.8)
-    assert "1/5 trials · 1 running · 1 failed · 2 pending · epochs 5/20" in p.describe()
+    assert p.describe().startswith("1/5 trials · 1 running · 1 failed · 2 pending · epochs 5/20 · ETA ")
+    assert p.describe().endswith("best val_acc 0.8000")
 
 
 def test_eta_after_resume_uses_this_sessions_pace_only(clock):
@@ -95,3 +97,11 @@ def test_on_a_terminal_the_bar_shows_the_counts(clock):
     p.on_trial_complete(0, [], t)
     p.close()
     assert "1/2 trials · 0 running · 0 failed · 1 pending · epochs 4/8" in out.getvalue()
+
+
+def test_a_live_bar_pickles_as_ray_tune_saves_its_callbacks():
+    p = SweepProgress(planned=2, total_epochs=8, base=BASE, file=FakeTerminal())
+    p.on_trial_start(0, [], trial(0))
+    copy = pickle.loads(pickle.dumps(p))
+    p.close()
+    assert copy.bar is None and copy.running == {"t0"} and copy.describe() == p.describe()
