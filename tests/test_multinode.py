@@ -1,0 +1,285 @@
+"""A real three-node Ray cluster on loopback: one head and two workers, each a separate `ray start`
+declaring one (fake) GPU. Sweeps with `resources: {gpu: 0.25}` run through the CLI:
+
+- `ncsweep run --address`: rows record the node that ran each trial, no node ever runs more than four
+  trials at once (from the rows' attempt start / epoch end times), every key exactly once;
+- `ncsweep submit` (Ray Jobs API, the driver runs on the head): one worker node is killed mid-sweep,
+  its trials are retried on the other nodes, the keys are still exactly once; `ncsweep status DIR`
+  from another process sees the finished sweep.
+
+Only the processes this test started are ended (by pid and their children), never by name.
+"""
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+import psutil
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+TINY = {"n_train": 64, "n_val": 32, "n_test": 32, "image_size": 8}
+ROWS_PER_EPOCH = 9          # 3 splits × (all + 2 subgroups)
+PER_NODE = 4                # 1 GPU per node / 0.25 GPU per trial
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalCluster:
+    """Head + workers, each `ray start --block` in its own session; `kill(name)` SIGKILLs one node's tree."""
+
+    def __init__(self, root: Path, workers: int = 2, cpus_per_node: int = 1):
+        self.root, self.procs = root, {}
+        # Ray's Unix sockets live under the temp dir and their paths must stay under 108 bytes
+        self.temp_dir = tempfile.mkdtemp(prefix="ncsweep-ray-", dir="/tmp")
+        self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "RAY_AUTH_MODE": "disabled",
+                    "RAY_USAGE_STATS_ENABLED": "0", "PYTHONPATH": str(ROOT),
+                    # notice a dead node within seconds, not half a minute
+                    "RAY_health_check_period_ms": "1000", "RAY_health_check_failure_threshold": "4",
+                    "RAY_raylet_start_wait_time_s": "180"}   # a loaded machine starts raylets slowly
+        self.gcs, self.dashboard = free_port(), free_port()
+        try:
+            self._start_all(workers, cpus_per_node)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start_all(self, workers: int, cpus_per_node: int) -> None:
+        common = ["--num-cpus", str(cpus_per_node), "--num-gpus", "1", "--object-store-memory", str(80 * 1024**2),
+                  "--disable-usage-stats"]
+        self._start("head", ["--head", "--port", str(self.gcs), "--node-ip-address", "127.0.0.1",
+                             "--include-dashboard=true", "--dashboard-host", "127.0.0.1",
+                             "--dashboard-port", str(self.dashboard), "--temp-dir", self.temp_dir,
+                             "--resources", json.dumps({"node_head": 1}), *common])
+        self._wait_for_gcs()
+        for i in range(1, workers + 1):   # one at a time: nodes sharing a session dir race for socket names
+            self._start(f"w{i}", ["--address", f"127.0.0.1:{self.gcs}", "--node-ip-address", "127.0.0.1",
+                                  "--resources", json.dumps({f"node_w{i}": 1}), *common])
+            self.node_ids = self._wait_for_nodes(i + 1)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.gcs}"
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.dashboard}"
+
+    def _start(self, name: str, args: list[str]) -> None:
+        ports = ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
+                 "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
+                 "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
+        log = open(self.root / f"{name}.log", "w")
+        self.procs[name] = subprocess.Popen([str(BIN / "ray"), "start", "--block", *args, *ports], env=self.env,
+                                            stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _wait_for_gcs(self, timeout: float = 90) -> None:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            assert self.procs["head"].poll() is None, (self.root / "head.log").read_text()
+            try:
+                with socket.create_connection(("127.0.0.1", self.gcs), timeout=1):
+                    with socket.create_connection(("127.0.0.1", self.dashboard), timeout=1):
+                        return
+            except OSError:
+                time.sleep(0.5)
+        raise AssertionError("the Ray head did not come up:\n" + (self.root / "head.log").read_text())
+
+    def _wait_for_nodes(self, n: int, timeout: float = 180) -> dict:
+        """{name: Ray node id} once n nodes are alive (names from each node's marker resource)."""
+        from ray.util.state import list_nodes
+
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            try:
+                nodes = [x for x in list_nodes(address=self.dashboard_url, detail=True) if x.state == "ALIVE"]
+            except Exception:
+                nodes = []
+            names = {}
+            for x in nodes:
+                for r in x.resources_total:
+                    if r.startswith("node_") and not r.startswith("node:"):
+                        names[r[len("node_"):]] = x.node_id
+            if len(names) == n:
+                return names
+            time.sleep(1)
+        logs = "\n".join(f"{p.name}: {p.read_text()[-1500:]}" for p in sorted(self.root.glob("*.log")))
+        raise AssertionError(f"{n} nodes did not join; logs in {self.root}:\n{logs}")
+
+    def tree(self, name: str) -> list[psutil.Process]:
+        """The node's `ray start` and every process under it or in its session (orphans keep the session)."""
+        pid = self.procs[name].pid
+        out = {}
+        try:
+            p = psutil.Process(pid)
+            out = {q.pid: q for q in [p, *p.children(recursive=True)]}
+        except psutil.NoSuchProcess:
+            pass
+        for q in psutil.process_iter():
+            try:
+                if q.pid not in out and os.getsid(q.pid) == pid:
+                    out[q.pid] = q
+            except (ProcessLookupError, PermissionError, psutil.Error):
+                pass
+        return list(out.values())
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one node: its `ray start` and every process under it (raylet, trial workers, agents)."""
+        procs = self.tree(name)
+        for p in procs:
+            try:
+                p.send_signal(signal.SIGKILL)
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(procs, timeout=10)
+
+    def close(self) -> None:
+        """End what this cluster started: workers first, then the head; SIGKILL whatever outlives SIGTERM."""
+        for name in reversed(list(self.procs)):
+            procs = self.tree(name)
+            for p in procs[:1]:
+                try:
+                    p.terminate()
+                except psutil.NoSuchProcess:
+                    pass
+            gone, alive = psutil.wait_procs(procs, timeout=15)
+            for p in alive:
+                try:
+                    p.kill()
+                except psutil.NoSuchProcess:
+                    pass
+            psutil.wait_procs(alive, timeout=5)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = LocalCluster(tmp_path_factory.mktemp("cluster"))
+    pids = [p.pid for name in c.procs for p in c.tree(name)]
+    yield c
+    c.close()
+    assert not [p for p in pids if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def write_spec(path: Path, name: str, seeds: int, epochs: int) -> Path:
+    path.write_text(yaml.safe_dump({
+        "name": name, "dataset": {"name": "biased_shapes", "options": TINY},
+        "base": {"epochs": epochs, "width": 0.0625, "batch_size": 32, "arch": "vgg11", "metrics": ["nc", "fairness"]},
+        "space": {"seed": {"grid": list(range(seeds))}},
+        "search": {"algorithm": "grid"},
+        "resources": {"cpu": 0.05, "gpu": 0.25},     # GPU, not CPU, bounds the packing: 4 per node
+        "max_concurrent": 16, "retries": 2,
+    }))
+    return path
+
+
+def ncsweep(*args, env=None, timeout=300) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "ncsweep"), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "RAY_AUTH_MODE": "disabled", **(env or {})}, cwd=ROOT)
+
+
+def rows(out: Path) -> pd.DataFrame:
+    import pyarrow.dataset as ds
+
+    return ds.dataset(out / "rows", format="parquet").to_table().to_pandas()
+
+
+def max_concurrency(df: pd.DataFrame) -> dict:
+    """Per node: the most attempts running at one moment, an attempt spanning its start to its last epoch's end."""
+    spans = df.groupby(["node_id", "trial_id", "attempt"]).agg(start=("attempt_started_at", "min"),
+                                                                end=("epoch_ended_at", "max")).reset_index()
+    out = {}
+    for node, g in spans.groupby("node_id"):
+        events = sorted([(s, 1) for s in g.start] + [(e, -1) for e in g.end], key=lambda x: (x[0], x[1]))
+        level = peak = 0
+        for _, d in events:
+            level += d
+            peak = max(peak, level)
+        out[node] = peak
+    return out
+
+
+def assert_exactly_once(df: pd.DataFrame, trials: int, epochs: int) -> None:
+    keys = df[["trial_id", "epoch", "split", "group"]]
+    assert not keys.duplicated().any(), keys[keys.duplicated(keep=False)]
+    assert df.trial_id.nunique() == trials
+    assert len(keys) == trials * epochs * ROWS_PER_EPOCH
+
+
+def test_a_sweep_packs_four_trials_per_gpu_on_each_node_and_records_the_node(cluster, tmp_path):
+    spec = write_spec(tmp_path / "pack.yaml", "pack", seeds=12, epochs=2)
+    out = tmp_path / "pack"
+    r = ncsweep("run", str(spec), "--out", str(out), "--address", cluster.address)
+    assert r.returncode == 0, r.stdout + r.stderr
+    df = rows(out)
+    assert_exactly_once(df, trials=12, epochs=2)
+    assert {"hostname", "node_id", "attempt_started_at", "epoch_ended_at"} <= set(df.columns)
+    assert set(df.node_id) <= set(cluster.node_ids.values())
+    peaks = max_concurrency(df)
+    assert max(peaks.values()) <= PER_NODE, peaks
+    # 12 trials fit the cluster at once only as 4 + 4 + 4: every node ran trials, some several together
+    assert len(peaks) == 3 and max(peaks.values()) >= 2, peaks
+    recs = [json.loads(p.read_text()) for p in (out / "trials").glob("*.json")]
+    assert len(recs) == 12 and all(r["node_id"] in cluster.node_ids.values() for r in recs)
+
+
+def test_a_submitted_sweep_survives_losing_a_worker_node(cluster, tmp_path):
+    epochs = 6
+    spec = write_spec(tmp_path / "lose.yaml", "lose_a_node", seeds=8, epochs=epochs)
+    out = tmp_path / "lose"
+    r = ncsweep("submit", str(spec), "--address", cluster.dashboard_url, "--out", str(out),
+                "--submission-id", "ncsweep-test-lose-a-node", timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "ncsweep-test-lose-a-node" in r.stdout and f"ncsweep status {out}" in r.stdout
+
+    victim = cluster.node_ids["w2"]
+    killed_trials: set[str] = set()
+    t0 = time.monotonic()
+    while not killed_trials and time.monotonic() - t0 < 240:   # wait for trials mid-way on w2, then kill w2
+        recs = [json.loads(p.read_text()) for p in (out / "trials").glob("*.json")] if (out / "trials").exists() else []
+        mid = {x["trial_id"] for x in recs if x.get("status") == "running" and x.get("node_id") == victim
+               and 1 <= x.get("epochs_done", 0) <= epochs - 3}
+        if mid:
+            cluster.kill("w2")
+            killed_trials = mid
+        time.sleep(0.2)
+    assert killed_trials, "no trial was ever mid-way on w2"
+
+    from ray.job_submission import JobSubmissionClient
+
+    client = JobSubmissionClient(cluster.dashboard_url)
+    t0 = time.monotonic()
+    while str(client.get_job_status("ncsweep-test-lose-a-node")).split(".")[-1] not in ("SUCCEEDED", "FAILED", "STOPPED"):
+        assert time.monotonic() - t0 < 300, client.get_job_logs("ncsweep-test-lose-a-node")[-3000:]
+        time.sleep(1)
+    logs = client.get_job_logs("ncsweep-test-lose-a-node")
+    assert str(client.get_job_status("ncsweep-test-lose-a-node")).endswith("SUCCEEDED"), logs[-3000:]
+
+    df = rows(out)
+    assert_exactly_once(df, trials=8, epochs=epochs)
+    assert max(max_concurrency(df).values()) <= PER_NODE
+    for tid in killed_trials:
+        t = df[df.trial_id == tid]
+        last = t[t.epoch == epochs - 1].iloc[0]
+        assert last.node_id != victim and last.attempt >= 2, t[["epoch", "attempt", "node_id"]]
+        assert (t[t.node_id == victim].epoch.min() == 0)   # it started on w2 and continued elsewhere
+
+    st = ncsweep("status", str(out), "--json", timeout=120)    # another process, reading the run directory
+    assert st.returncode == 0, st.stderr
+    s = json.loads(st.stdout)
+    assert s["planned"] == s["finished"] == 8 and s["pending"] == 0, s
