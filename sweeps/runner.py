@@ -5,8 +5,14 @@ Design (the pitfalls it avoids are Ray Tune's known ones):
   cache. Grid/random trials are planned up front (sweeps.plan) and a resume re-plans the same
   list and runs whatever has no terminal record — no `Tuner.restore`, no pickled searcher state.
   Optuna is warm-started on resume from the finished trials' results (`evaluated_rewards`).
+- One driver per run directory (sweeps.lock); the Ray processes it starts are recorded so the
+  next driver can end them if this one dies (sweeps.procs).
 - Trials checkpoint every epoch into RUN_DIR/checkpoints/<trial_id>, so a retried or resumed
-  trial continues from its last epoch; rows are written before the checkpoint.
+  trial continues from its last epoch; rows are written before the checkpoint. An unreadable
+  checkpoint restarts the trial from scratch, noted in its record.
+- A worker writes rows; the driver finishes each trial (sweeps.verify.finish_trial): it checks
+  that the rows are visible to it, compacts them, records their count and checksum, and sets the
+  status. A resume verifies every finished trial's rows and re-plans any that are damaged.
 - Inside a trial only `ray.tune.report` is used; `RAY_CHDIR_TO_TRIAL_DIR=0` keeps paths stable;
   `fail_fast` is never set; large sweeps run as chunks of `chunk_size` trials per Tuner so the
   driver's memory stays bounded.
@@ -16,21 +22,36 @@ Design (the pitfalls it avoids are Ray Tune's known ones):
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
+import socket
 import sys
 import time
-import traceback
 from pathlib import Path
 
+from nccore.catalogue import reported_metrics
+from nccore.config import DEFAULTS
 from nccore.config import trial_id as make_trial_id
 
+from . import faults, procs
+from .lock import RunLock
+from .loggers import logger_callbacks, logger_env
+from .logs import driver_log
 from .plan import chunks, optuna_space, planned_configs
-from .spec import REPORTED, Spec, SpecError
-from .store import TERMINAL, RunDir
+from .progress import SweepProgress
+from .spec import Spec, SpecError
+from .store import FAILED, TERMINAL, RunDir
+from .verify import (build_manifest, finish_trial, format_error, remove_temp_files, replan_damaged,
+                     start_fresh_if_corrupt)
 
 log = logging.getLogger("ncsweep")
+REPORTED = frozenset(reported_metrics())   # <split>_<metric> names Tune sees (nccore/catalogue.py)
+MAX_PASSES = 3   # a sweep re-runs trials whose rows turned out damaged at most this many times per run
+# Environment for the driver and the local Ray it starts (set for one run, then restored).
+RAY_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "0",
+           "RAY_AUTH_MODE": "disabled"}
 
 
 # ---------------------------------------------------------------------- inside a trial (Ray worker)
@@ -39,8 +60,8 @@ def summarize(rows: list[dict], objectives: dict) -> dict:
     out = {"epoch": rows[0]["epoch"]}
     for r in rows:
         if r.get("group") == "all":
-            out.update({f"{r['split']}_{k}": float(r[k]) for k in REPORTED
-                        if k in r and isinstance(r[k], (int, float)) and math.isfinite(r[k])})
+            out.update({f"{r['split']}_{k}": float(v) for k, v in r.items() if f"{r['split']}_{k}" in REPORTED
+                        and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)})
     out["train_loss"] = float(rows[0].get("train_loss", math.nan))
     if rows[0].get("status") == "diverged":
         out["diverged"] = 1
@@ -49,60 +70,106 @@ def summarize(rows: list[dict], objectives: dict) -> dict:
     return out
 
 
-def trainable(params: dict, run_dir: str, base: dict, objectives: dict, gpu: float, cpu: float) -> None:
+def trial_config(params: dict, base: dict, store: RunDir) -> dict:
+    """The trial's full config from Tune's params: a planned config, or a searcher's point over `base`."""
+    cfg = dict(params["trial"]) if "trial" in params else {**base, **params}
+    cfg["trial_id"] = cfg.get("trial_id") or make_trial_id(cfg)
+    if str(cfg.get("init_from") or "").startswith("trial:"):   # an earlier trial of this run directory
+        cfg["init_from"] = str(store.checkpoint_dir(cfg["init_from"][len("trial:"):]))
+    return cfg
+
+
+def start_attempt(store: RunDir, cfg: dict) -> dict:
+    """Record the attempt as running; return the provenance columns every row of it carries."""
     import ray
+
+    from nccore.trial import environment
+
+    tid = cfg["trial_id"]
+    attempt = (store.read_record(tid) or {}).get("attempts", 0) + 1
+    where = {"hostname": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id()}
+    started_at = time.time()
+    store.update_record(tid, status="running", attempts=attempt, config=cfg, error=None, traceback=None,
+                        ran_to_end=False, started_at=started_at, **where)
+    start_fresh_if_corrupt(store, tid)
+    return {"attempt": attempt, "ray_version": ray.__version__, **environment(), **where,
+            "attempt_started_at": started_at}
+
+
+def trial_epochs(cfg: dict, sink):
+    """The hook a trial trains through: yields (epoch, rows) and calls `sink(epoch, rows)` first."""
+    from nccore.trial import iter_epochs
+
+    return iter_epochs(cfg, sink=sink)
+
+
+def trainable(params: dict, run_dir: str, base: dict, objectives: dict, gpu: float, cpu: float,
+              fault_env: dict | None = None, epochs_fn=trial_epochs) -> None:
+    """One trial in a Ray worker: train epoch by epoch, writing each epoch's rows before its
+    checkpoint and reporting its scalars to Tune. The driver finishes the trial (finish_trial)."""
     import torch
     from ray import tune
 
-    from nccore.trial import environment, iter_epochs
-
-    cfg = dict(params["trial"]) if "trial" in params else {**base, **params}
-    cfg["trial_id"] = tid = cfg.get("trial_id") or make_trial_id(cfg)
-    if str(cfg.get("init_from") or "").startswith("trial:"):   # an earlier trial of this run directory
-        cfg["init_from"] = str(RunDir(run_dir).checkpoint_dir(cfg["init_from"][len("trial:"):]))
+    store = RunDir(run_dir)
+    cfg = trial_config(params, base, store)
+    tid = cfg["trial_id"]
     torch.set_num_threads(max(1, int(cpu)))
     if gpu and gpu < 1 and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(gpu * 0.95)
-    store = RunDir(run_dir)
-    attempt = (store.read_record(tid) or {}).get("attempts", 0) + 1
-    store.update_record(tid, status="running", attempts=attempt, config=cfg, error=None,
-                        started_at=time.time())
-    extra = {"attempt": attempt, "ray_version": ray.__version__, **environment()}
-    t_start, inner, sinking, last = time.perf_counter(), 0.0, [0.0], {}
+    with _environ(fault_env or {}):
+        extra = start_attempt(store, cfg)
+        timer = {"t0": time.perf_counter(), "sink_s": 0.0, "inner_s": 0.0}
 
-    def sink(epoch, rows):
-        t = time.perf_counter()
-        store.write_epoch(tid, epoch, rows, extra)
-        sinking[0] += time.perf_counter() - t
-
-    status = "done"
-    try:
-        epochs = iter_epochs({**cfg, "checkpoint_dir": str(store.checkpoint_dir(tid))}, sink=sink)
-        while True:
+        def sink(epoch, rows):
             t = time.perf_counter()
-            try:
-                epoch, rows = next(epochs)
-            except StopIteration:
-                break
-            inner += time.perf_counter() - t
-            last = summarize(rows, objectives)
-            if rows[0].get("status") == "diverged":
-                status = "diverged"
-            store.update_record(tid, epochs_done=epoch + 1, final=last)
-            tune.report(last)
-    except torch.cuda.OutOfMemoryError as e:
-        store.update_record(tid, status="oom", error=f"CUDA out of memory: {e}".splitlines()[0],
-                            wall_s=time.perf_counter() - t_start)
-        return
-    except Exception as e:
-        store.update_record(tid, status="error", error=f"{type(e).__name__}: {e}",
-                            traceback=traceback.format_exc(limit=8), wall_s=time.perf_counter() - t_start)
-        raise
-    store.compact(tid)
-    wall = time.perf_counter() - t_start
-    run_trial_s = inner - sinking[0]
-    store.update_record(tid, status=status, wall_s=wall, run_trial_s=run_trial_s, sink_s=sinking[0],
-                        overhead_s=wall - run_trial_s, finished_at=time.time())
+            store.write_epoch(tid, epoch, rows, {**extra, "epoch_ended_at": time.time()})
+            timer["sink_s"] += time.perf_counter() - t
+
+        try:
+            epochs = epochs_fn({**cfg, "checkpoint_dir": str(store.checkpoint_dir(tid))}, sink)
+            for epoch, rows in _timed(epochs, timer):
+                last = {**summarize(rows, objectives), "epoch_rows": len(rows),
+                        "hostname": extra["hostname"], "node_id": extra["node_id"]}
+                store.update_record(tid, epochs_done=epoch + 1, final=last)
+                tune.report(last)
+        except torch.cuda.OutOfMemoryError as e:
+            store.update_record(tid, status="oom", error=format_error(e, frames=0),
+                                wall_s=time.perf_counter() - timer["t0"])
+            return
+        except Exception as e:
+            store.update_record(tid, status="error", error=format_error(e), wall_s=time.perf_counter() - timer["t0"])
+            raise
+        wall, run_trial_s = time.perf_counter() - timer["t0"], timer["inner_s"] - timer["sink_s"]
+        store.update_record(tid, ran_to_end=True, wall_s=wall, sink_s=timer["sink_s"], run_trial_s=run_trial_s,
+                            overhead_s=wall - run_trial_s)
+
+
+def _timed(epochs, timer: dict):
+    """Pass the epochs through, adding the time spent producing them to timer["inner_s"]."""
+    while True:
+        t = time.perf_counter()
+        try:
+            item = next(epochs)
+        except StopIteration:
+            return
+        finally:
+            timer["inner_s"] += time.perf_counter() - t
+        yield item
+
+
+@contextlib.contextmanager
+def _environ(values: dict):
+    """Set environment variables for a block and restore them after (no process-wide leftovers)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 # ---------------------------------------------------------------------- driver
@@ -115,21 +182,20 @@ def _objectives(spec: Spec) -> dict:
     return out
 
 
-def init_ray(run_dir: Path, address: str | None) -> float:
-    """Start (or connect to) Ray quietly; its log lines go to RUN_DIR/ncsweep.log. Returns seconds."""
-    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+def max_epochs(spec: Spec) -> int:
+    """The most epochs any trial of the spec runs: the max over an `epochs` axis, else base epochs."""
+    values = [spec.base.get("epochs", DEFAULTS["epochs"])]
+    for space in spec.subspaces():
+        dom = space.get("epochs")
+        if isinstance(dom, dict):
+            values += [v for vals in dom.values() for v in (vals if isinstance(vals, list) else [vals])]
+    return int(max(float(v) for v in values if isinstance(v, (int, float))))
+
+
+def init_ray(address: str | None) -> float:
+    """Start (or connect to) Ray quietly. Returns seconds."""
     import ray
 
-    handler = logging.FileHandler(run_dir / "ncsweep.log")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
-    for name in ("ray", "ncsweep"):
-        lg = logging.getLogger(name)
-        lg.addHandler(handler)
-        lg.setLevel(logging.INFO)
-        lg.propagate = False
     t = time.perf_counter()
     if not ray.is_initialized():
         kw = dict(log_to_driver=False, include_dashboard=False, logging_level=logging.WARNING,
@@ -142,10 +208,20 @@ def init_ray(run_dir: Path, address: str | None) -> float:
 
 
 def run_sweep(spec: Spec, out, address: str | None = None, resources: dict | None = None,
-              quiet: bool = False) -> dict:
-    """Run (or continue) `spec` into run directory `out`. Finished trials are never re-run."""
+              quiet: bool = False, callbacks: list | None = None) -> dict:
+    """Run (or continue) `spec` into run directory `out`. Finished trials are never re-run; a
+    finished trial whose rows are missing or damaged is re-planned first. Holds the directory's lock."""
     store = RunDir(out)
     store.path.mkdir(parents=True, exist_ok=True)
+    env = {**{k: os.environ.get(k, v) for k, v in RAY_ENV.items()}, **logger_env(spec.loggers)}
+    with RunLock(store.path), driver_log(store.path), _environ(env):
+        killed = procs.cleanup(store.path)   # the Ray of a driver that died holding this directory
+        if killed:
+            log.warning("ended %d Ray processes left by a driver that died: pids %s", len(killed), killed)
+        return _run_locked(spec, store, address, resources, quiet, callbacks or [])
+
+
+def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks) -> dict:
     manifest = store.read_manifest()
     if manifest and manifest.get("digest") != spec.digest:
         raise SpecError(f"{store.path} holds results of a different spec ({manifest.get('name')!r}, digest "
@@ -153,32 +229,45 @@ def run_sweep(spec: Spec, out, address: str | None = None, resources: dict | Non
     planned = None if spec.search["algorithm"] == "optuna" else planned_configs(spec)
     check_init_trials(spec, store, planned)
     res = {**spec.resources, **(resources or {})}
-    store.write_manifest({"name": spec.name, "digest": spec.digest, "spec": spec.raw,
-                          "algorithm": spec.search["algorithm"], "num_samples": spec.search["num_samples"],
-                          "planned": [c["trial_id"] for c in planned] if planned is not None else None,
-                          "planned_count": len(planned) if planned is not None else spec.search["num_samples"],
-                          "resources": res, "created_at": (manifest or {}).get("created_at", time.time()),
-                          "python": sys.version.split()[0]})
+    store.write_spec(spec.name, spec.digest, spec.raw, res)
+    store.write_manifest(build_manifest(spec, planned, res, (manifest or {}).get("created_at", time.time())))
+    remove_temp_files(store)
+    for tid, why in replan_damaged(store).items():
+        log.warning("trial %s re-planned: %s", tid, why)
     t0 = time.perf_counter()
-    ray_s = init_ray(store.path, address)
-    progress = Progress(store, planned_count(store), _objectives(spec), quiet)
-    if planned is not None:
-        todo = [c for c in planned if (store.read_record(c["trial_id"]) or {}).get("status") not in TERMINAL]
-        for part in chunks(todo, spec.chunk_size):
-            _fit(spec, store, res, {"trial": _grid(part)}, len(part), None, progress)
-    else:
-        _run_optuna(spec, store, res, progress)
+    ray_s = init_ray(address)
+    if not address:
+        procs.record(store.path)
+    progress = SweepProgress.for_run(spec, store, planned, TERMINAL, quiet)
+    callbacks = [progress, *logger_callbacks(spec.loggers, store.path, spec.name), *callbacks]
+    for _ in range(MAX_PASSES):
+        if planned is not None:
+            todo = [c for c in planned if (store.read_record(c["trial_id"]) or {}).get("status") not in TERMINAL]
+            for part in chunks(todo, spec.chunk_size):
+                _fit(spec, store, res, {"trial": _grid(part)}, len(part), None, callbacks)
+        else:
+            _run_optuna(spec, store, res, callbacks)
+        if not unfinished(store, planned):
+            break
     store.write_trials_table()
     if not address:
         import ray
 
         ray.shutdown()
+        procs.forget(store.path)
     summary = sweep_summary(store)
-    tune_s = progress.durations
-    summary.update(wall_s=time.perf_counter() - t0, ray_init_s=ray_s,
-                   mean_tune_trial_s=sum(tune_s) / len(tune_s) if tune_s else None)
-    progress.close(summary)
+    summary.update(wall_s=time.perf_counter() - t0, ray_init_s=ray_s, mean_tune_trial_s=progress.mean_trial_s)
+    progress.close()
     return summary
+
+
+def unfinished(store: RunDir, planned: list[dict] | None) -> list[str]:
+    """Trials with a record that is not terminal (re-planned ones), and planned trials never started."""
+    recs = store.records()
+    out = [t for t, r in recs.items() if r.get("status") not in TERMINAL]
+    if planned is not None:
+        out += [c["trial_id"] for c in planned if c["trial_id"] not in recs]
+    return out
 
 
 def check_init_trials(spec: Spec, store: RunDir, planned) -> None:
@@ -202,12 +291,12 @@ def _grid(configs: list[dict]):
     return tune.grid_search(configs)
 
 
-def _run_optuna(spec: Spec, store: RunDir, res: dict, progress) -> None:
+def _run_optuna(spec: Spec, store: RunDir, res: dict, callbacks: list) -> None:
     from ray.tune.search.optuna import OptunaSearch
 
     interrupted = [r["config"] for r in store.records().values() if r.get("status") not in TERMINAL and r.get("config")]
     if interrupted:   # finish them first, from their checkpoints
-        _fit(spec, store, res, {"trial": _grid(interrupted)}, len(interrupted), None, progress)
+        _fit(spec, store, res, {"trial": _grid(interrupted)}, len(interrupted), None, callbacks)
     metric, mode = spec.search["metric"], spec.search["mode"]
     done = [r for r in store.records().values() if r.get("status") in TERMINAL]
     left = spec.search["num_samples"] - len(done)
@@ -219,10 +308,12 @@ def _run_optuna(spec: Spec, store: RunDir, res: dict, progress) -> None:
     searcher = OptunaSearch(optuna_space(spec), metric=metric, mode=mode, seed=spec.search["seed"],
                             points_to_evaluate=[p for p, _ in seen] or None,
                             evaluated_rewards=[v for _, v in seen] or None)
-    _fit(spec, store, res, {}, left, searcher, progress)
+    _fit(spec, store, res, {}, left, searcher, callbacks)
 
 
-def _fit(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: int, searcher, progress) -> None:
+def make_tuner(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: int, searcher,
+               callbacks: list):
+    """The Tuner of one chunk; `callbacks` (progress, loggers) are Ray Tune callbacks."""
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
@@ -230,30 +321,29 @@ def _fit(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: i
     if spec.scheduler:
         s = spec.scheduler
         scheduler = ASHAScheduler(metric=s["metric"], mode=s["mode"], grace_period=s["grace_period"],
-                                  reduction_factor=s["reduction_factor"],
-                                  max_t=int(spec.base_config().get("epochs", 5)))
+                                  reduction_factor=s["reduction_factor"], max_t=max_epochs(spec))
     fn = tune.with_parameters(trainable, run_dir=str(store.path), base=spec.base_config(),
-                              objectives=_objectives(spec), gpu=res["gpu"], cpu=res["cpu"])
+                              objectives=_objectives(spec), gpu=res["gpu"], cpu=res["cpu"],
+                              fault_env=faults.settings())
     fn = tune.with_resources(fn, {"cpu": res["cpu"], "gpu": res["gpu"]})
-    storage = spec.storage_path or str(store.path / "_tune")
-    tuner = tune.Tuner(
+    return tune.Tuner(
         fn, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=1 if searcher is None else num_samples,
                                     max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
-        run_config=tune.RunConfig(name=f"{spec.name}-{int(time.time() * 1000)}", storage_path=storage,
+        run_config=tune.RunConfig(name=f"{spec.name}-{int(time.time() * 1000)}",
+                                  storage_path=spec.storage_path or str(store.path / "_tune"),
                                   failure_config=tune.FailureConfig(max_failures=spec.retries),
-                                  verbose=0, callbacks=[progress.callback]),
+                                  verbose=0, callbacks=callbacks),
     )
-    results = tuner.fit()
+
+
+def _fit(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: int, searcher, callbacks) -> None:
+    results = make_tuner(spec, store, res, param_space, num_samples, searcher, callbacks).fit()
     for r in results:
         cfg = r.config.get("trial") if "trial" in r.config else {**spec.base_config(), **r.config}
         tid = cfg.get("trial_id") or make_trial_id(cfg)
-        rec = store.read_record(tid) or {}
-        if r.error is not None and rec.get("status") not in ("oom",):
-            store.update_record(tid, status="failed", error=rec.get("error") or str(r.error).splitlines()[0])
-        elif rec.get("status") == "running":   # ended without error before its last epoch: a scheduler stop
-            store.update_record(tid, status="stopped")
+        finish_trial(store, tid, r.metrics or {}, r.error)
 
 
 def sweep_summary(store: RunDir) -> dict:
@@ -267,64 +357,22 @@ def sweep_summary(store: RunDir) -> dict:
     inner = [r["run_trial_s"] for r in recs if "run_trial_s" in r]
     return {"run_dir": str(store.path), "planned": planned, "finished": terminal,
             "pending": max(planned - terminal, 0), "counts": counts,
-            "failures": {r["trial_id"]: r.get("error") for r in recs if r.get("status") in ("failed", "oom")},
+            "failures": {r["trial_id"]: r.get("error") for r in recs if r.get("status") in FAILED},
             "mean_trial_overhead_s": sum(overhead) / len(overhead) if overhead else None,
             "mean_run_trial_s": sum(inner) / len(inner) if inner else None}
 
 
-class Progress:
-    """One live progress line: trials running/done/failed, best metric so far, ETA."""
+def exit_code(summary: dict) -> int:
+    """0: every trial completed, stopped or diverged; 1: some failed or ran out of memory."""
+    return 1 if summary.get("failures") else 0
 
-    def __init__(self, store: RunDir, planned: int, objectives: dict, quiet: bool):
-        from ray.tune import Callback
 
-        class _CB(Callback):
-            def on_trial_start(cb, iteration, trials, trial, **kw):
-                self.started[trial.trial_id] = time.perf_counter()
-                self._event()
-
-            def on_trial_result(cb, iteration, trials, trial, result, **kw):
-                self._result(result)
-
-            def on_trial_complete(cb, iteration, trials, trial, **kw):
-                if trial.trial_id in self.started:
-                    self.durations.append(time.perf_counter() - self.started.pop(trial.trial_id))
-                self._event()
-
-            def on_trial_error(cb, iteration, trials, trial, **kw):
-                self._event()
-
-        self.callback = _CB()
-        self.store, self.planned, self.quiet = store, planned, quiet
-        self.metric, self.mode = next(iter(objectives.items()), (None, None))
-        self.best, self.t0, self.last_print, self.last_line = None, time.perf_counter(), 0.0, None
-        self.tty = sys.stdout.isatty()
-        self.started: dict[str, float] = {}
-        self.durations: list[float] = []   # trial wall time as Tune sees it (actor start included)
-
-    def _result(self, result: dict) -> None:
-        v = result.get(self.metric) if self.metric else None
-        if v is not None and math.isfinite(v):
-            better = self.best is None or (v > self.best if self.mode == "max" else v < self.best)
-            self.best = v if better else self.best
-        self._event(force=False)
-
-    def _event(self, force: bool = True) -> None:
-        if self.quiet or (not force and time.perf_counter() - self.last_print < 2.0):
-            return
-        recs = self.store.records().values()
-        running = sum(r.get("status") == "running" for r in recs)
-        done = sum(r.get("status") in TERMINAL for r in recs)
-        failed = sum(r.get("status") in ("failed", "error", "oom") for r in recs)
-        if not self.tty and (done, running, failed, self.best) == self.last_line:
-            return   # a log file gets a line per change, a terminal a live line
-        self.last_line, self.last_print = (done, running, failed, self.best), time.perf_counter()
-        el = time.perf_counter() - self.t0
-        eta = f"{el / done * max(self.planned - done, 0):.0f}s" if done else "?"
-        best = f" best {self.metric}={self.best:.4f}" if self.best is not None else ""
-        line = f"[ncsweep] {done}/{self.planned} done, {running} running, {failed} failed{best}, elapsed {el:.0f}s, ETA {eta}"
-        print(("\r" + line + " " * 8) if self.tty else line, end="" if self.tty else "\n", flush=True)
-
-    def close(self, summary: dict) -> None:
-        if not self.quiet and self.tty:
-            print()
+def failure_line(summary: dict) -> str | None:
+    """The one-line summary printed when trials failed, or None."""
+    fails = summary.get("failures") or {}
+    if not fails:
+        return None
+    counts = summary.get("counts", {})
+    parts = [f"{counts.get(k, 0)} {k}" for k in FAILED if counts.get(k)]
+    return (f"{len(fails)} of {summary.get('planned') or len(fails)} trials did not finish ({', '.join(parts)}); "
+            f"see `ncsweep status {summary['run_dir']}`")

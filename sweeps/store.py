@@ -2,6 +2,9 @@
 
     RUN_DIR/
       manifest.json            the spec, its digest, the planned trials (atomic writes)
+      spec.json                a second copy of the spec, so `ncsweep repair` can rebuild the manifest
+      lock.json                the driver holding the directory (host, pid, start) — sweeps.lock
+      ray_procs.json           the Ray processes that driver started (pid, start) — sweeps.procs
       rows/<trial_id>/epoch-0003.parquet   one file per (trial, epoch), atomically replaced;
       rows/<trial_id>/trial.parquet        a finished trial's epochs merged into one file
       trials/<trial_id>.json   one record per trial: config, status, attempts, error, times
@@ -14,9 +17,13 @@ Exactly once: a row's file name is a function of (trial_id, epoch), and it is wr
 temporary name (leading '.', which pyarrow and our readers skip) and renamed over the old file.
 A re-run epoch — after a retry, a crash or a resume — replaces its file whole, so each
 (trial_id, epoch, split, group) appears once, and a reader never sees half a file.
+Compaction is idempotent (an epoch file replaces that epoch's rows in the merged file), and a
+finished trial's record holds the merged file's row count and SHA-256, which `sweeps.verify`
+checks. Every write step calls `sweeps.faults.fault(step)`, the hook the fault-injection tests use.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -24,34 +31,92 @@ import uuid
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-SCHEMA_VERSION = 1
-INT_COLUMNS = {"epoch", "seed", "epochs", "batch_size", "n", "attempt", "metrics_train_samples", "schema_version"}
-TERMINAL = {"done", "diverged", "failed", "oom", "stopped"}
+from .faults import fault
+
+from nccore.catalogue import SCHEMA_VERSION, row_schema   # row column types are declared in the catalogue
+
+INT_COLUMNS = {f.name for f in row_schema() if pa.types.is_integer(f.type)}
+KEY = ("trial_id", "epoch", "split", "group")
+# completed: ran all its epochs; stopped: a scheduler ended it before its max epochs; diverged: a
+# non-finite loss; failed: an error after its retries; oom: CUDA out of memory. ("done" is the
+# name older run directories used for completed.)
+STATUSES = ("completed", "stopped", "diverged", "failed", "oom")
+TERMINAL = set(STATUSES) | {"done"}
+FAILED = ("failed", "oom")
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
+class DamagedRows(ValueError):
+    """A trial's rows file that cannot be read (truncated, overwritten)."""
+
+
+def atomic_write_bytes(path: Path, data: bytes, step: str | None = None) -> None:
+    """Write to a temporary name (leading '.', skipped by every reader), flush it to disk, rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        if step:
+            fault(step)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-def atomic_write_json(path: Path, obj) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True, default=str).encode())
+def atomic_write_json(path: Path, obj, step: str | None = None) -> None:
+    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True, default=str).encode(), step)
 
 
-def atomic_write_table(path: Path, table: pa.Table) -> None:
-    """A Parquet file written to a temporary name and renamed into place."""
+def atomic_write_table(path: Path, table: pa.Table, step: str | None = None) -> str:
+    """A Parquet file written to a temporary name and renamed into place. Returns its SHA-256."""
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
-    atomic_write_bytes(path, sink.getvalue().to_pybytes())
+    data = sink.getvalue().to_pybytes()
+    atomic_write_bytes(path, data, step)
+    return hashlib.sha256(data).hexdigest()
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def read_rows(path: Path) -> pa.Table:
+    try:
+        return pq.read_table(path)
+    except Exception as e:   # truncated, not Parquet, permission
+        raise DamagedRows(f"{path}: unreadable rows file ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from e
+
+
+def merge_epochs(old: pa.Table | None, parts: list[pa.Table]) -> pa.Table:
+    """A trial's rows with each (trial_id, epoch, split, group) once: an epoch file's rows replace
+    that epoch's rows in `old` (so a merge repeated after a crash changes nothing), and within
+    what is left the last copy of a key wins."""
+    tables = list(parts)
+    if old is not None and old.num_rows:
+        redone = pa.array(sorted({e for t in parts for e in t.column("epoch").to_pylist()}), pa.int64())
+        tables.insert(0, old.filter(pc.invert(pc.is_in(old.column("epoch"), value_set=redone))))
+    table = pa.concat_tables(tables, promote_options="default")
+    keys = [k for k in KEY if k in table.column_names]
+    idx = table.append_column("_i", pa.array(range(table.num_rows), pa.int64()))
+    last = idx.group_by(keys, use_threads=False).aggregate([("_i", "max")]).column("_i_max")
+    if len(last) < table.num_rows:
+        table = table.take(pa.array(sorted(last.to_pylist()), pa.int64()))
+    return table
 
 
 def _column(name: str, values: list) -> pa.Array:
     if name in INT_COLUMNS:
-        return pa.array([None if v is None else int(v) for v in values], pa.int64())
+        return pa.array([None if v is None or v != v else int(v) for v in values], pa.int64())   # v != v: NaN
     if all(v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in values):
         return pa.array([None if v is None else float(v) for v in values], pa.float64())
     if all(v is None or isinstance(v, bool) for v in values):
@@ -76,29 +141,57 @@ class RunDir:
     def write_epoch(self, trial_id: str, epoch: int, rows: list[dict], extra: dict) -> Path:
         table = rows_table(rows, {**extra, "schema_version": SCHEMA_VERSION})
         path = self.path / "rows" / trial_id / f"epoch-{epoch:04d}.parquet"
-        atomic_write_table(path, table)
+        atomic_write_table(path, table, "epoch.tmp")
+        fault("epoch.renamed")
         return path
 
     def row_files(self) -> list[Path]:
         return sorted((self.path / "rows").glob("*/*.parquet"))
 
-    def compact(self, trial_id: str) -> Path | None:
-        """Merge a finished trial's epoch files into rows/<trial_id>/trial.parquet, then delete them.
+    def row_count(self) -> int:
+        """Rows in the readable row files (from their footers); damaged files are `verify`'s to report."""
+        n = 0
+        for p in self.row_files():
+            try:
+                n += pq.read_metadata(p).num_rows
+            except Exception:
+                pass
+        return n
+
+    def rows_dir(self, trial_id: str) -> Path:
+        return self.path / "rows" / trial_id
+
+    def merged_path(self, trial_id: str) -> Path:
+        return self.rows_dir(trial_id) / "trial.parquet"
+
+    def epoch_files(self, trial_id: str) -> list[Path]:
+        return sorted(self.rows_dir(trial_id).glob("epoch-*.parquet"))
+
+    def compact(self, trial_id: str) -> dict:
+        """Merge a trial's epoch files into rows/<trial_id>/trial.parquet, then delete them.
+        Returns {"rows", "sha256", "epochs"} of the merged file (zeros if the trial has no rows).
 
         Many small files make a large sweep slow to read; one file per finished trial does not.
+        Safe to repeat after a crash at any point: the merge keeps each key once (`merge_epochs`).
         A reader that lists the directory between the rename and the deletes sees each row twice
-        with the same attempt; `analysis.load` keeps one of each (trial_id, epoch, split, group)."""
-        d = self.path / "rows" / trial_id
-        parts = sorted(d.glob("epoch-*.parquet"))
+        with the same attempt; `analysis.load` keeps one of each (trial_id, epoch, split, group).
+        Raises `DamagedRows` naming an unreadable file (then nothing is changed)."""
+        merged, parts = self.merged_path(trial_id), self.epoch_files(trial_id)
+        old = read_rows(merged) if merged.exists() else None
         if not parts:
-            return None
-        old = d / "trial.parquet"
-        tables = ([pq.read_table(old)] if old.exists() else []) + [pq.read_table(p) for p in parts]
-        table = pa.concat_tables(tables, promote_options="default")
-        atomic_write_table(old, table.replace_schema_metadata({b"ncsweep_schema_version": str(SCHEMA_VERSION).encode()}))
-        for p in parts:
-            p.unlink()
-        return old
+            if old is None:
+                return {"rows": 0, "sha256": None, "epochs": []}
+            return {"rows": old.num_rows, "sha256": file_sha256(merged),
+                    "epochs": sorted(set(old.column("epoch").to_pylist()))}
+        table = merge_epochs(old, [read_rows(p) for p in parts])
+        table = table.replace_schema_metadata({b"ncsweep_schema_version": str(SCHEMA_VERSION).encode()})
+        sha = atomic_write_table(merged, table)
+        fault("compact.merged")
+        for i, p in enumerate(parts):
+            p.unlink(missing_ok=True)
+            if i == 0:
+                fault("compact.partial")
+        return {"rows": table.num_rows, "sha256": sha, "epochs": sorted(set(table.column("epoch").to_pylist()))}
 
     # ------------------------------------------------------------------ trial records
     def record_path(self, trial_id: str) -> Path:
@@ -114,7 +207,7 @@ class RunDir:
     def update_record(self, trial_id: str, **fields) -> dict:
         rec = self.read_record(trial_id) or {"trial_id": trial_id, "attempts": 0, "status": "pending"}
         rec.update(fields, updated_at=time.time())
-        atomic_write_json(self.record_path(trial_id), rec)
+        atomic_write_json(self.record_path(trial_id), rec, "record.tmp")
         return rec
 
     def records(self) -> dict[str, dict]:
@@ -133,7 +226,7 @@ class RunDir:
         path = self.path / "trials.parquet"
         names = list(dict.fromkeys(k for r in flat for k in r))
         table = pa.table({k: _column(k, [r.get(k) for r in flat]) for k in names}) if flat else pa.table({})
-        atomic_write_table(path, table)
+        atomic_write_table(path, table, "trials_table.tmp")
         return path
 
     # ------------------------------------------------------------------ manifest
@@ -147,11 +240,25 @@ class RunDir:
         try:
             return json.loads(self.manifest_path.read_text())
         except json.JSONDecodeError as e:
-            raise ValueError(f"{self.manifest_path}: unreadable manifest ({e}); it is written atomically, "
-                             f"so the file was changed by hand — restore it or start a new --out") from e
+            raise ValueError(f"{self.manifest_path}: unreadable manifest ({e}); rebuild it from the stored "
+                             f"spec and trial records with `ncsweep repair {self.path}`") from e
 
     def write_manifest(self, manifest: dict) -> None:
-        atomic_write_json(self.manifest_path, {**manifest, "schema_version": SCHEMA_VERSION})
+        atomic_write_json(self.manifest_path, {**manifest, "schema_version": SCHEMA_VERSION}, "manifest.tmp")
+
+    @property
+    def spec_path(self) -> Path:
+        return self.path / "spec.json"
+
+    def write_spec(self, name: str, digest: str, raw: dict, resources: dict | None = None) -> None:
+        """The spec once more, apart from the manifest: what `ncsweep repair` rebuilds it from."""
+        atomic_write_json(self.spec_path, {"name": name, "digest": digest, "spec": raw, "resources": resources})
+
+    def read_spec(self) -> dict | None:
+        try:
+            return json.loads(self.spec_path.read_text()) if self.spec_path.exists() else None
+        except json.JSONDecodeError:
+            return None
 
     def checkpoint_dir(self, trial_id: str) -> Path:
         return self.path / "checkpoints" / trial_id

@@ -16,7 +16,7 @@ import yaml
 
 from sweeps.runner import run_sweep
 from sweeps.spec import parse_spec
-from sweeps.store import RunDir
+from sweeps.store import SCHEMA_VERSION, RunDir
 
 TINY_DATA = {"n_train": 128, "n_val": 64, "n_test": 64, "image_size": 8}
 TINY_BASE = {"epochs": 2, "width": 0.125, "batch_size": 32, "arch": "vgg11"}
@@ -49,7 +49,7 @@ def test_failures_are_retried_then_recorded_and_the_sweep_finishes(faulty_run):
     spec, out, summary = faulty_run
     recs = RunDir(out).records().values()
     by = {(r["config"]["lr"], r["config"]["weights"] is not None): r for r in recs}
-    assert by[(0.05, False)]["status"] == "done"
+    assert by[(0.05, False)]["status"] == "completed"
     assert by[(1e12, False)]["status"] == "diverged"
     for lr in (0.05, 1e12):
         failed = by[(lr, True)]
@@ -62,17 +62,18 @@ def test_rows_exactly_once_readable_by_pandas_pyarrow_duckdb(faulty_run):
     _, out, _ = faulty_run
     keys = _keys(out)
     assert not keys.duplicated().any()
-    done = [r for r in RunDir(out).records().values() if r["status"] == "done"][0]
+    done = [r for r in RunDir(out).records().values() if r["status"] == "completed"][0]
     assert (keys.trial_id == done["trial_id"]).sum() == 2 * ROWS_PER_EPOCH
     df = pd.read_parquet(out / "rows")
     assert len(df) == len(keys) and ds.dataset(out / "rows", format="parquet").count_rows() >= 1
     row = df[df.trial_id == done["trial_id"]].iloc[0]
-    for col in ("schema_version", "torch_version", "ray_version", "ncsweep_version", "device", "cudnn_deterministic",
+    for col in ("schema_version", "torch_version", "ray_version", "ncsweep_version", "device", "hostname", "node_id",
+                "cudnn_deterministic",
                 "seed", "arch", "lr", "weight_decay", "bias_level", "penalty", "width", "epochs", "attempt"):
         assert col in df.columns, col
-    assert row.schema_version == 1
+    assert row.schema_version == SCHEMA_VERSION
     trials = pd.read_parquet(out / "trials.parquet")
-    assert set(trials.status) == {"done", "diverged", "failed"} and "error" in trials and "wall_s" in trials
+    assert set(trials.status) == {"completed", "diverged", "failed"} and "error" in trials and "wall_s" in trials
 
 
 def test_running_the_same_spec_again_redoes_nothing(faulty_run):
@@ -135,7 +136,7 @@ def test_sigkill_the_driver_then_resume_completes_exactly_once(tmp_path):
     res = subprocess.run(cli + ["resume", str(out)], env=env, capture_output=True, text=True, timeout=400)
     assert res.returncode == 0, res.stderr[-2000:]
     recs = RunDir(out).records()
-    assert len(recs) == 4 and all(r["status"] == "done" for r in recs.values())
+    assert len(recs) == 4 and all(r["status"] == "completed" for r in recs.values())
     keys = _keys(out)
     assert not keys.duplicated().any() and len(keys) == 4 * 3 * ROWS_PER_EPOCH
     status = subprocess.run(cli + ["status", str(out), "--json"], env=env, capture_output=True, text=True)
@@ -158,7 +159,9 @@ def test_optuna_search_with_asha_runs_and_resumes_to_its_sample_count(tmp_path):
     s = run_sweep(spec, out, quiet=True)
     recs = RunDir(out).records().values()
     assert s["finished"] == 4 and len(recs) == 4
-    assert {r["status"] for r in recs} <= {"done", "stopped"}
+    assert {r["status"] for r in recs} <= {"completed", "stopped"}
+    # a trial that ran all its epochs is completed even when ASHA stopped it at max_t (= 3, the spec's epochs)
+    assert all((r["status"] == "completed") == (r["epochs_done"] == 3) for r in recs)
     assert all(0.01 <= r["config"]["lr"] <= 0.2 for r in recs)
     again = run_sweep(spec, out, quiet=True)   # nothing left to sample
     assert again["finished"] == 4 and len(RunDir(out).records()) == 4

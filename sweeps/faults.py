@@ -1,0 +1,51 @@
+"""Fault injection for the crash-safety tests: `fault(step)` is called at every write step of a
+run directory and does nothing unless the environment asks for a fault there.
+
+    NCSWEEP_FAULT=<step>:<raise|kill>[,...]   e.g. compact.merged:kill, epoch.renamed:raise
+    NCSWEEP_FAULT_ONCE=<path>                 each fault fires once: its first firing creates <path>.<step>
+
+`raise` raises `InjectedFault` (a crash the process survives: Ray retries a trial, the driver
+unwinds); `kill` sends SIGKILL to the current process (a power cut: nothing below runs). The
+steps are listed in STEPS, in the order a trial's results are written.
+"""
+from __future__ import annotations
+
+import os
+import signal
+
+ENV, ONCE_ENV = "NCSWEEP_FAULT", "NCSWEEP_FAULT_ONCE"
+STEPS = {
+    "epoch.tmp": "an epoch's rows are in a temporary file, not yet renamed into place (worker)",
+    "epoch.renamed": "an epoch's rows file is in place, its checkpoint not yet written (worker)",
+    "compact.merged": "a trial's merged file is in place, its epoch files not yet deleted (driver)",
+    "compact.partial": "one of a trial's epoch files deleted, the others not yet (driver)",
+    "record.tmp": "a trial record is in a temporary file, not yet renamed into place",
+    "finish.before_record": "a trial's rows are compacted and checked, its record not yet `completed` (driver)",
+    "trials_table.tmp": "trials.parquet is in a temporary file, not yet renamed into place (driver)",
+    "manifest.tmp": "manifest.json is in a temporary file, not yet renamed into place (driver)",
+}
+
+
+class InjectedFault(RuntimeError):
+    """Raised by `fault(step)` when NCSWEEP_FAULT=<step>:raise."""
+
+
+def fault(step: str) -> None:
+    wanted = dict(f.strip().partition(":")[::2] for f in os.environ.get(ENV, "").split(",") if f.strip())
+    if step not in wanted:
+        return
+    action = wanted[step]
+    once = os.environ.get(ONCE_ENV)
+    if once:
+        try:
+            os.close(os.open(f"{once}.{step}", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            return
+    if action == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    raise InjectedFault(f"injected fault at step {step!r}")
+
+
+def settings() -> dict:
+    """The fault variables of this process, to hand to Ray workers (their environment may differ)."""
+    return {k: os.environ[k] for k in (ENV, ONCE_ENV) if os.environ.get(k)}

@@ -1,0 +1,68 @@
+"""The Ray processes a driver started, recorded so that a later driver can end them if this one
+dies (SIGKILL, power cut): Ray's GCS, raylet and agents outlive a killed driver.
+
+RUN_DIR/ray_procs.json lists (pid, start time, name) of the driver's child processes right after
+it started its local Ray. `cleanup` kills exactly those that are still the same processes (pid
+and start time match) — never anything found by a name match, so other Rays on the machine
+are safe. A driver connected to an existing cluster (`--address`) started nothing and records
+nothing.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import psutil
+
+from .lock import alive
+
+FILE = "ray_procs.json"
+
+
+def record(run_dir) -> list[dict]:
+    """Note this process's children (its local Ray) in RUN_DIR/ray_procs.json."""
+    me = psutil.Process()
+    procs = []
+    for p in me.children(recursive=True):
+        try:
+            procs.append({"pid": p.pid, "started": p.create_time(), "name": p.name()})
+        except psutil.NoSuchProcess:
+            pass
+    path = Path(run_dir) / FILE
+    tmp = path.parent / f".{FILE}.{os.getpid()}.tmp"
+    tmp.write_text(json.dumps({"driver": me.pid, "driver_started": me.create_time(), "procs": procs}))
+    os.replace(tmp, path)
+    return procs
+
+
+def forget(run_dir) -> None:
+    """The driver shut its Ray down cleanly: nothing to clean up later."""
+    (Path(run_dir) / FILE).unlink(missing_ok=True)
+
+
+def cleanup(run_dir) -> list[int]:
+    """Kill the recorded Ray processes of a driver that is gone; returns the pids killed."""
+    path = Path(run_dir) / FILE
+    try:
+        info = json.loads(path.read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return []
+    if alive(info.get("driver"), info.get("driver_started")):
+        return []   # that driver is alive: its Ray is in use
+    live = []
+    for rec in info.get("procs", []):
+        if alive(rec["pid"], rec["started"]):
+            try:
+                live.append(psutil.Process(rec["pid"]))
+            except psutil.NoSuchProcess:
+                pass
+    for p in live:
+        try:
+            p.kill()
+        except psutil.NoSuchProcess:
+            pass
+    psutil.wait_procs(live, timeout=15)
+    path.unlink(missing_ok=True)
+    return [p.pid for p in live]
+

@@ -1,0 +1,345 @@
+"""Check and repair a run directory: every finished trial's rows present, whole and counted once.
+
+The driver finishes each trial (`finish_trial`): it checks that the rows the worker wrote are
+visible to it, merges them into one file (`RunDir.compact`, idempotent), and records that file's
+row count and SHA-256 in the trial's record before the record says `completed`. So a record that
+says a trial finished is proof its rows were there; `verify` re-checks that proof, and a trial
+whose file is missing or damaged is re-planned (`replan`: its rows and checkpoint are removed and
+it runs again from scratch) — never left `completed` with rows missing.
+
+    ncsweep verify DIR     what is wrong, and what `repair` would do (exit 1 if anything)
+    ncsweep repair DIR     do it: rebuild the manifest from spec.json and the trial records,
+                           re-plan damaged trials, delete temporary files, rebuild trials.parquet
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from nccore.config import DEFAULTS
+
+from . import lock, procs
+from .faults import fault
+from .store import FAILED, TERMINAL, DamagedRows, RunDir, file_sha256
+
+MAX_REPLANS = 2       # a trial whose rows are damaged again after this many re-runs is failed
+FINISHED = ("completed", "stopped", "diverged", "done")   # terminal with rows to check
+MAX_MESSAGE = 500     # characters of an exception's message kept in a trial's error field
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+# ---------------------------------------------------------------------- errors
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception: through Ray's wrappers (`.cause`) and Python's chaining."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        nxt = getattr(exc, "cause", None)
+        if not isinstance(nxt, BaseException):
+            nxt = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
+
+
+def format_error(exc: BaseException, frames: int = 3) -> str:
+    """`Type: message` of the root exception, then its last `frames` frames — no Ray banner."""
+    root = root_cause(exc)
+    msg = _ANSI.sub("", str(root)).strip()
+    if type(root).__name__.startswith("RayTaskError") or "ray::" in msg:
+        # the cause did not survive the trip to the driver: keep the traceback's last line
+        lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+        return lines[-1] if lines else type(root).__name__
+    if len(msg) > MAX_MESSAGE:
+        msg = msg[:MAX_MESSAGE] + " …"
+    out = [f"{type(root).__name__}: {msg}" if msg else type(root).__name__]
+    for f in traceback.extract_tb(root.__traceback__)[-frames:] if frames else []:
+        out.append(f"  {Path(f.filename).name}:{f.lineno} in {f.name}: {f.line}")
+    return "\n".join(out)
+
+
+# ---------------------------------------------------------------------- a trial's end (driver)
+def visible_rows(store: RunDir, tid: str, epoch: int) -> int:
+    """How many rows of `epoch` of trial `tid` the driver can read (DamagedRows if unreadable)."""
+    part = store.rows_dir(tid) / f"epoch-{int(epoch):04d}.parquet"
+    try:
+        if part.exists():
+            return pq.read_metadata(part).num_rows
+        merged = store.merged_path(tid)
+        if merged.exists():
+            col = pq.read_table(merged, columns=["epoch"]).column("epoch").to_pylist()
+            return sum(e == epoch for e in col)
+    except Exception as e:
+        raise DamagedRows(f"{part if part.exists() else store.merged_path(tid)}: unreadable ({type(e).__name__})") from e
+    return 0
+
+
+def not_visible_message(result: dict) -> str:
+    node = f"{result.get('hostname', '?')} (Ray node {str(result.get('node_id', '?'))[:16]})"
+    return (f"rows written on node {node} are not visible to the driver: "
+            f"is --out on storage every node shares?")
+
+
+def finish_trial(store: RunDir, tid: str, result: dict, error) -> str:
+    """Settle a trial Tune has finished: its status, and for a trial that ran, its rows merged,
+    counted and checksummed. result: its last Tune result (empty if it reported nothing);
+    error: Tune's error for it, or None. Safe to repeat after a crash at any point."""
+    rec = store.read_record(tid)
+    if rec is not None and rec.get("status") == "oom":
+        return "oom"
+    if error is not None:
+        store.update_record(tid, status="failed", error=(rec or {}).get("error") or format_error(error))
+        return "failed"
+    try:
+        if result.get("epoch_rows") and (rec is None or visible_rows(store, tid, result["epoch"]) < result["epoch_rows"]):
+            store.update_record(tid, status="failed", error=not_visible_message(result))
+            return "failed"
+        info = store.compact(tid)
+    except DamagedRows as e:
+        return replan(store, tid, str(e))
+    rec = store.read_record(tid) or {}
+    done = int(rec.get("epochs_done") or 0)
+    missing = sorted(set(range(done)) - set(info["epochs"]))
+    if missing:
+        return replan(store, tid, f"rows of epochs {missing} are missing")
+    if (rec.get("final") or {}).get("diverged"):
+        status = "diverged"
+    elif rec.get("ran_to_end") or done >= int((rec.get("config") or {}).get("epochs", DEFAULTS["epochs"])):
+        status = "completed"
+    else:
+        status = "stopped"     # the scheduler ended it before its max epochs
+    fault("finish.before_record")
+    store.update_record(tid, status=status, rows=info["rows"], rows_sha256=info["sha256"], finished_at=time.time())
+    return status
+
+
+def replan(store: RunDir, tid: str, reason: str) -> str:
+    """Run the trial again from scratch: its rows and checkpoint are removed (in that order, so a
+    crash part-way leaves a trial that `verify` still finds damaged)."""
+    rec = store.read_record(tid) or {}
+    n = int(rec.get("replans") or 0) + 1
+    shutil.rmtree(store.rows_dir(tid), ignore_errors=True)
+    shutil.rmtree(store.checkpoint_dir(tid), ignore_errors=True)
+    if n > MAX_REPLANS:
+        store.update_record(tid, status="failed", error=f"rows damaged again after {n - 1} re-runs: {reason}")
+        return "failed"
+    store.update_record(tid, status="pending", replans=n, replanned_because=reason, epochs_done=0, final=None,
+                        rows=None, rows_sha256=None, ran_to_end=False)
+    return "pending"
+
+
+def start_fresh_if_corrupt(store: RunDir, tid: str) -> None:
+    """An unreadable checkpoint is set aside (state.pt.corrupt) and the trial restarts from scratch;
+    its rows so far are removed (the new run rewrites them) and its record says why."""
+    from nccore import checkpoint   # torch: imported only where a checkpoint is read
+
+    d = store.checkpoint_dir(tid)
+    try:
+        checkpoint.load(d)
+    except checkpoint.CorruptCheckpoint as e:
+        (d / checkpoint.FILE).replace(d / f"{checkpoint.FILE}.corrupt")
+        shutil.rmtree(store.rows_dir(tid), ignore_errors=True)
+        store.update_record(tid, epochs_done=0, restarted_from_scratch=f"{e}", restarted_at=time.time())
+
+
+# ---------------------------------------------------------------------- checking a directory
+def check_trial(store: RunDir, tid: str, rec: dict) -> str | None:
+    """What is wrong with a finished trial's rows, or None."""
+    if rec.get("status") not in FINISHED:
+        return None
+    merged = store.merged_path(tid)
+    if rec.get("rows_sha256"):
+        if not merged.exists():
+            return f"{merged.relative_to(store.path)} is missing ({rec.get('rows')} rows)"
+        if file_sha256(merged) != rec["rows_sha256"]:
+            return f"{merged.relative_to(store.path)} does not match its recorded checksum (damaged)"
+    else:   # a record from before checksums: the files must at least read
+        for f in ([merged] if merged.exists() else []) + store.epoch_files(tid):
+            try:
+                pq.read_metadata(f)
+            except Exception as e:
+                return f"{f.relative_to(store.path)} is unreadable ({type(e).__name__})"
+        if not merged.exists() and not store.epoch_files(tid) and rec.get("epochs_done"):
+            return f"rows of trial {tid} are missing"
+    if rec.get("rows_sha256") and store.epoch_files(tid):
+        return f"rows/{tid} has epoch files beside its merged file (they would count twice)"
+    return None
+
+
+def replan_damaged(store: RunDir) -> dict[str, str]:
+    """Re-plan every finished trial whose rows fail `check_trial`; returns {trial_id: reason}."""
+    out = {}
+    for tid, rec in store.records().items():
+        why = check_trial(store, tid, rec)
+        if why:
+            replan(store, tid, why)
+            out[tid] = why
+    return out
+
+
+def _temp_files(store: RunDir) -> list[Path]:
+    return [p for p in store.path.rglob(".*.tmp") if "_tune" not in p.parts]
+
+
+def remove_temp_files(store: RunDir) -> list[Path]:
+    """Delete the temporary files a killed writer left (call only with the lock held, before any
+    worker of this run starts: then no writer of this directory is alive)."""
+    gone = _temp_files(store)
+    for p in gone:
+        p.unlink(missing_ok=True)
+    return gone
+
+
+def verify(run_dir) -> list[dict]:
+    """Problems of a run directory: [{"what", "detail", "fix"}] (empty when all is well)."""
+    store = RunDir(run_dir)
+    if not store.path.is_dir():
+        raise FileNotFoundError(f"{store.path}: no such directory")
+    problems = []
+
+    def add(what, detail, fix):
+        problems.append({"what": what, "detail": detail, "fix": fix})
+
+    try:
+        if store.read_manifest() is None:
+            add("manifest", "manifest.json is missing", "rebuild from spec.json and the trial records"
+                if store.read_spec() else "none: no spec.json either (is this an ncsweep run directory?)")
+    except ValueError as e:
+        add("manifest", str(e).split(";")[0], "rebuild from spec.json and the trial records"
+            if store.read_spec() else "none: spec.json is missing too")
+    if store.read_spec() is None:
+        add("spec", "spec.json is missing or unreadable", "rewrite from the manifest")
+    for p in sorted((store.path / "trials").glob("*.json")):
+        if store.read_record(p.stem) is None:
+            add("record", f"{p.relative_to(store.path)} is unreadable", "delete it: the trial runs again on resume")
+    for tid, rec in store.records().items():
+        why = check_trial(store, tid, rec)
+        if why:
+            add("rows", f"trial {tid} ({rec.get('status')}): {why}", "re-plan the trial (runs again on resume)")
+    held = lock.read(store.path)   # a live driver's lock is no problem; a dead one's is
+    if held is not None and (not held or lock.stale(held)):
+        add("lock", f"lock of a driver that is gone ({lock.describe(held) if held else 'unreadable lock file'})",
+            "taken over by the next run, resume or repair")
+    tmp = _temp_files(store)
+    if tmp:
+        add("temp", f"{len(tmp)} temporary files left by a crash (e.g. {tmp[0].relative_to(store.path)})", "delete them")
+    if store.records() and _trials_table_stale(store):
+        add("trials.parquet", "missing, unreadable or out of date", "rebuild from the trial records")
+    return problems
+
+
+def _trials_table_stale(store: RunDir) -> bool:
+    try:
+        t = pq.read_table(store.path / "trials.parquet", columns=["trial_id", "status"])
+    except Exception:
+        return True
+    return dict(zip(t.column("trial_id").to_pylist(), t.column("status").to_pylist())) != {
+        k: r.get("status") for k, r in store.records().items()}
+
+
+# ---------------------------------------------------------------------- repairing it
+def repair(run_dir) -> list[str]:
+    """Fix what `verify` finds, under the directory's lock; returns what was done."""
+    store = RunDir(run_dir)
+    done = []
+    with lock.RunLock(store.path):
+        killed = procs.cleanup(store.path)
+        if killed:
+            done.append(f"ended {len(killed)} Ray processes left by a driver that died")
+        for p in remove_temp_files(store):
+            done.append(f"deleted {p.relative_to(store.path)}")
+        for p in sorted((store.path / "trials").glob("*.json")):
+            if store.read_record(p.stem) is None:
+                p.unlink()
+                done.append(f"deleted unreadable record {p.relative_to(store.path)} (the trial runs again on resume)")
+        for tid, why in replan_damaged(store).items():
+            done.append(f"re-planned trial {tid}: {why}")
+        done += _repair_manifest(store)
+        if store.records():
+            store.write_trials_table()
+            done.append("rebuilt trials.parquet")
+    return done
+
+
+def _repair_manifest(store: RunDir) -> list[str]:
+    try:
+        manifest = store.read_manifest()
+    except ValueError:
+        manifest = None
+    saved = store.read_spec()
+    if manifest is not None:
+        if saved is None:
+            store.write_spec(manifest["name"], manifest["digest"], manifest["spec"], manifest.get("resources"))
+            return ["rewrote spec.json from the manifest"]
+        return []
+    if saved is None:
+        raise ValueError(f"{store.path}: neither manifest.json nor spec.json is readable; the spec cannot be "
+                         f"recovered — rerun it with `ncsweep run SPEC --out {store.path}`")
+    store.write_manifest(rebuild_manifest(store, saved))
+    return ["rebuilt manifest.json from spec.json and the trial records"]
+
+
+def build_manifest(spec, planned: list[dict] | None, res: dict, created_at: float) -> dict:
+    return {"name": spec.name, "digest": spec.digest, "spec": spec.raw, "algorithm": spec.search["algorithm"],
+            "num_samples": spec.search["num_samples"],
+            "swept": spec.swept_axes(),   # the axes analyses use (sweeps.spec.swept_axes)
+            "planned": [c["trial_id"] for c in planned] if planned is not None else None,
+            "planned_count": len(planned) if planned is not None else spec.search["num_samples"],
+            "resources": res, "created_at": created_at, "python": sys.version.split()[0]}
+
+
+def rebuild_manifest(store: RunDir, saved: dict) -> dict:
+    from .plan import planned_configs
+    from .spec import parse_spec
+
+    spec = parse_spec(saved["spec"], default_name=saved["name"])
+    planned = None if spec.search["algorithm"] == "optuna" else planned_configs(spec)
+    started = [r.get("started_at") for r in store.records().values() if r.get("started_at")]
+    res = {**spec.resources, **(saved.get("resources") or {})}
+    return {**build_manifest(spec, planned, res, min(started, default=time.time())), "rebuilt_at": time.time()}
+
+
+def report(problems: list[dict]) -> str:
+    if not problems:
+        return "ok: every finished trial's rows are present and match their checksums"
+    return "\n".join(f"- {p['what']}: {p['detail']}\n    repair: {p['fix']}" for p in problems)
+
+
+def summary_json(problems: list[dict]) -> str:
+    return json.dumps(problems, indent=1)
+
+
+# ---------------------------------------------------------------------- CLI (`ncsweep verify|repair DIR`)
+def cmd_verify(a) -> int:
+    problems = verify(a.dir)
+    print(summary_json(problems) if a.json else f"{a.dir}: {report(problems)}")
+    return 1 if problems else 0
+
+
+def cmd_repair(a) -> int:
+    for line in repair(a.dir) or ["nothing to repair"]:
+        print(f"repair: {line}")
+    left = verify(a.dir)
+    if left:
+        print(f"{a.dir}: still wrong after repair:\n{report(left)}")
+        return 1
+    print(f"{a.dir}: ok — `ncsweep resume {a.dir}` re-runs any re-planned trials")
+    return 0
+
+
+def add_parser(sub) -> None:
+    v = sub.add_parser("verify", help="check that every finished trial's rows are present and whole")
+    v.add_argument("dir")
+    v.add_argument("--json", action="store_true", help="the problems as JSON")
+    v.set_defaults(fn=cmd_verify)
+    r = sub.add_parser("repair", help="fix what verify finds: rebuild the manifest, re-plan damaged trials")
+    r.add_argument("dir")
+    r.set_defaults(fn=cmd_repair)
