@@ -31,11 +31,12 @@ from pathlib import Path
 from nccore.catalogue import CONFIG, DEFAULTS
 
 from . import checks
+from .fuse import check_spec as check_fuse
 from .loggers import check_loggers
 from .yamlsafe import YamlProblem, load_yaml
 
 TOP_KEYS = {"name", "description", "dataset", "base", "space", "variants", "search", "scheduler", "resources",
-            "loggers", "max_concurrent", "retries", "chunk_size", "storage_path"}
+            "loggers", "max_concurrent", "retries", "chunk_size", "storage_path", "fuse"}
 DOMAINS = checks.DOMAINS
 ALGORITHMS = ("grid", "random", "optuna")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -66,6 +67,7 @@ class Spec:
     description: str = ""
     variants: list = field(default_factory=list)
     loggers: list = field(default_factory=list)   # tensorboard, mlflow, wandb (sweeps/loggers.py)
+    fuse: int = 0                                  # configurations per fused trial (sweeps/fuse.py); 0: off
     raw: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -174,6 +176,11 @@ def _parse(raw, default_name, pr: "checks.Problems") -> Spec | None:
         pr.lines += e.problems
     except Exception as e:
         pr.add("loggers", raw.get("loggers"), f"could not be checked ({e})")
+    fuse = 0
+    try:
+        fuse = check_fuse(raw.get("fuse"), search["algorithm"], scheduler)
+    except ValueError as e:
+        pr.add("fuse", raw.get("fuse"), str(e))
     max_concurrent = checks.integer(raw.get("max_concurrent"), "max_concurrent", pr, low=1, optional=True)
     retries = checks.integer(raw.get("retries", 1), "retries", pr, low=0)
     chunk_size = checks.integer(raw.get("chunk_size", 256), "chunk_size", pr, low=1)
@@ -186,7 +193,7 @@ def _parse(raw, default_name, pr: "checks.Problems") -> Spec | None:
                 search=search, scheduler=scheduler, resources=resources, max_concurrent=max_concurrent,
                 retries=retries if isinstance(retries, int) else 1,
                 chunk_size=chunk_size if isinstance(chunk_size, int) else 256, storage_path=storage,
-                description=str(desc or ""), raw=raw, variants=variants, loggers=loggers)
+                description=str(desc or ""), raw=raw, variants=variants, loggers=loggers, fuse=fuse)
     with pr.guard("<trials>"):
         checks.cross_checks(spec, pr)
     return spec
