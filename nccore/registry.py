@@ -2,11 +2,10 @@
 
     ARCHS = Registry("architecture", key="arch")
 
-    @ARCHS.register("resnet18", family="resnet")
+    @ARCHS.register("resnet18")
     def resnet18(num_classes, width, image_size, stem, in_channels): ...
 
     ARCHS["resnet18"]            # the builder; an unknown name raises ValueError with a suggestion
-    ARCHS.info("resnet18")       # {"family": "resnet"}: the metadata given at registration
     sorted(ARCHS)                # the names
 
 A Registry is a read-only mapping from name to entry (a function or a class), so `name in REG`,
@@ -24,25 +23,18 @@ class Registry(Mapping):
         self.kind = kind     # what an entry is, for messages: "dataset", "architecture", "method"
         self.key = key       # the config key that names an entry: "dataset", "arch", "method"
         self._entries: dict[str, Any] = {}
-        self._info: dict[str, dict] = {}
 
-    def register(self, name: str, **info) -> Callable:
-        """Decorator: register a function or class under `name`, with optional metadata."""
+    def register(self, name: str) -> Callable:
+        """Decorator: register a function or class under `name`."""
         def deco(obj):
-            self.add(name, obj, **info)
+            self.add(name, obj)
             return obj
         return deco
 
-    def add(self, name: str, obj, **info) -> None:
+    def add(self, name: str, obj) -> None:
         if name in self._entries:
             raise ValueError(f"{self.kind} {name!r} is registered twice")
         self._entries[name] = obj
-        self._info[name] = info
-
-    def info(self, name: str) -> dict:
-        """The metadata given at registration (e.g. an architecture's `family`)."""
-        self[name]
-        return self._info[name]
 
     def __getitem__(self, name: str):
         try:

@@ -1,12 +1,13 @@
-"""Architecture registry: name -> builder(num_classes, width, image_size, stem, in_channels), with the
-architecture's family (resnet, densenet, vgg) as registration metadata.
-Adding an architecture is adding one function decorated with `@ARCHS.register(name, family=...)`."""
+"""Architecture registry: name -> builder(num_classes, width, image_size, stem, in_channels).
+Adding an architecture is adding one function decorated with `@ARCHS.register(name)` and its
+family to `nccore.catalogue.ARCH_FAMILIES` (tests/test_catalogue.py checks the two agree)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
+from ..catalogue import ARCH_FAMILIES
 from ..registry import Registry
 from .base import FeatureClassifier
 from .densenet import DenseNet
@@ -16,34 +17,36 @@ from .vgg import VGG
 ARCHS = Registry("architecture", key="arch")
 
 
-@ARCHS.register("resnet18", family="resnet")
+@ARCHS.register("resnet18")
 def resnet18(num_classes, width, image_size, stem, in_channels):
     return ResNet((2, 2, 2, 2), num_classes, width, stem, in_channels)
 
 
-@ARCHS.register("resnet34", family="resnet")
+@ARCHS.register("resnet34")
 def resnet34(num_classes, width, image_size, stem, in_channels):
     return ResNet((3, 4, 6, 3), num_classes, width, stem, in_channels)
 
 
-@ARCHS.register("densenet121", family="densenet")
+@ARCHS.register("densenet121")
 def densenet121(num_classes, width, image_size, stem, in_channels):
     return DenseNet((6, 12, 24, 16), num_classes, width, stem, in_channels)
 
 
-@ARCHS.register("vgg11", family="vgg")
+@ARCHS.register("vgg11")
 def vgg11(num_classes, width, image_size, stem, in_channels):
     return VGG("vgg11", num_classes, width, image_size, stem, in_channels)
 
 
-@ARCHS.register("vgg16", family="vgg")
+@ARCHS.register("vgg16")
 def vgg16(num_classes, width, image_size, stem, in_channels):
     return VGG("vgg16", num_classes, width, image_size, stem, in_channels)
 
 
 def family(arch: str) -> str:
-    """The architecture family of a registered arch: "resnet", "densenet" or "vgg"."""
-    return ARCHS.info(arch)["family"]
+    """The architecture family of a registered arch ("resnet", "densenet", "vgg"), declared with the
+    arch names in the catalogue, which validates specs without importing torch."""
+    ARCHS[arch]
+    return ARCH_FAMILIES[arch]
 
 
 def build_model(arch: str, num_classes: int, width: float = 1.0, image_size: int = 32, stem: str = "auto",

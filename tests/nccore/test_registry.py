@@ -10,11 +10,11 @@ from nccore.registry import Registry
 def test_register_lookup_and_listing():
     reg = Registry("widget", key="widget")
 
-    @reg.register("round", size=3)
+    @reg.register("round")
     def round_widget():
         return "o"
 
-    assert reg["round"] is round_widget and reg.info("round") == {"size": 3}
+    assert reg["round"] is round_widget
     assert "round" in reg and "square" not in reg and sorted(reg) == ["round"] and len(reg) == 1
 
 
