@@ -1,17 +1,8 @@
 """`ncsweep` — validate, run, resume and inspect sweeps; analyse and report their results.
 
-commands (each has its own --help with an example):
-  validate SPEC                 check a spec without starting Ray
-  run SPEC [--out DIR]          run a sweep (--dry-run: print the plan only)
-  resume DIR                    finish an interrupted run directory
-  status DIR [--json]           trials finished, running, failed; epochs and rows written
-  logs DIR [TRIAL]              the driver's log, or one trial's error and log lines
-  submit SPEC --address URL     run the driver on a Ray cluster as a Ray Job
-  analyze DIR                   sensitivity tables and architecture comparisons
-  report DIR                    the HTML + Markdown report
-
 A sweep is a set of trials (one config each); a trial runs epochs; each epoch writes rows
-(one per split and group) to RUN_DIR/rows as Parquet.
+(one per split and group) to RUN_DIR/rows as Parquet. `ncsweep COMMAND --help` shows a
+command's options and an example; start with `ncsweep validate sweeps/specs/demo.yaml`.
 """
 from __future__ import annotations
 
@@ -26,17 +17,22 @@ from .spec import SpecError, load_spec, parse_spec
 
 # One example per command, shown at the end of its --help (tests/test_cli.py checks each runs or parses).
 EXAMPLES = {
-    "validate": "ncsweep validate sweeps/specs/demo.yaml",
+    "validate": "ncsweep validate sweeps/specs/demo.yaml\n  ncsweep validate --explain worst_group_acc    # one key, option or metric",
     "run": "ncsweep run sweeps/specs/demo.yaml --out runs/demo\n"
            "  ncsweep run sweeps/specs/demo.yaml --out runs/demo --dry-run    # the plan, without Ray",
-    "resume": "ncsweep resume runs/demo",
+    "resume": "ncsweep resume runs/demo\n  ncsweep resume runs/demo --dry-run    # what is left to run, without Ray",
     "status": "ncsweep status runs/demo\n  ncsweep status runs/demo --json | python -m json.tool",
     "logs": "ncsweep logs runs/demo              # the driver's log\n"
             "  ncsweep logs runs/demo 3f2a        # one trial (any unique prefix of its id)",
+    "keys": "ncsweep keys",
+    "verify": "ncsweep verify runs/demo",
+    "repair": "ncsweep repair runs/demo    # then `ncsweep resume runs/demo` re-runs what was re-planned",
     "submit": "ncsweep submit sweeps/specs/demo.yaml --address http://HEAD:8265 --out /mnt/shared/runs/demo",
     "analyze": "ncsweep analyze runs/demo --select best:worst_group_acc",
     "report": "ncsweep report runs/demo    # then open runs/demo/report/report.html",
 }
+# Help for the arguments every command names the same way (used where a command gives none).
+ARG_HELP = {"dir": "a run directory, e.g. runs/demo", "spec": "a YAML sweep spec, e.g. sweeps/specs/demo.yaml"}
 
 
 def package_version() -> str:
@@ -69,22 +65,17 @@ def _run_dir(path: str):
 
 
 # ---------------------------------------------------------------------- commands
-def cmd_validate(a) -> int:
-    from .plan import planned_configs
-
-    spec = load_spec(a.spec)
-    n = "Optuna: " + str(spec.search["num_samples"]) if spec.search["algorithm"] == "optuna" else len(planned_configs(spec))
-    print(f"{a.spec}: valid — {spec.name!r}, {n} trials, algorithm {spec.search['algorithm']}, "
-          f"resources {spec.resources}")
-    return 0
-
-
 def _report_summary(s: dict) -> int:
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(s["counts"].items()))
     print(f"results: {s['run_dir']}  ({s['finished']}/{s['planned']} trials finished, "
-          f"{s['pending']} pending; {s['counts']})")
+          f"{s['pending']} pending; {counts or 'no trials yet'})")
     for tid, err in s["failures"].items():
         print(f"  failed {tid}: {err}  (details: ncsweep logs {s['run_dir']} {tid})")
-    return 0
+    from .runner import exit_code, failure_line   # exit 1 when trials failed (sweeps/runner.py)
+
+    if failure_line(s):
+        print(failure_line(s))
+    return exit_code(s)
 
 
 def plan_text(spec, out: str, resources: dict | None) -> str:
@@ -116,7 +107,7 @@ def plan_text(spec, out: str, resources: dict | None) -> str:
 
 
 def cmd_run(a) -> int:
-    spec = load_spec(a.spec)
+    spec = load_spec(a.spec, allow_large=a.allow_large)
     out = a.out or str(Path("runs") / spec.name)
     if a.dry_run:
         print(plan_text(spec, out, _resources(a.resources)))
@@ -136,6 +127,9 @@ def cmd_resume(a) -> int:
 
     m = _run_dir(a.dir).read_manifest()
     spec = parse_spec(m["spec"], default_name=m["name"])
+    if a.dry_run:
+        print(plan_text(spec, a.dir, m.get("resources")))
+        return 0
     s = run_sweep(spec, a.dir, a.address, m.get("resources"))
     print(f"sweep {spec.name!r} resumed and finished in {s['wall_s']:.1f}s")
     return _report_summary(s)
@@ -143,16 +137,17 @@ def cmd_resume(a) -> int:
 
 def status_summary(store) -> dict:
     """The sweep summary plus epochs and rows written (row counts from Parquet footers, no data read)."""
-    import pyarrow.parquet as pq
-
     from .runner import sweep_summary
 
     s = sweep_summary(store)
     recs = store.records().values()
     walls = [r["wall_s"] for r in recs if "wall_s" in r]
     s["epochs"] = sum(int(r.get("epochs_done", 0)) for r in recs)
-    s["rows"] = sum(pq.ParquetFile(p).metadata.num_rows for p in store.row_files())
+    s["rows"] = store.row_count()   # damaged files skipped: s["problems"] names them
     s["mean_trial_wall_s"] = sum(walls) / len(walls) if walls else None
+    from .verify import verify   # finished trials' rows present and matching their checksums
+
+    s["problems"] = verify(store.path)
     return s
 
 
@@ -163,6 +158,8 @@ def cmd_status(a) -> int:
         return 0
     _report_summary(s)
     print(f"  {s['epochs']} epochs run, {s['rows']} rows written")
+    for p in s["problems"]:
+        print(f"  problem: {p['what']}: {p['detail']} (`ncsweep repair {a.dir}`: {p['fix']})")
     if s["mean_trial_wall_s"] is not None:
         print(f"  mean trial wall {s['mean_trial_wall_s']:.1f}s, mean overhead {(s['mean_trial_overhead_s'] or 0):.2f}s")
     return 0
@@ -178,44 +175,48 @@ def cmd_logs(a) -> int:
 def cmd_analyze(a) -> int:
     from analysis.cli import analyze
 
-    return analyze(a.dir, a.select, a.metrics)
+    return analyze(a.dir, a.select, a.metrics, a.include_status, a.correction, a.interactions)
 
 
 def cmd_report(a) -> int:
     from analysis.cli import report
 
-    return report(a.dir, a.select, a.metrics)
+    return report(a.dir, a.select, a.metrics, a.include_status, a.correction, a.interactions)
 
 
 # ---------------------------------------------------------------------- the parser
+# Arguments several commands share, as (names, argparse keywords).
+SPEC = (("spec",), {})
+DIR = (("dir",), {})
+ADDRESS = (("--address",), {"help": "an existing Ray cluster: `auto` on a cluster node, or ray://HOST:10001"})
+JSON = (("--json",), {"action": "store_true", "help": "print the result as JSON (for scripts)"})
+
+
+def command(sub, name: str, fn, help_: str, *arguments) -> argparse.ArgumentParser:
+    """Register `ncsweep NAME` running fn(args), with arguments given as (names, keywords) pairs."""
+    p = sub.add_parser(name, help=help_)
+    for names, kw in arguments:
+        p.add_argument(*names, **kw)
+    p.set_defaults(fn=fn)
+    return p
+
+
 def add_core_commands(sub) -> None:
-    v = sub.add_parser("validate", help="check a spec without starting Ray")
-    v.add_argument("spec", help="a YAML sweep spec, e.g. sweeps/specs/demo.yaml")
-    v.set_defaults(fn=cmd_validate)
+    from .validate import add_parser as add_validate   # `ncsweep validate|keys` (sweeps/validate.py)
 
-    r = sub.add_parser("run", help="run a sweep: every planned trial not yet finished in --out")
-    r.add_argument("spec", help="a YAML sweep spec, e.g. sweeps/specs/demo.yaml")
-    r.add_argument("--out", help="the run directory (default: runs/<spec name>); run again to continue it")
-    r.add_argument("--address", help="an existing Ray cluster: `auto` on a cluster node, or ray://HOST:10001")
-    r.add_argument("--resources", help="per-trial resources overriding the spec's, e.g. cpu=1,gpu=0.25")
-    r.add_argument("--dry-run", action="store_true",
-                   help="validate and print the plan (trials, epochs, resources) without starting Ray")
-    r.set_defaults(fn=cmd_run)
-
-    rs = sub.add_parser("resume", help="finish an interrupted run directory with the spec stored in it")
-    rs.add_argument("dir", help="a run directory, e.g. runs/demo")
-    rs.add_argument("--address", help="an existing Ray cluster: `auto` on a cluster node, or ray://HOST:10001")
-    rs.set_defaults(fn=cmd_resume)
-
-    st = sub.add_parser("status", help="trials finished, running and failed; epochs and rows written")
-    st.add_argument("dir", help="a run directory, e.g. runs/demo")
-    st.add_argument("--json", action="store_true", help="print the summary as JSON (for scripts)")
-    st.set_defaults(fn=cmd_status)
-
-    lg = sub.add_parser("logs", help="the driver's log (RUN_DIR/ncsweep.log), or one trial's error and log lines")
-    lg.add_argument("dir", help="a run directory, e.g. runs/demo")
-    lg.add_argument("trial", nargs="?", help="a trial id or a unique prefix of one (see `ncsweep status`)")
-    lg.set_defaults(fn=cmd_logs)
+    add_validate(sub)
+    command(sub, "run", cmd_run, "run a sweep: every planned trial not yet finished in --out", SPEC,
+            (("--out",), {"help": "the run directory (default: runs/<spec name>); run again to continue it"}),
+            ADDRESS,
+            (("--resources",), {"help": "per-trial resources overriding the spec's, e.g. cpu=1,gpu=0.25"}),
+            (("--dry-run",), {"action": "store_true",
+                              "help": "validate and print the plan (trials, epochs, resources) without starting Ray"}),
+            (("--allow-large",), {"action": "store_true", "help": "accept a plan above the trial cap (see docs/spec.md)"}))
+    command(sub, "resume", cmd_resume, "finish an interrupted run directory with the spec stored in it", DIR, ADDRESS,
+            (("--dry-run",), {"action": "store_true", "help": "print what a resume would run, without starting Ray"}))
+    command(sub, "status", cmd_status, "trials finished, running and failed; epochs and rows written", DIR, JSON)
+    command(sub, "logs", cmd_logs, "the driver's log (RUN_DIR/ncsweep.log), or one trial's error and log lines", DIR,
+            (("trial",), {"nargs": "?", "help": "a trial id or a unique prefix of one (see `ncsweep status`)"}))
 
 
 def add_analysis_commands(sub) -> None:
@@ -227,6 +228,11 @@ def add_analysis_commands(sub) -> None:
         an.add_argument("--select", default="final",
                         help="which epoch of each trial: final, or best:<val metric>, e.g. best:worst_group_acc")
         an.add_argument("--metrics", default=None, help="comma-separated metric columns, e.g. val_acc,val_nc1")
+        an.add_argument("--include-status", default=None, help="trial statuses used in effect fits besides "
+                        "completed, e.g. stopped,diverged (default: completed only)")
+        an.add_argument("--correction", default="holm", choices=["none", "holm", "bh"],
+                        help="multiple-comparison correction of each table's p-values (default holm)")
+        an.add_argument("--interactions", default=None, help="pairwise interactions to fit: AXIS:AXIS,... or all")
         an.set_defaults(fn=fn)
 
 
@@ -239,11 +245,17 @@ def build_parser() -> argparse.ArgumentParser:
     from .submit import add_parser as add_submit   # `ncsweep submit` (sweeps/submit.py)
 
     add_submit(sub)
+    from .verify import add_parser as add_verify   # `ncsweep verify|repair` (sweeps/verify.py)
+
+    add_verify(sub)
     add_analysis_commands(sub)
     for name, parser in sub.choices.items():
         parser.formatter_class = argparse.RawDescriptionHelpFormatter
         if name in EXAMPLES and not parser.epilog:
             parser.epilog = "example:\n  " + EXAMPLES[name]
+        for action in parser._actions:
+            if action.help is None and action.dest in ARG_HELP:
+                action.help = ARG_HELP[action.dest]
     return p
 
 
