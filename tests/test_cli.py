@@ -7,6 +7,7 @@ import pytest
 
 from sweeps.cli import EXAMPLES, build_parser, main
 from sweeps.logs import LOG_NAME
+from sweeps.plan import planned_configs
 from sweeps.spec import load_spec
 from sweeps.store import RunDir
 
@@ -48,8 +49,11 @@ def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["run", "sweeps/specs/demo.yaml", "--out", str(out), "--dry-run"]) == 0
     text = capsys.readouterr().out
-    assert "12 planned (random), 0 already finished in this directory, 12 to run; 36 epochs in all" in text
-    assert "swept keys: arch, bias_level, lr, weight_decay" in text and not out.exists()
+    spec = load_spec("sweeps/specs/demo.yaml")
+    n, epochs = len(planned_configs(spec)), spec.base["epochs"]
+    assert (f"{n} planned ({spec.search['algorithm']}), 0 already finished in this directory, {n} to run; "
+            f"{n * epochs} epochs in all") in text
+    assert f"swept keys: {', '.join(sorted(spec.space))}" in text and not out.exists()
 
 
 def test_an_invalid_spec_is_an_error_with_exit_code_2(tmp_path, capsys):
