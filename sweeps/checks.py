@@ -473,24 +473,56 @@ def check_plan(spec, pr: Problems, allow_large: bool) -> None:
         return
     if n > MAX_PLANNED_TRIALS or spec.search["algorithm"] == "optuna":
         return
-    by_id, refs = {}, []
+    by_id, refs, files = {}, [], {}
     for i, cfg in enumerate(iter_planned_configs(spec)):
         by_id[cfg["trial_id"]] = cfg
         if isinstance(cfg.get("init_from"), str) and cfg["init_from"].startswith("trial:"):
             refs.append(cfg)
+        elif isinstance(cfg.get("init_from"), str):
+            files.setdefault(cfg["init_from"], cfg)
         if i < 200:
             for p, v, msg in config_problems({k: v for k, v in cfg.items() if k != "trial_id"}):
                 pr.add(f"<trial {cfg['trial_id']}>.{p}", v, msg)
+    where = "base.init_from" if "init_from" in spec.base else "space.init_from"
     for cfg in refs:
         ref = cfg["init_from"][len("trial:"):]
         src = by_id.get(ref)
-        where = "base.init_from" if "init_from" in spec.base else "space.init_from"
         if src is None or src is cfg:
             pr.add(where, cfg["init_from"], "names no trial of this spec; use the id of a planned trial "
                    "(`ncsweep validate --list SPEC` prints them)")
             continue
-        diff = [k for k in ("dataset", "data", "arch", "width", "stem", "coarse")
-                if json.dumps(src.get(k, DEFAULTS[k]), sort_keys=True) != json.dumps(cfg.get(k, DEFAULTS[k]), sort_keys=True)]
-        if diff:
-            pr.add(where, cfg["init_from"], f"does not fit: trial {ref} differs in {', '.join(diff)} "
-                   f"({', '.join(f'{k}={src.get(k, DEFAULTS[k])!r}' for k in diff)})")
+        _fits(src, cfg, f"trial {ref}", where, pr)
+    for path, cfg in files.items():     # a checkpoint of an earlier run: its trial record says what it was
+        src = _recorded_config(Path(path))
+        if src is not None:
+            _fits(src, cfg, str(path), where, pr)
+
+
+# What fixes a model's parameter shapes: architecture, width, stem, and the classes and image size.
+MODEL_KEYS = ("arch", "width", "stem", "dataset", "coarse", "data.target", "data.image_size")
+
+
+def _model_value(cfg: dict, k: str):
+    if k.startswith("data."):
+        data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
+        return data.get(k[5:])
+    return cfg.get(k, DEFAULTS[k])
+
+
+def _fits(src: dict, cfg: dict, what: str, where: str, pr: Problems) -> None:
+    diff = [k for k in MODEL_KEYS if _model_value(src, k) != _model_value(cfg, k)]
+    if diff:
+        pr.add(where, cfg["init_from"], f"does not fit: {what} differs in {', '.join(diff)} "
+               f"({', '.join(f'{k}={_model_value(src, k)!r}' for k in diff)})")
+
+
+def _recorded_config(path: Path) -> dict | None:
+    """The config of the trial whose checkpoint is `path` (RUN/checkpoints/<id>[/state.pt]), read
+    from its record RUN/trials/<id>.json; None when there is none (a plain weights file)."""
+    tdir = path.parent if path.is_file() else path
+    rec = tdir.parent.parent / "trials" / f"{tdir.name}.json"
+    try:
+        cfg = json.loads(rec.read_text()).get("config") if rec.is_file() else None
+    except (OSError, ValueError):
+        return None
+    return cfg if isinstance(cfg, dict) else None

@@ -124,6 +124,20 @@ def test_init_from_must_name_a_fitting_trial_of_the_spec():
     one(misfit, "space.init_from", "does not fit", "arch")
 
 
+def test_init_from_a_checkpoint_of_another_run_must_fit_its_recorded_config(tmp_path):
+    ckpt = tmp_path / "run" / "checkpoints" / "0123456789ab"
+    ckpt.mkdir(parents=True)
+    (ckpt / "state.pt").write_bytes(b"")
+    (tmp_path / "run" / "trials").mkdir()
+    (tmp_path / "run" / "trials" / "0123456789ab.json").write_text(
+        '{"config": {"arch": "vgg11", "width": 0.125, "data": {"n_train": 999}}}')
+    base = spec_with(space={"lr": {"grid": [0.1]}}, search={"algorithm": "grid"}, scheduler=None)
+    base["base"].update(method="change_penalty", init_from=str(ckpt / "state.pt"))
+    one(spec_with(**{"space": {"arch": {"grid": ["resnet18"]}}, "search": {"algorithm": "grid"}, "scheduler": None,
+                     "base": {**base["base"]}}), "base.init_from", "does not fit", "arch='vgg11'")
+    parse_spec({**base, "space": {"arch": {"grid": ["vgg11"]}}})      # other n_train: still fits
+
+
 def test_penalty_range_depends_on_the_method_it_is_swept_with():
     spec = spec_with(space={"method": {"grid": ["mas", "side_tuning"]}, "penalty": {"grid": [0.5, 10.0]}},
                      search={"algorithm": "grid"}, scheduler=None)
