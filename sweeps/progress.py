@@ -41,6 +41,11 @@ def sweep_trial_id(tune_config: dict, base: dict) -> str:
     return cfg.get("trial_id") or make_trial_id(cfg)
 
 
+def members(tune_config: dict) -> int:
+    """Sweep trials one Tune trial trains: k for a fused unit (sweeps/fuse.py), else 1."""
+    return len((tune_config.get("trial") or {}).get("fused") or ()) or 1
+
+
 def format_eta(seconds: float | None) -> str:
     if seconds is None or not math.isfinite(seconds):
         return "?"
@@ -63,7 +68,8 @@ class SweepProgress(Callback):
         self.epochs_session, self.epochs_skipped = 0, 0
         self.metric, self.mode, self.best = metric, mode, None
         self.records = records              # trial_id -> record, read on errors only (RunDir.read_record)
-        self.running: set[str] = set()
+        self.running: dict[str, int] = {}  # Tune trial id -> sweep trials it trains (k for a fused unit)
+        self.n_running = 0
         self.reached: dict[str, int] = {}   # Tune trial id -> epochs it has reached, while it runs
         self.t_first: float | None = None
         self.trial_s_sum, self.trial_s_n, self.started_at = 0.0, 0, {}
@@ -98,7 +104,7 @@ class SweepProgress(Callback):
     # ------------------------------------------------------------------ the numbers
     @property
     def pending(self) -> int:
-        return max(self.planned - self.done - self.failed - len(self.running), 0)
+        return max(self.planned - self.done - self.failed - self.n_running, 0)
 
     def eta_s(self, now: float | None = None) -> float | None:
         """Seconds left at this session's pace; None before this session has run an epoch."""
@@ -115,7 +121,7 @@ class SweepProgress(Callback):
 
     def describe(self) -> str:
         best = f" · best {self.metric} {self.best:.4f}" if self.best is not None else ""
-        return (f"{self.done}/{self.planned} trials · {len(self.running)} running · {self.failed} failed · "
+        return (f"{self.done}/{self.planned} trials · {self.n_running} running · {self.failed} failed · "
                 f"{self.pending} pending · epochs {self.epochs}/{self.total_epochs} · "
                 f"ETA {format_eta(self.eta_s())}{best}")   # the best value last: a narrow terminal cuts it first
 
@@ -130,7 +136,9 @@ class SweepProgress(Callback):
             log.info("sweep started: %d trials planned, %d finished before, %d epochs to run",
                      self.planned, self.done, max(self.total_epochs - self.epochs, 0))
         log.info("trial %s started", sweep_trial_id(trial.config, self.base))
-        self.running.add(trial.trial_id)
+        self._stop_running(trial)   # a retried trial starts again
+        self.running[trial.trial_id] = members(trial.config)
+        self.n_running += self.running[trial.trial_id]
         self.started_at.setdefault(trial.trial_id, time.perf_counter())
         self._draw()
 
@@ -144,30 +152,34 @@ class SweepProgress(Callback):
                 self.best = v
         self._draw()
 
-    def _ended(self, trial) -> None:
-        self.running.discard(trial.trial_id)
-        planned_epochs = int(sweep_trial_config(trial.config, self.base).get("epochs", DEFAULTS["epochs"]))
-        self.epochs_skipped += max(planned_epochs - self.reached.pop(trial.trial_id, 0), 0)
+    def _stop_running(self, trial) -> None:
+        self.n_running -= self.running.pop(trial.trial_id, 0)
+
+    def _ended(self, trial) -> int:
+        """Book a Tune trial's end; returns how many sweep trials it held (k for a fused unit)."""
+        self._stop_running(trial)
+        k = members(trial.config)
+        planned_epochs = int(sweep_trial_config(trial.config, self.base).get("epochs") or DEFAULTS["epochs"])
+        self.epochs_skipped += k * max(planned_epochs - self.reached.pop(trial.trial_id, 0), 0)
         t0 = self.started_at.pop(trial.trial_id, None)
         if t0 is not None:
             self.trial_s_sum += time.perf_counter() - t0
             self.trial_s_n += 1
+        return k
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         log.info("trial %s ended after epoch %d", sweep_trial_id(trial.config, self.base),
                  self.reached.get(trial.trial_id, 0))
-        self._ended(trial)
-        self.done += 1
+        self.done += self._ended(trial)
         self._draw()
 
     def on_trial_error(self, iteration, trials, trial, **info):
-        self._ended(trial)
-        self.failed += 1
+        self.failed += self._ended(trial)
         self._log_failure(trial, "failed")
         self._draw()
 
     def on_trial_recover(self, iteration, trials, trial, **info):
-        self.running.discard(trial.trial_id)
+        self._stop_running(trial)
         self._log_failure(trial, "failed and will be retried")
         self._draw()
 

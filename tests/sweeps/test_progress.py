@@ -33,12 +33,12 @@ def test_counts_follow_start_result_complete_error(clock):
     a, b, c = trial(0), trial(1), trial(2)
     for t in (a, b, c):
         p.on_trial_start(0, [], t)
-    assert (p.done, len(p.running), p.failed, p.pending) == (0, 3, 0, 2)
+    assert (p.done, p.n_running, p.failed, p.pending) == (0, 3, 0, 2)
     run_epochs(p, a, 0, 4, clock)
     p.on_trial_complete(0, [], a)
     run_epochs(p, b, 0, 1, clock)
     p.on_trial_error(0, [], b)            # failed after 1 of its 4 epochs: 3 epochs will never run
-    assert (p.done, len(p.running), p.failed, p.pending) == (1, 1, 1, 2)
+    assert (p.done, p.n_running, p.failed, p.pending) == (1, 1, 1, 2)
     assert p.epochs == 5 and p.epochs_skipped == 3 and p.best == pytest.approx(0.8)
     assert p.describe().startswith("1/5 trials · 1 running · 1 failed · 2 pending · epochs 5/20 · ETA ")
     assert p.describe().endswith("best val_acc 0.8000")
@@ -104,4 +104,17 @@ def test_a_live_bar_pickles_as_ray_tune_saves_its_callbacks():
     p.on_trial_start(0, [], trial(0))
     copy = pickle.loads(pickle.dumps(p))
     p.close()
-    assert copy.bar is None and copy.running == {"t0"} and copy.describe() == p.describe()
+    assert copy.bar is None and copy.running == {"t0": 1} and copy.describe() == p.describe()
+
+
+def test_a_fused_unit_counts_as_its_k_trials(clock):
+    unit = SimpleNamespace(trial_id="u", config={"trial": {"trial_id": "fused-1", "epochs": 4,
+                                                           "fused": [{"trial_id": f"m{i}"} for i in range(3)]}})
+    p = SweepProgress(planned=4, total_epochs=16, base=BASE, file=io.StringIO())
+    p.on_trial_start(0, [], unit)
+    assert (p.n_running, p.pending) == (3, 1)
+    for e in range(2):                   # one result per member and epoch; then stopped after epoch 2
+        for _ in range(3):
+            p.on_trial_result(0, [], unit, {"epoch": e})
+    p.on_trial_complete(0, [], unit)
+    assert (p.done, p.n_running, p.epochs, p.epochs_skipped) == (3, 0, 6, 6)
