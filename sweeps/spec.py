@@ -30,7 +30,7 @@ from pathlib import Path
 
 from nccore.catalogue import CONFIG, DEFAULTS
 
-from . import checks
+from . import checks, crosschecks
 from .fuse import check_spec as check_fuse
 from .loggers import check_loggers
 from .yamlsafe import YamlProblem, load_yaml
@@ -128,7 +128,7 @@ def parse_spec(raw, default_name: str = "sweep", allow_large: bool = False, _ext
         spec = _parse(raw, default_name, pr)
         if spec is not None and not pr:
             with pr.guard("<plan>"):
-                checks.check_plan(spec, pr, allow_large)
+                crosschecks.check_plan(spec, pr, allow_large)
     except Exception as e:  # a bug here must still not be a traceback for the user
         pr.add("<spec>", None, f"could not be checked ({type(e).__name__}: {e}); please report this spec")
     if pr:
@@ -195,6 +195,6 @@ def _parse(raw, default_name, pr: "checks.Problems") -> Spec | None:
                 chunk_size=chunk_size if isinstance(chunk_size, int) else 256, storage_path=storage,
                 description=str(desc or ""), raw=raw, variants=variants, loggers=loggers, fuse=fuse)
     with pr.guard("<trials>"):
-        checks.cross_checks(spec, pr)
+        crosschecks.cross_checks(spec, pr)
     return spec
 
