@@ -80,7 +80,9 @@ class Key:
 
     def allowed(self, method: str | None = None) -> str:
         """Human description of the accepted values."""
-        if self.choices is not None:
+        if self.choices is not None and self.type == "list[str]":
+            s = f"a list of {self.item}s from " + ", ".join(repr(c) for c in self.choices)
+        elif self.choices is not None:
             s = "choose one of " + ", ".join(repr(c) for c in self.choices)
         elif self.type in ("int", "float", "list[float]"):
             lo, hi = self.method_range.get(method, (self.low, self.high))
@@ -294,7 +296,7 @@ _K = [
                      "side_tuning": "blend α of r(x) = α·base(x) + (1 − α)·side(x), in [0, 1]",
                      "gc_reg": "λ of the geometric-complexity regulariser λ·mean ‖∂f/∂x‖²_F (0: plain transfer)"},
          method_range={"side_tuning": (0.0, 1.0)}),
-    _key("init_from", "str", None, "start from an earlier trial (trial:<id> of this run) or a checkpoint / "
+    _key("init_from", "str", None, "start from an earlier trial (`trial:ID` with the id of a trial of this spec) or a checkpoint / "
          "weights file", nullable=True),
     _key("optimizer", "str", "sgd", "optimiser", choices=("sgd", "adam", "adamw"), axis=True),
     _num("lr", "float", 0.05, "peak learning rate", low=0.0, low_open=True, axis=True,
@@ -320,6 +322,8 @@ _K = [
          unit="samples"),
     _num("eval_batch_size", "int", 512, "evaluation batch size", low=1, in_id=False),
     _num("fine_every", "int", 0, "fine-label recovery every k epochs (0: final epoch only)", low=0),
+    _num("eval_every", "int", 1, "evaluate (metric rows) every k epochs and at the last; other epochs write only "
+         "their train row (train_loss, timings)", low=1, unit="epochs", in_id=False),
     _num("gc_samples", "int", 128, "training images on which geometric complexity is estimated", low=1),
     _num("gc_probes", "int", 8, "Hutchinson probes of the GC estimator", low=1),
     _key("checkpoint_dir", "path", None, "where the trial checkpoints (set by the runner)", nullable=True,
@@ -442,6 +446,8 @@ _M = [
     _m("images_per_s", "trial", True, "training throughput", unit="images/s"),
     _m("tune_acc", "trial", True, "accuracy on the tuning set", methods=_TUNING_METHODS),
     _m("n_tune", "trial", None, "size of the tuning set", dtype="int", methods=_TUNING_METHODS, unit="samples"),
+    _m("n_tune_per_group", "trial", None, "bias-contradicting tuning samples per bias-contradicting group (the "
+       "option n_tune)", dtype="int", methods=_TUNING_METHODS, unit="samples"),
     _m("early_stopped", "trial", None, "the tuning stopped early", dtype="bool", methods=_TUNING_METHODS),
     _m("val_worst_group_acc_best", "trial", True, "best val worst-group accuracy of the tuning so far (early "
        "stopping's criterion)", methods=_TUNING_METHODS),
