@@ -1,8 +1,8 @@
 """The Ray processes a driver started, recorded so that a later driver can end them if this one
 dies (SIGKILL, power cut): Ray's GCS, raylet and agents outlive a killed driver.
 
-RUN_DIR/ray_procs.json lists (pid, start time, name) of the driver's child processes right after
-it started its local Ray. `cleanup` kills exactly those that are still the same processes (pid
+RUN_DIR/ray_procs.json lists (pid, start time, name) of the driver's child processes (its local
+Ray: GCS, raylet, agents, and the trial workers), written when Ray starts and again as trials start. `cleanup` kills exactly those that are still the same processes (pid
 and start time match) — never anything found by a name match, so other Rays on the machine
 are safe. A driver connected to an existing cluster (`--address`) started nothing and records
 nothing.
@@ -34,6 +34,18 @@ def record(run_dir) -> list[dict]:
     tmp.write_text(json.dumps({"driver": me.pid, "driver_started": me.create_time(), "procs": procs}))
     os.replace(tmp, path)
     return procs
+
+
+def recorder(run_dir):
+    """A Ray Tune callback that records the processes again as trials start (their workers are
+    started after Ray itself, by the raylet)."""
+    from ray.tune import Callback
+
+    class RecordProcs(Callback):
+        def on_trial_start(self, iteration, trials, trial, **info):
+            record(run_dir)
+
+    return RecordProcs()
 
 
 def forget(run_dir) -> None:

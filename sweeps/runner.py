@@ -35,12 +35,12 @@ from nccore.catalogue import reported_metrics
 from nccore.config import DEFAULTS
 from nccore.config import trial_id as make_trial_id
 
-from . import faults, procs
+from . import faults, fuse, procs
 from .lock import RunLock
 from .loggers import logger_callbacks, logger_env
 from .logs import driver_log
 from .plan import chunks, optuna_space, planned_configs
-from .progress import SweepProgress
+from .progress import SweepProgress, TrialName
 from .spec import Spec, SpecError
 from .store import FAILED, TERMINAL, RunDir
 from .verify import (build_manifest, finish_trial, format_error, remove_temp_files, replan_damaged,
@@ -110,6 +110,8 @@ def trainable(params: dict, run_dir: str, base: dict, objectives: dict, gpu: flo
     import torch
     from ray import tune
 
+    if fuse.is_unit(params.get("trial")):   # k configurations trained as one model (sweeps/fuse.py)
+        return fuse.fused_trainable(params, run_dir, base, objectives, gpu, cpu)
     store = RunDir(run_dir)
     cfg = trial_config(params, base, store)
     tid = cfg["trial_id"]
@@ -240,9 +242,12 @@ def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks)
         procs.record(store.path)
     progress = SweepProgress.for_run(spec, store, planned, TERMINAL, quiet)
     callbacks = [progress, *logger_callbacks(spec.loggers, store.path, spec.name), *callbacks]
+    if not address:
+        callbacks.append(procs.recorder(store.path))
     for _ in range(MAX_PASSES):
         if planned is not None:
             todo = [c for c in planned if (store.read_record(c["trial_id"]) or {}).get("status") not in TERMINAL]
+            todo = fuse.units(todo, spec.fuse, store)
             for part in chunks(todo, spec.chunk_size):
                 _fit(spec, store, res, {"trial": _grid(part)}, len(part), None, callbacks)
         else:
@@ -330,7 +335,8 @@ def make_tuner(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samp
         fn, param_space=param_space,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler,
                                     num_samples=1 if searcher is None else num_samples,
-                                    max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
+                                    max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
+                                    trial_dirname_creator=TrialName(spec.base_config())),
         run_config=tune.RunConfig(name=f"{spec.name}-{int(time.time() * 1000)}",
                                   storage_path=spec.storage_path or str(store.path / "_tune"),
                                   failure_config=tune.FailureConfig(max_failures=spec.retries),
@@ -342,6 +348,9 @@ def _fit(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: i
     results = make_tuner(spec, store, res, param_space, num_samples, searcher, callbacks).fit()
     for r in results:
         cfg = r.config.get("trial") if "trial" in r.config else {**spec.base_config(), **r.config}
+        if fuse.is_unit(cfg):
+            fuse.finish_members(store, cfg, r.error)
+            continue
         tid = cfg.get("trial_id") or make_trial_id(cfg)
         finish_trial(store, tid, r.metrics or {}, r.error)
 

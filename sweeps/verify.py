@@ -117,7 +117,8 @@ def finish_trial(store: RunDir, tid: str, result: dict, error) -> str:
     else:
         status = "stopped"     # the scheduler ended it before its max epochs
     fault("finish.before_record")
-    store.update_record(tid, status=status, rows=info["rows"], rows_sha256=info["sha256"], finished_at=time.time())
+    store.update_record(tid, status=status, rows=info["rows"], rows_sha256=info["sha256"], finished_at=time.time(),
+                        epochs_done=max([done, *(e + 1 for e in info["epochs"])]))
     return status
 
 
@@ -228,6 +229,8 @@ def verify(run_dir) -> list[dict]:
     if held is not None and (not held or lock.stale(held)):
         add("lock", f"lock of a driver that is gone ({lock.describe(held) if held else 'unreadable lock file'})",
             "taken over by the next run, resume or repair")
+    if held and not lock.stale(held):
+        return problems   # a driver is writing: its temporary files and trials table are work in progress
     tmp = _temp_files(store)
     if tmp:
         add("temp", f"{len(tmp)} temporary files left by a crash (e.g. {tmp[0].relative_to(store.path)})", "delete them")
