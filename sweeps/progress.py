@@ -41,6 +41,17 @@ def sweep_trial_id(tune_config: dict, base: dict) -> str:
     return cfg.get("trial_id") or make_trial_id(cfg)
 
 
+class TrialName:
+    """Names Tune's trial directories (and so TensorBoard's runs) by ncsweep trial id, the id that
+    `ncsweep status` and `ncsweep logs` print; Tune's own id keeps the name unique."""
+
+    def __init__(self, base: dict):
+        self.base = base
+
+    def __call__(self, trial) -> str:
+        return f"{sweep_trial_id(trial.config, self.base)}_{trial.trial_id}"
+
+
 def members(tune_config: dict) -> int:
     """Sweep trials one Tune trial trains: k for a fused unit (sweeps/fuse.py), else 1."""
     return len((tune_config.get("trial") or {}).get("fused") or ()) or 1

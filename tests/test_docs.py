@@ -145,6 +145,8 @@ def test_tensorboard_event_files_hold_each_trials_scalars(demo_root):
 
     files = sorted((demo_root / "runs/demo/_tune").rglob("events.out.tfevents.*"))
     assert len(files) == 2, files
+    ids = {p.stem for p in (demo_root / "runs/demo/trials").glob("*.json")}
+    assert {f.parent.name.split("_")[0] for f in files} == ids      # TensorBoard runs named by trial id
     tags = set()
     for f in files:
         for record in _tfrecords(f.read_bytes()):

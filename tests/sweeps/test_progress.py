@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from sweeps.progress import SweepProgress, format_eta
+from sweeps.progress import SweepProgress, TrialName, format_eta
 
 BASE = {"epochs": 4}
 
@@ -118,3 +118,9 @@ def test_a_fused_unit_counts_as_its_k_trials(clock):
             p.on_trial_result(0, [], unit, {"epoch": e})
     p.on_trial_complete(0, [], unit)
     assert (p.done, p.n_running, p.epochs, p.epochs_skipped) == (3, 0, 6, 6)
+
+
+def test_tune_trial_directories_are_named_by_sweep_trial_id():
+    assert TrialName(BASE)(trial(7)) == "abc7_t7"
+    searched = SimpleNamespace(trial_id="x1", config={"lr": 0.1})     # a searcher's trial: id from base + point
+    assert TrialName(BASE)(searched).endswith("_x1") and len(TrialName(BASE)(searched)) > 4
