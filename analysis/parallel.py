@@ -18,9 +18,11 @@ def _call(fn, args, kw):
     return fn(*args, **kw)
 
 
-def pool_map(fn, calls: list[tuple[tuple, dict]], workers: int) -> list:
-    """[fn(*args, **kw) for args, kw in calls], in order, spread over `workers` processes."""
+def run_all(calls: list[tuple], workers: int) -> list:
+    """[fn(*args, **kw) for fn, args, kw in calls], in order; spread over `workers` processes when > 1."""
+    if workers <= 1 or len(calls) < 2:
+        return [fn(*args, **kw) for fn, args, kw in calls]
     method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(max_workers=min(workers, len(calls)), mp_context=mp.get_context(method)) as ex:
-        futures = [ex.submit(_call, fn, args, kw) for args, kw in calls]
+        futures = [ex.submit(_call, fn, args, kw) for fn, args, kw in calls]
         return [f.result() for f in futures]

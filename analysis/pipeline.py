@@ -19,11 +19,11 @@ import pandas as pd
 
 from . import vocab
 from .compare import arch_summary, leaderboard, nc_vs_fairness, paired_differences
-from .filters import DEFAULT_STATUS, usable
+from .filters import DEFAULT_STATUS, describe_exclusions, usable
 from .load import HOST_COLUMNS, KEY, Source, ident, load, manifests, trial_records
-from .parallel import default_workers
 from .select import SPLITS, check_metrics, parse_metric, trial_table_from
-from .sensitivity import parse_interactions, sensitivity_tables
+from .parallel import default_workers, run_all
+from .sensitivity import parse_interactions, run_job, table_jobs
 
 GROUP_METRICS = ("nc1",)           # also tabulated per subgroup (subgroup collapse: Mouheb et al.)
 CURVES = (("nc1", "train", True), ("worst_group_acc", "test", False), ("acc", "test", True))
@@ -117,21 +117,30 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
     workers = workers or (default_workers() if n >= PARALLEL_FROM else 1)
     kw = dict(axes=axes, interactions=pairs, correction=correction, include_status=tuple(include_status),
               keep_learned_nothing=keep_ln, fanova=fanova)
+    scan = {"curves": curves(src), "hosts": src.hosts(), "n_rows": src.n_rows(), "n_files": len(src.files)}
+    src.close()             # before forking the table workers
     t1 = time.perf_counter()
-    tables = sensitivity_tables(trials, present, workers=workers, **kw)
     used, excluded = usable(trials, include_status, keep_ln)
+    has_arch = "arch" in used and used["arch"].nunique() > 1
+    gap = next((m for m in present if m.endswith("_gap")), None)
+    man = manifests(dirs)
+    lead = lead_metric(select, present, man)
+    empty = (pd.DataFrame, (), {})
+    side = {"arch": (arch_summary, (used, present, axes), {}) if has_arch else empty,
+            "paired": (paired_differences, (used, present, axes), {}) if has_arch else empty,
+            "nc_fair": (nc_vs_fairness, (used, gap, axes), {}) if gap else empty,
+            "leaderboard": (leaderboard, (used, lead, axes), {}) if lead else empty}
+    jobs = [(run_job, (trials, m, s), kw) for m, s in table_jobs(trials, present)] + list(side.values())
+    out = run_all(jobs, workers)
+    tables = out[:len(jobs) - len(side)]
     res = Result(run_dirs=dirs, trials=trials, used=used, excluded=excluded, metrics=present, requested=wanted,
                  select=select, tables=tables, axes=axes, axes_from=axes_from, interactions=pairs,
-                 correction=correction, include_status=tuple(include_status), records=records,
-                 manifests=manifests(dirs), curves=curves(src), n_rows=src.n_rows(), n_files=len(src.files))
-    has_arch = "arch" in used and used["arch"].nunique() > 1
-    res["arch"] = arch_summary(used, present, axes) if has_arch else pd.DataFrame()
-    res["paired"] = paired_differences(used, present, axes) if has_arch else pd.DataFrame()
-    gap = next((m for m in present if m.endswith("_gap")), None)
-    res["nc_fair"] = nc_vs_fairness(used, gap, axes) if gap else pd.DataFrame()
-    res["lead_metric"] = lead_metric(select, present, res["manifests"])
-    res["leaderboard"] = leaderboard(used, res["lead_metric"], axes) if res["lead_metric"] else pd.DataFrame()
-    res["hosts"] = src.hosts()
+                 correction=correction, include_status=tuple(include_status), records=records, manifests=man,
+                 lead_metric=lead, **scan, **dict(zip(side, out[len(tables):])))
+    note = describe_exclusions(excluded)
+    for k in ("arch", "paired", "nc_fair", "leaderboard"):
+        if not res[k].empty:
+            res[k] = res[k].assign(excluded=note)
     res["timings"] = {"load_s": t1 - t0, "tables_s": time.perf_counter() - t1}
     return res
 

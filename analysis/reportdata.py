@@ -158,14 +158,14 @@ def _leaderboard(result: dict) -> dict:
     if lb is None or lb.empty or not metric:
         return {"metric": metric, "label": _label(metric) if metric else "", "columns": [], "rows": []}
     lb = lb.assign(**{"mean ± 95% CI": [f"{fmt(m)} ({ci(lo, hi)})" for m, lo, hi in zip(lb["mean"], lb.ci_low, lb.ci_high)]})
-    cols = [c for c in lb.columns if c not in ("mean", "ci_low", "ci_high", "mean ± 95% CI", "seeds")]
+    cols = [c for c in lb.columns if c not in ("mean", "ci_low", "ci_high", "mean ± 95% CI", "seeds", "excluded")]
     return {"metric": metric, "label": _label(metric), **_frame_rows(lb, cols + ["mean ± 95% CI", "seeds"])}
 
 
 def _arch(result: dict, metric: str | None) -> dict:
     arch, paired = result.get("arch", pd.DataFrame()), result.get("paired", pd.DataFrame())
     out = {"summary": {"columns": [], "rows": []}, "paired": {"columns": [], "rows": []}, "figures": [],
-           "lead": {"columns": [], "rows": []}}
+           "lead": {"columns": [], "rows": []}, "label": _label(metric) if metric else ""}
     if arch is None or arch.empty:
         return out
     a = arch.assign(label=arch.metric.map(_label), ci95=[ci(lo, hi) for lo, hi in zip(arch.ci_low, arch.ci_high)])
@@ -270,6 +270,7 @@ def build(result: dict, title: str, studies=()) -> dict:
     doc["contents"] = ([("summary", "Summary"), ("statistics", "How to read the numbers")]
                        + [(f["id"], f["title"]) for f in fam_list]
                        + ([("insufficient", "Tables without enough data")] if doc["insufficient"] else [])
-                       + [("nc-fairness", "Neural collapse vs fairness"), ("figures", "Figures")]
+                       + [("arch-details", "Architecture comparison"), ("nc-fairness", "Neural collapse vs fairness"),
+                          ("figures", "Figures")]
                        + [(s["id"], s["title"]) for s in study_blocks] + [("metadata", "Run metadata")])
     return doc

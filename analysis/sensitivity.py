@@ -168,12 +168,14 @@ def cells(trials: pd.DataFrame, varying: list[str]) -> dict:
 
 def fit_table(trials: pd.DataFrame, metric: str, axes=None, interactions=(), correction: str = "holm",
               include_status=DEFAULT_STATUS, keep_learned_nothing: bool = False, subset: str = "all",
-              fanova: bool = True) -> SensitivityTable:
+              fanova: bool = True, include_stopped: bool = False) -> SensitivityTable:
     import statsmodels.formula.api as smf
     from statsmodels.stats.anova import anova_lm
 
     if correction not in CORRECTIONS:
         raise ValueError(f"--correction {correction!r}: expected one of {', '.join(CORRECTIONS)}")
+    if include_stopped:
+        include_status = tuple(dict.fromkeys([*include_status, "stopped"]))
     selection = str(trials["selection"].iloc[0]) if "selection" in trials and len(trials) else "final"
     used, excluded = usable(trials, include_status, keep_learned_nothing, metric)
     frame, varying, fixed = design(used, metric, axes)
@@ -285,9 +287,6 @@ def run_job(trials: pd.DataFrame, metric: str, subset: str, **kw) -> Sensitivity
 def sensitivity_tables(trials: pd.DataFrame, metrics: list[str], per_arch: bool = True, workers: int = 1,
                        **kw) -> list[SensitivityTable]:
     """Every table of `table_jobs`; with workers > 1 in that many forked processes."""
-    jobs = table_jobs(trials, metrics, per_arch)
-    if workers <= 1 or len(jobs) < 2:
-        return [run_job(trials, m, s, **kw) for m, s in jobs]
-    from .parallel import pool_map
+    from .parallel import run_all
 
-    return pool_map(run_job, [((trials, m, s), kw) for m, s in jobs], workers)
+    return run_all([(run_job, (trials, m, s), kw) for m, s in table_jobs(trials, metrics, per_arch)], workers)

@@ -1,0 +1,57 @@
+"""The report's data is built apart from its rendering, states its statistics, puts the summary
+first and folds the tables without enough data into one list."""
+import pytest
+
+from analysis.pipeline import analyse
+from analysis.reportdata import build
+from analysis.render import render
+from analysis.synthetic import grid, write_run
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    trials = grid(seeds=2, arch=["resnet18", "vgg11"], lr=[1e-3, 1e-1], bias_level=[0.0, 0.9])
+    trials[0].update(status="oom", error="CUDA out of memory: tried to allocate 2 GiB")
+    trials[1].update(learned_nothing=True)
+    run = write_run(tmp_path_factory.mktemp("rd") / "run", trials)
+    return analyse(run, metrics=["test_worst_group_acc", "train_nc1"], fanova=False, correction="bh")
+
+
+def test_doc_is_plain_data_with_summary_statistics_and_metadata(result):
+    doc = build(result, "t")
+    s = doc["statistics"]
+    assert "HC3" in s["ci"] and "Benjamini" in s["correction"] and s["references"] == [["arch", "resnet18"]]
+    assert "bootstrap over configurations" in s["boot_ci"]
+    assert "1 status oom" in s["excluded"] and "learned nothing" in s["excluded"]
+    eff = doc["summary"]["effects"]
+    assert eff and abs(eff[0]["effect"]) >= abs(eff[-1]["effect"])               # largest first
+    assert doc["summary"]["leaderboard"]["label"].startswith("test worst_group_acc")
+    lb = doc["summary"]["leaderboard"]["rows"]
+    assert lb[0][-2].split()[0] >= lb[-1][-2].split()[0]                           # best (higher) first
+    failed = doc["metadata"]["failed"]["rows"]
+    assert failed == [["tresnet18-0.001-0.0-s0", "oom", "CUDA out of memory: tried to allocate 2 GiB"]]
+    assert [r for r in doc["metadata"]["statuses"] if r[0] == "oom"] == [["oom", 1]]
+    assert doc["contents"][0] == ("summary", "Summary")
+
+
+def test_insufficient_tables_fold_into_one_list(tmp_path):
+    trials = grid(seeds=1, arch=["resnet18", "vgg11"], lr=[1e-3, 1e-1], bias_level=[0.0, 0.9])[:6]
+    res = analyse(write_run(tmp_path / "run", trials), metrics=["test_worst_group_acc", "train_nc1"], fanova=False)
+    doc = build(res, "t")
+    folded = {g["reason"]: g["tables"] for g in doc["insufficient"]}
+    # 6 trials: overall (4 parameters) and resnet18 (4 trials, 3 parameters) fit; vgg11 (2 trials, 2) does not
+    assert list(folded) == ["2 trials for 2 parameters: too few to fit (need more than 2)"]
+    assert folded[list(folded)[0]] == ["test_worst_group_acc (arch=vgg11)", "train_nc1 (arch=vgg11)"]
+    for fam in doc["families"]:
+        assert all(t["rows"] for t in fam["tables"])          # sections hold fitted tables only
+
+
+def test_rendered_pages_state_units_reference_and_correction(result, tmp_path):
+    html, md = render(build(result, "title <x>"), tmp_path)
+    page = html.read_text()
+    assert "title &lt;x&gt;" in page                                   # escaped
+    assert page.index('id="summary"') < page.index('id="contents"')
+    for text in ("HC3", "Benjamini", "Reference levels", "resnet18", "Units", "oom", "CUDA out of memory"):
+        assert text in page, text
+    summary = md.read_text()
+    assert summary.startswith("# title <x>") and "## Summary" in summary and "Leaderboard" in summary
