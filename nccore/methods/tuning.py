@@ -19,6 +19,11 @@ comes from the sweep's `penalty` axis. BatchNorm statistics stay frozen.
 """
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+from pathlib import Path
+
 import numpy as np
 import torch
 
@@ -45,6 +50,24 @@ def tuning_indices(y: np.ndarray, p: np.ndarray, n_tune: int, seed: int, n_ordin
     return np.sort(np.concatenate(out))
 
 
+# Config keys that determine the pre-trained base (everything else only changes the tuning).
+BASE_KEYS = ("dataset", "data", "bias_level", "bias_kind", "group_by", "coarse", "arch", "width", "stem", "weights",
+             "seed", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "augment", "precision",
+             "channels_last", "compile")
+
+
+def base_cache_path(cfg: dict, opts: dict) -> Path | None:
+    """Where the base of this config is cached: beside the trial checkpoints of the run directory
+    (<run>/checkpoints/_bases/<hash>.pt), so the λ × n × method grid of one seed trains its base once.
+    None without a checkpoint_dir (a bare run_trial)."""
+    if not cfg.get("checkpoint_dir"):
+        return None
+    key = {k: cfg.get(k) for k in BASE_KEYS}
+    key.update(pretrain_epochs=opts["pretrain_epochs"], pretrain_lr=opts["pretrain_lr"])
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return Path(cfg["checkpoint_dir"]).parent / "_bases" / f"{digest}.pt"
+
+
 class TuningMethod(Method):
 
     def setup(self) -> None:
@@ -66,7 +89,20 @@ class TuningMethod(Method):
         raise NotImplementedError
 
     def _pretrain(self) -> None:
+        """ERM pre-training of the base, cached across the trials of one run directory that share it."""
+        path = base_cache_path(self.cfg, self.opts)
+        if path is not None and path.exists():
+            try:
+                self.model.load_state_dict(torch.load(path, map_location=self.device))
+                return
+            except (RuntimeError, EOFError, OSError):   # a damaged cache file: train again
+                pass
         train_erm(self.model, self.cfg, self.data, self.opts["pretrain_epochs"], self.opts["pretrain_lr"])
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            torch.save(self.model.state_dict(), tmp)
+            os.replace(tmp, path)
 
     def _measure_base(self) -> dict:
         from .dfr import embed, fit_dfr
@@ -102,7 +138,7 @@ class TuningMethod(Method):
     def end_of_epoch(self, epoch: int) -> dict:
         acc = self.tune_accuracy()
         last = epoch + 1 >= self.cfg["epochs"]
-        out = {"tune_acc": acc, "n_tune": len(self.tune_set)}
+        out = {"tune_acc": acc, "n_tune": len(self.tune_set), "n_tune_per_group": self.opts["n_tune"]}
         if self.opts["early_stop"] and self.opts["stop_on"] == "tune":
             self.finished = acc == 1.0
         elif self.opts["early_stop"]:

@@ -6,7 +6,8 @@ over the last feature maps A (K, h, w) (`model.body(x)` for every ncsweep archit
 Grad-CAM (Selvaraju et al., ICCV 2017), for any network and any layer with output A:
     α_k = mean_{i,j} ∂y_c/∂A_k(i, j),   map = ReLU(Σ_k α_k A_k);
 for a GAP-linear head it equals ReLU(CAM_c)/(h·w) exactly. `saliency` uses CAM where the model
-has that structure and Grad-CAM otherwise.
+has that structure and a final map of at least 4×4, and Grad-CAM otherwise (at the deepest layer
+whose map is that large — e.g. VGG on 16 px images pools the last map to 1×1).
 
 Spurious share of one image: Σ of the non-negative part of the raw map (upsampled bilinearly to
 the image size) inside the spurious-region mask ÷ Σ over the whole image (NaN for an all-zero
@@ -58,19 +59,46 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: nn.
     return torch.relu((alpha * A.detach().float()).sum(1))
 
 
-def saliency(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, method: str = "auto"):
-    """(maps (N, H, W) upsampled to the image size, target) with CAM where it applies (method
-    "auto"/"cam") else Grad-CAM; target defaults to the predicted class."""
+@torch.no_grad()
+def deepest_layer(body: nn.Module, x: torch.Tensor, min_size: int) -> nn.Module | None:
+    """The last module of a Sequential body (searched one level into its children) whose output
+    map is at least min_size × min_size; None if there is none."""
+    if not isinstance(body, nn.Sequential):
+        return None
+    mods = [m for child in body for m in (child if isinstance(child, nn.Sequential) else [child])]
+    sizes = {}
+    hooks = [m.register_forward_hook(lambda mod, i, o, k=k: sizes.__setitem__(k, min(o.shape[-2:])))
+             for k, m in enumerate(mods)]
+    try:
+        body(x[:1])
+    finally:
+        for h in hooks:
+            h.remove()
+    ok = [k for k in sizes if sizes[k] >= min_size]
+    return mods[max(ok)] if ok else None
+
+
+def saliency(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = None, method: str = "auto",
+             min_size: int = 4):
+    """(maps (N, H, W) upsampled to the image size, target); target defaults to the predicted class.
+    "auto": CAM where it applies and its map is at least min_size × min_size; otherwise Grad-CAM at
+    the deepest layer of `model.body` whose map is that large (small images pooled to 1×1 by the
+    last stage leave CAM nothing to localise)."""
     model.eval()
     if target is None:
         with torch.no_grad():
             target = model(x).argmax(1)
-    if method == "cam" or (method == "auto" and has_cam_head(model)):
-        maps = cam(model, x, target)
-    elif method in ("auto", "grad_cam"):
-        maps = grad_cam(model, x, target)
-    else:
+    if method not in ("auto", "cam", "grad_cam"):
         raise ValueError(f"saliency method={method!r}: choose 'auto', 'cam' or 'grad_cam'")
+    layer = None
+    if method == "auto" and has_cam_head(model):
+        with torch.no_grad():
+            small = min(model.body(x[:1]).shape[-2:]) < min_size
+        layer = deepest_layer(model.body, x, min_size) if small else None
+    if method == "cam" or (method == "auto" and has_cam_head(model) and layer is None):
+        maps = cam(model, x, target)
+    else:
+        maps = grad_cam(model, x, target, layer)
     up = nn.functional.interpolate(maps[:, None], size=x.shape[-2:], mode="bilinear", align_corners=False)
     return up[:, 0], target
 

@@ -47,3 +47,11 @@ def test_saliency_upsamples_to_the_image_and_the_panel_round_trips():
     s = encode_panel(x.numpy(), maps.numpy(), np.arange(3), np.zeros(3), pred.numpy())
     back = decode_panel(s)
     assert back["images"].shape == (3, 3, 16, 16) and back["maps"].max() == 255
+
+
+def test_vgg_on_small_images_falls_back_to_grad_cam_at_a_spatial_layer():
+    m = build_model("vgg11", 2, width=0.125, image_size=16).eval()
+    x = torch.rand(2, 3, 16, 16)
+    assert m.body(x).shape[-1] == 1                          # CAM would be constant
+    maps, _ = saliency(m, x)
+    assert maps.shape == (2, 16, 16) and maps.flatten(1).std(1).min() > 0
