@@ -1,12 +1,13 @@
 """Every shell command in README.md and docs/*.md (```sh blocks) runs here, so the docs cannot drift.
 
-Cheap commands run in full: `ncsweep --help`, `validate`, `python -c ...`. Expensive ones run as
+Cheap commands run in full: `ncsweep --help`, `validate`, `python -c ...` (in this process). Expensive ones run as
 what they would do without doing it: `ncsweep run|resume` get `--dry-run`, `ncsweep submit` becomes
 `ncsweep validate` of its spec, `make TARGET` becomes `make -n TARGET`. Commands on `runs/demo`
 run against a real two-trial sweep (one completed, one failed), made once with TensorBoard and
 MLflow loggers — which this file also checks for real (slow: it starts Ray).
 A command whose program has no rule here fails the test: add a rule rather than an exception.
 """
+import glob
 import os
 import re
 import shlex
@@ -47,8 +48,10 @@ def plan(command: str) -> tuple[str, list[str]]:
     """(how, argv): how the test runs a documented command."""
     argv = shlex.split(command, comments=True)
     prog = argv[0]
-    if "|" in argv or prog == "python":
+    if "|" in argv:
         return "shell", argv
+    if prog == "python" and argv[1:2] == ["-c"] and len(argv) == 3:
+        return "python", argv[2:]          # run in this process: the imports are already loaded
     if prog == "make":
         return "make", ["make", "-n", *argv[1:]]
     if prog == "ncsweep":
@@ -56,7 +59,7 @@ def plan(command: str) -> tuple[str, list[str]]:
             return "ncsweep", ["validate", argv[2]]
         if argv[1] in ("run", "resume") and "--dry-run" not in argv:
             argv = [*argv, "--dry-run"]
-        return "ncsweep", argv[1:]
+        return "ncsweep", argv[1:]   # globs are expanded where the command runs
     raise AssertionError(f"no rule in tests/test_docs.py for the program of {command!r}")
 
 
@@ -70,6 +73,7 @@ def run_command(command: str, cwd: Path, capsys) -> str:
         old = Path.cwd()
         os.chdir(cwd)
         try:
+            argv = [x for a in argv for x in (sorted(glob.glob(a)) or [a] if "*" in a else [a])]   # as a shell would
             try:
                 rc = main(argv)
             except SystemExit as e:     # --help, --version
@@ -79,6 +83,14 @@ def run_command(command: str, cwd: Path, capsys) -> str:
         out = capsys.readouterr()
         assert rc == 0, f"{command}: exit {rc}\n{out.err}"
         return out.out
+    if how == "python":
+        old = Path.cwd()
+        os.chdir(cwd)
+        try:
+            exec(compile(argv[0], "<docs>", "exec"), {"__name__": "__docs__"})
+        finally:
+            os.chdir(old)
+        return capsys.readouterr().out
     cmd = shlex.split(command, comments=True)
     if how == "make":
         res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=60)
@@ -203,3 +215,9 @@ def test_every_test_the_docs_cite_exists():
         paths = list((ROOT / "tests").rglob(file))
         assert paths, f"cited test file {file} not found"
         assert any(re.search(rf"^def {name}\(", p.read_text(), re.M) for p in paths), f"{file}::{name} not found"
+
+
+def test_every_docs_page_is_in_the_index():
+    index = (ROOT / "docs/index.md").read_text()
+    missing = [p.name for p in (ROOT / "docs").glob("*.md") if p.name != "index.md" and f"({p.name})" not in index]
+    assert not missing, f"docs/index.md does not link {missing}"
