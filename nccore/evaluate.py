@@ -23,14 +23,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from .catalogue import METRICS
 from .data.base import Dataset, Split
 from .metrics import fairness_summary, fine_recovery, geometric_complexity, group_metrics, linear_probe_accuracy
 from .metrics.collapse import CollapseStats, alignment_from_stats, nc_metrics
 from .metrics.saliency import saliency_summary
 
-NC_KEYS = ("nc1", "nc1_tr_ratio", "nc2_norm_cv", "nc2_cos_std", "nc2_max_angle", "nc2_etf", "cdnv",
-           "nc2_wnorm_cv", "nc2_wmax_angle", "nc3", "nc3_etf", "nc4_mismatch", "ncc_acc",
-           "nc4_mismatch_global", "ncc_acc_global")
+NC_KEYS = tuple(k for k, m in METRICS.items() if m.metric_set == "nc")   # declared in nccore.catalogue
 # NC metrics that are also computed with the clean labels under label bias (suffix `_clean`);
 # NC4 is left out: it compares nearest-class-mean with the network's prediction, not the labels.
 CLEAN_KEYS = ("nc1", "nc1_tr_ratio", "cdnv", "nc3")

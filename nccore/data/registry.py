@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from sklearn.datasets import load_digits
 
+from ..catalogue import COMMON_DATASET_OPTIONS
 from ..registry import Registry
 from . import files
 from .base import SPLITS, Dataset, make_split
@@ -70,7 +71,8 @@ def _from_files(loader):
         if "root" not in opts:
             raise ValueError(f"dataset option `root` is required: the local folder with the files "
                              f"({loader.__doc__.splitlines()[0]})")
-        kwargs = {k: v for k, v in opts.items() if k not in ("root", "target", "n_train", "val_fraction")}
+        # options every dataset takes (nccore.catalogue) are applied by build_dataset, not the loader
+        kwargs = {k: v for k, v in opts.items() if k not in ("root", "target", *COMMON_DATASET_OPTIONS)}
         return loader(opts["root"], **kwargs)
     builder.__doc__ = loader.__doc__
     return builder

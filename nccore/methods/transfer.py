@@ -47,7 +47,6 @@ def ncm_episodes(feats: np.ndarray, labels: np.ndarray, n_way: int, k_shot: int,
 
 @register("transfer")
 class Transfer(Method):
-    hparams = {"n_source": 5, "n_way": 5, "k_shot": 5, "queries": 15, "episodes": 600}
 
     def setup(self) -> None:
         n_src = self.opts["n_source"]
