@@ -13,9 +13,10 @@ A Registry is a read-only mapping from name to entry (a function or a class), so
 """
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
+
+from .catalogue import did_you_mean
 
 
 class Registry(Mapping):
@@ -43,10 +44,10 @@ class Registry(Mapping):
             raise ValueError(self.unknown(name)) from None
 
     def unknown(self, name) -> str:
-        """The error message for an unknown name: the bad value, a close match, and the choices."""
-        close = difflib.get_close_matches(str(name), list(self._entries), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        return f"{self.key}={name!r}: unknown {self.kind}{hint}; choose one of {sorted(self._entries)}"
+        """The error message for an unknown name: the bad value, the choices, and a close match."""
+        hint = did_you_mean(name, self._entries)
+        return (f"{self.key}={name!r}: unknown {self.kind}; choose one of {sorted(self._entries)}"
+                + (f"; {hint}" if hint.startswith("did you mean") else ""))
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._entries)

@@ -7,11 +7,12 @@ command's options and an example; start with `ncsweep validate sweeps/specs/demo
 from __future__ import annotations
 
 import argparse
-import difflib
 import json
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+
+from nccore.catalogue import did_you_mean
 
 from .spec import SpecError, load_spec, parse_spec
 
@@ -265,9 +266,7 @@ def _unknown_command(p: argparse.ArgumentParser, argv: list[str]) -> str | None:
     first = next((x for x in argv if not x.startswith("-")), None)
     if first is None or first in sub.choices:
         return None
-    close = difflib.get_close_matches(first, list(sub.choices), n=1)
-    hint = f"did you mean `ncsweep {close[0]}`? " if close else ""
-    return f"unknown command {first!r}; {hint}commands: {', '.join(sub.choices)} (see ncsweep --help)"
+    return f"unknown command {first!r}; {did_you_mean(first, sub.choices)} (see ncsweep --help)"
 
 
 def main(argv=None) -> int:

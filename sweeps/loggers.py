@@ -12,10 +12,11 @@ names one whose package is missing is refused before Ray starts.
 """
 from __future__ import annotations
 
-import difflib
 import importlib.util
 import os
 from pathlib import Path
+
+from nccore.catalogue import did_you_mean
 
 # spec name -> (the package it needs, the pip extra that installs it)
 LOGGERS = {"tensorboard": ("tensorboardX", None), "mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
@@ -32,9 +33,8 @@ def check_loggers(value) -> list[str]:
         raise SpecError(f"spec field `loggers` = {value!r}: a list of names from {sorted(LOGGERS)}")
     for name in names:
         if name not in LOGGERS:
-            close = difflib.get_close_matches(name, list(LOGGERS), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise SpecError(f"spec field `loggers` = {value!r}: unknown logger {name!r}{hint}; choose from {sorted(LOGGERS)}")
+            raise SpecError(f"spec field `loggers` = {value!r}: unknown logger {name!r}; choose from "
+                            f"{sorted(LOGGERS)}; {did_you_mean(name, LOGGERS)}")
         package, extra = LOGGERS[name]
         if importlib.util.find_spec(package) is None:
             raise SpecError(f"spec field `loggers` names {name!r}, but the {package} package is not installed: "

@@ -42,7 +42,7 @@ def test_version(capsys):
 
 def test_unknown_command_suggests_the_closest(capsys):
     assert main(["stauts", "runs/x"]) == 2
-    assert "unknown command 'stauts'; did you mean `ncsweep status`?" in capsys.readouterr().err
+    assert "unknown command 'stauts'; did you mean `status`?" in capsys.readouterr().err
 
 
 def test_dry_run_prints_the_plan_and_starts_nothing(tmp_path, capsys):
@@ -60,7 +60,8 @@ def test_an_invalid_spec_is_an_error_with_exit_code_2(tmp_path, capsys):
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nloggers: [tensorbord]\n")
     assert main(["run", str(bad), "--dry-run"]) == 2
-    assert "unknown logger 'tensorbord' (did you mean 'tensorboard'?)" in capsys.readouterr().err
+    assert "unknown logger 'tensorbord'; choose from ['mlflow', 'tensorboard', 'wandb']; did you mean `tensorboard`?" \
+        in capsys.readouterr().err
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ def test_register_lookup_and_listing():
 
 
 def test_unknown_name_suggests_the_closest_and_lists_the_choices():
-    with pytest.raises(ValueError, match=r"arch='resnet19': unknown architecture \(did you mean 'resnet18'\?\); "
-                                         r"choose one of \['densenet121'"):
+    with pytest.raises(ValueError, match=r"arch='resnet19': unknown architecture; choose one of \['densenet121', "
+                                         r"'resnet18', 'resnet34', 'vgg11', 'vgg16'\]; did you mean `resnet18`\?"):
         ARCHS["resnet19"]
     with pytest.raises(ValueError, match=r"dataset='zzz': unknown dataset; choose one of"):
         DATASETS["zzz"]

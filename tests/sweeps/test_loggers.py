@@ -25,7 +25,7 @@ def test_mlflow_file_store_is_allowed_for_the_run_only_when_it_is_used(monkeypat
 
 
 @pytest.mark.parametrize("value, match", [
-    (["tensorbord"], r"unknown logger 'tensorbord' \(did you mean 'tensorboard'\?\)"),
+    (["tensorbord"], r"unknown logger 'tensorbord'; .*; did you mean `tensorboard`\?"),
     ("mlflow, wandb", r"unknown logger 'mlflow, wandb'"),
     ([1], "a list of names"),
 ])
