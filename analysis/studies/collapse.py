@@ -13,7 +13,7 @@ from scipy import stats
 
 from ..compare import mean_ci
 from . import figures
-from .common import _mean, _partial, _rho, figure, finding, note, slope_ci
+from .common import _mean, _partial, figure, finding, note, slope_ci
 from .registry import study
 
 TERMINAL_ACC = 0.99     # train accuracy on the training labels that marks the terminal phase
@@ -113,10 +113,10 @@ def _memorisation(rows: pd.DataFrame, t: pd.DataFrame) -> list[dict]:
     tr = rows[(rows.split == "train") & (rows.group == "all")]
     if "memorisation" not in tr or tr["memorisation"].notna().sum() == 0:
         return [note("(iii) memorisation: no flipped training samples in these trials.")]
-    m = tr.dropna(subset=["memorisation"]).sort_values("epoch").groupby("trial_id")["memorisation"]
-    rise = (m.last() - m.first()).values
+    rise = [g.memorisation.iloc[-1] - g.memorisation.iloc[: max(1, len(g) // 3)].mean()
+            for _, g in tr.dropna(subset=["memorisation"]).sort_values("epoch").groupby("trial_id")]
     return [_mean(rise, "(iii) the share of flipped training labels the network fits rises over training",
-                  "memorisation at the final minus the first epoch, biased trials", 1)]
+                  "memorisation at the final epoch minus its mean over the first third of epochs, biased trials", 1)]
 
 
 study("nc_fairness_label_bias")(nc_fairness)
@@ -212,24 +212,21 @@ def gc_transfer(result: dict) -> list[dict]:
     fin = final_rows(rows)
     t = wide(fin, "train", ["acc", "gc", "nc1", "n", "fewshot_acc", "target_nc1", "target_cdnv"])
     out = [note(CLAIM_GC), terminal_note(t["acc"], "source classes"), _steps_note(t)]
-    reg = t[t.method == "gc_reg"]
+    reg = _causal_arm(t)
     if reg.penalty.nunique() > 1:
-        out += [_rho(reg.penalty, reg.gc, "the regulariser lowers source GC (manipulation check)",
-                     "Spearman ρ(λ, source GC)", -1),
-                _rho(reg.penalty, reg.target_nc1, "a stronger GC regulariser gives more collapse on new classes",
-                     "Spearman ρ(λ, target NC1)", -1),
-                _rho(reg.penalty, reg.fewshot_acc, "a stronger GC regulariser gives higher few-shot accuracy",
-                     "Spearman ρ(λ, 5-way 5-shot NCM accuracy)", 1),
-                _partial(reg.penalty, reg.fewshot_acc, reg.acc, "… also at equal source training accuracy",
-                         "partial Spearman ρ(λ, few-shot accuracy | train accuracy)", 1)]
+        out += [_dose(reg, "gc", "the regulariser lowers source GC (manipulation check)", -1),
+                _dose(reg, "target_nc1", "a stronger GC regulariser gives more collapse on new classes", -1),
+                _dose(reg, "fewshot_acc", "a stronger GC regulariser gives higher few-shot accuracy", 1),
+                _dose(reg, "fewshot_acc", "… also at equal source training accuracy", 1, control="acc"),
+                _dose(reg, "acc", "(side effect) the regulariser costs source training accuracy", -1)]
     out += [_partial(t.gc, t.fewshot_acc, t.acc, "lower source GC goes with higher few-shot accuracy (all trials)",
                      "partial Spearman ρ(GC, few-shot accuracy | train accuracy)", -1),
             _partial(t.gc, t.target_nc1, t.acc, "lower source GC goes with lower NC1 on new classes (all trials)",
                      "partial Spearman ρ(GC, target NC1 | train accuracy)", 1),
             _partial(t.target_nc1, t.fewshot_acc, t.acc, "more collapse on new classes goes with higher few-shot "
                      "accuracy (all trials)", "partial Spearman ρ(target NC1, few-shot accuracy | train accuracy)", -1),
-            _rho(t.gc, t.fewshot_acc, "(unadjusted) lower GC goes with higher few-shot accuracy",
-                 "Spearman ρ(GC, few-shot accuracy)", -1)]
+            _partial(t.gc, t.fewshot_acc, None, "(unadjusted) lower GC goes with higher few-shot accuracy",
+                     "Spearman ρ(GC, few-shot accuracy)", -1)]
     out += [figure(figures.scatter(t, "gc", "fewshot_acc", "method"), "Source GC vs few-shot accuracy, per trial"),
             figure(figures.scatter(t, "target_nc1", "fewshot_acc", "method"), "Target NC1 vs few-shot accuracy"),
             figure(figures.by_level(reg, "penalty", ["gc"]), "Source GC vs regulariser strength λ"),
@@ -238,8 +235,35 @@ def gc_transfer(result: dict) -> list[dict]:
     return out
 
 
+def _dose(reg: pd.DataFrame, col: str, claim: str, sign: int, control: str | None = None) -> dict:
+    """OLS slope (HC3 CI) of `col` on the rank of λ among the arm's λ values (0, 1, 2, …: a
+    monotone dose), optionally with `control` as a second regressor (its effect held fixed)."""
+    import statsmodels.api as sm
+
+    dose = reg.penalty.rank(method="dense") - 1
+    x = pd.DataFrame({"dose": dose}) if control is None else pd.DataFrame({"dose": dose, control: reg[control]})
+    d = pd.concat([x, reg[col].rename("_y")], axis=1).dropna()
+    measure = f"slope of {col} per λ step ({', '.join(f'{v:g}' for v in sorted(reg.penalty.unique()))})" + \
+        (f" with {control} held fixed" if control else "")
+    if len(d) < x.shape[1] + 2 or d["dose"].nunique() < 2:
+        return finding(claim, measure, np.nan, np.nan, np.nan, sign, len(d))
+    fit = sm.OLS(d["_y"], sm.add_constant(d.drop(columns="_y"))).fit(cov_type="HC3")
+    lo, hi = fit.conf_int().loc["dose"]
+    return finding(claim, measure, float(fit.params["dose"]), float(lo), float(hi), sign, len(d))
+
+
+def _causal_arm(t: pd.DataFrame) -> pd.DataFrame:
+    """The regulariser trials and the λ = 0 trials that share their lr, batch size and epochs."""
+    keys = ["lr", "batch_size", "epochs"]
+    reg = t[t.method == "gc_reg"]
+    on = reg[reg.penalty > 0][keys].drop_duplicates()
+    return reg.merge(on, on=keys)
+
+
 def _steps_note(t: pd.DataFrame) -> dict:
-    steps = (t.epochs * (t.n // t.batch_size)).astype("Int64")
-    by = t.assign(steps=steps).groupby("batch_size")["steps"].agg(lambda s: sorted(set(s.dropna())))
-    return note("Optimiser steps per batch size (epochs × ⌊n_train/batch⌋): "
+    """Optimiser steps (epochs × ⌊n_train / batch⌋) of the observational arm, per batch size."""
+    obs = t[~t.trial_id.isin(_causal_arm(t).trial_id)]
+    steps = obs.epochs * (obs.n // obs.batch_size)
+    by = obs.assign(steps=steps).groupby("batch_size")["steps"].agg(lambda s: sorted({int(v) for v in s.dropna()}))
+    return note("Optimiser steps of the lr × batch-size arm (epochs × ⌊n_train/batch⌋): "
                 + "; ".join(f"batch {b}: {v}" for b, v in by.items()) + ".")

@@ -107,15 +107,16 @@ def slope_ci(x, y) -> tuple[float, float, float, int]:
     return float(fit.params[1]), float(lo), float(hi), int(ok.sum())
 
 
-def partial_corr(x, y, covariates) -> dict:
-    """Spearman partial correlation of x and y controlling for `covariates` (N,) or (N, k):
+def partial_corr(x, y, covariates=None) -> dict:
+    """Spearman partial correlation of x and y controlling for `covariates` (N,) or (N, k), or
+    the plain Spearman ρ with the same Fisher-z CI when None:
     rank every variable, regress the ranks of x and of y on the covariates' ranks (with an
     intercept, least squares), and correlate the residuals (Pearson). 95% CI by Fisher's z with
     standard error 1/√(n − 3 − k). Returns {rho, ci_low, ci_high, n}."""
     from scipy.stats import rankdata
 
     x, y = np.asarray(x, float), np.asarray(y, float)
-    z = np.asarray(covariates, float).reshape(len(x), -1)
+    z = np.zeros((len(x), 0)) if covariates is None else np.asarray(covariates, float).reshape(len(x), -1)
     ok = np.isfinite(x) & np.isfinite(y) & np.isfinite(z).all(1)
     n, k = int(ok.sum()), z.shape[1]
     nan = {"rho": np.nan, "ci_low": np.nan, "ci_high": np.nan, "n": n}

@@ -181,7 +181,7 @@ def test_fine_grained_coarse_cpu_spec(tmp_path):
 def test_gc_transfer_cpu_spec(tmp_path):
     """Reduced observational arm (lr 0.01 / 0.2 × batch 32 / 64 at equal steps, seed 0; the causal
     arm in full: 4 λ × 3 seeds): every verdict computed; the regulariser lowers GC."""
-    variants = [{"penalty": {"grid": [0.0, 0.001, 0.003, 0.01]}},
+    variants = [{"penalty": {"grid": [0.0, 0.0001, 0.0003, 0.001]}},
                 {"lr": {"grid": [0.01, 0.2]}, "batch_size": 32, "epochs": 8, "seed": 0},
                 {"lr": {"grid": [0.01, 0.2]}, "batch_size": 64, "epochs": 16, "seed": 0}]
     fs, v = _run("gc_transfer", tmp_path, variants=variants)
