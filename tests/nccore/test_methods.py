@@ -159,6 +159,29 @@ def test_dfr_refuses_a_group_without_validation_samples():
         fit_dfr(x, x, y, g, num_groups=4)
 
 
+def test_dfr_controls_use_the_same_embeddings_and_differ_only_in_penalty_or_balance():
+    xtr, _, _ = _spurious_embedding(500, 0.95, 0)
+    xva, yva, gva = _spurious_embedding(400, 0.9, 1)
+    l1, *_ = fit_dfr(xtr, xva, yva, gva, num_groups=4, Cs=(0.05,), seed=3)
+    again, *_ = fit_dfr(xtr, xva, yva, gva, num_groups=4, Cs=(0.05,), seed=3)
+    l2, *_ = fit_dfr(xtr, xva, yva, gva, num_groups=4, Cs=(0.05,), seed=3, penalty="l2")
+    unbal, *_ = fit_dfr(xtr, xva, yva, gva, num_groups=4, Cs=(0.05,), seed=3, balance=False)
+    assert np.array_equal(l1, again)                       # random_state fixed everywhere
+    assert np.all(l2 != 0) and l1[0, 1] == 0 and not np.array_equal(l1, unbal)   # L2 keeps no exact zeros
+
+
+def test_tuning_set_takes_n_per_contradicting_group_and_ordinary_per_aligned_group():
+    from nccore.methods.tuning import tuning_indices
+
+    y = np.repeat([0, 0, 1, 1], 10)
+    p = np.repeat([0, 1, 0, 1], 10)                        # groups (y, p): (0,1) and (1,0) contradict
+    idx = tuning_indices(y, p, n_tune=3, seed=0, n_ordinary=2)
+    cells = np.bincount(2 * y[idx] + p[idx], minlength=4).tolist()
+    assert cells == [2, 3, 3, 2]
+    with pytest.raises(ValueError, match="n_tune=11"):
+        tuning_indices(y, p, n_tune=11, seed=0)
+
+
 # ------------------------------------------------------------------ few-shot NCM (§C)
 def test_ncm_two_way_one_shot_oracle():
     feats = np.array([[-1.0], [-0.9], [-0.9], [1.0], [0.9], [0.9]])
@@ -186,7 +209,9 @@ def test_tuning_methods_run_and_report_their_change(method, penalty):
     rows = list(run_trial({**E2E, "method": method, "penalty": penalty, "lr": 0.01, "epochs": 4,
                            "method_options": {"pretrain_epochs": 2, "n_tune": 4}}))
     te = [r for r in rows if r["split"] == "test" and r["group"] == "all"]
-    assert math.isfinite(te[-1]["delta_norm"]) and te[-1]["n_tune"] == 4 and "tune_acc" in te[-1]
+    # 4 counterexamples in each of the 2 bias-contradicting groups + 4 ordinary in each aligned group
+    assert math.isfinite(te[-1]["delta_norm"]) and te[-1]["n_tune"] == 16 and te[-1]["n_tune_per_group"] == 4
+    assert 0 <= te[-1]["base_probe_wga"] <= 1 and te[-1]["best_epoch"] <= te[-1]["epoch"]
 
 
 def test_side_tuning_refuses_alpha_outside_unit_interval():
