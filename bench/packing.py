@@ -2,6 +2,9 @@
 2, 4, 8: each process runs one nccore trial; images/s summed over the window where all run.
 
     PYTHONPATH=. python bench/packing.py [--ks 1,2,4,8 --n 20000 --bs 128]
+
+Records section "packing" ({k: aggregate ÷ one trial}) in bench/gpu_results.json (CUDA) or
+bench/cpu_results.json.
 """
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from bench.common import device, header
+from bench.common import device, header, record
 
 CHILD = r"""
 import json, sys, time, warnings, torch
@@ -45,14 +48,18 @@ def main() -> None:
     p.add_argument("--width", type=float, default=1.0 if device() == "cuda" else 0.25)
     p.add_argument("--bs", type=int, default=128)
     p.add_argument("--n", type=int, default=20000 if device() == "cuda" else 1024)
+    p.add_argument("--no-record", action="store_true", help="print only; leave the results file alone")
     args = p.parse_args()
     header("process packing: aggregate images/s of k concurrent trials", vars(args))
-    base = None
+    base, out = None, {}
     for k in map(int, args.ks.split(",")):
         t = time.perf_counter()
         agg = run(k, args)
         base = base or agg
+        out[str(k)] = round(agg / base, 3)
         print(f"k={k}: aggregate {agg:.0f} img/s, {agg / base:.2f}x one trial ({time.perf_counter() - t:.0f}s)", flush=True)
+    if not args.no_record:
+        print(f"recorded packing in {record('packing', out, vars(args))}")
 
 
 if __name__ == "__main__":

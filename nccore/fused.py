@@ -44,7 +44,7 @@ from .data.loader import augment_batch
 from .evaluate import evaluate, stratified_sample
 from .catalogue import config_columns
 from .models import build_model, family
-from .trial import Runtime, prepare
+from .trial import Runtime, eval_due, prepare
 
 FUSABLE_METHODS = ("erm",)
 FUSABLE_OPTIMIZERS = ("sgd",)
@@ -147,17 +147,22 @@ class FusedStack:
         self._sgd(lr_factor)
         return losses.detach()
 
-    @torch.no_grad()
     def _sgd(self, lr_factor: float) -> None:
-        """torch.optim.SGD's update (dampening 0) with per-member lr, weight decay, momentum."""
-        lr = (self.lr64 * lr_factor).to(torch.float32)
-        for n, p in self.params.items():
-            shape = (-1,) + (1,) * (p.dim() - 1)
-            d = p.grad.addcmul(p, self.wd.view(shape))
-            buf = self.moms[n]
-            buf.mul_(self.mu.view(shape)).add_(d)
-            p.addcmul_(buf, lr.view(shape), value=-1)
-            p.grad = None
+        sgd_step(self.params, self.moms, (self.lr64 * lr_factor).to(torch.float32), self.wd, self.mu)
+
+
+@torch.no_grad()
+def sgd_step(params: dict, moms: dict, lr: torch.Tensor, wd: torch.Tensor, mu: torch.Tensor) -> None:
+    """`torch.optim.SGD`'s update (dampening 0, no Nesterov) on stacked tensors θ (k, ...) with
+    per-member vectors lr, wd, μ (k,):  d = g + wd·θ;  buf = μ·buf + d;  θ = θ − lr·buf.
+    A zero-initialised buf gives SGD's first step (buf = d). Clears the gradients."""
+    for n, p in params.items():
+        shape = (-1,) + (1,) * (p.dim() - 1)
+        d = p.grad.addcmul(p, wd.view(shape))
+        buf = moms[n]
+        buf.mul_(mu.view(shape)).add_(d)
+        p.addcmul_(buf, lr.view(shape), value=-1)
+        p.grad = None
 
 
 def _point(m: Member, i: int, params: dict, buffers: dict, moms: dict) -> None:
@@ -279,6 +284,8 @@ def _epoch_rows(m: Member, epoch: int, loss: float, train_time: float, steps: in
     if not math.isfinite(loss):
         m.status = "diverged"
         return [{**base, "split": "train", "group": "all", "status": "diverged"}]
+    if not eval_due(cfg, epoch, m.method.finished):   # eval_every: the train row only
+        return [{**base, "split": "train", "group": "all", "status": "ok"}]
     t1 = time.perf_counter()
     rows = evaluate(m.method.eval_model(), m.data, cfg, m.train_idx, m.method.autocast, epoch)
     base["eval_time"] = time.perf_counter() - t1

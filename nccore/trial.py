@@ -145,16 +145,24 @@ def iter_epochs(config: dict, sink=None) -> Iterator[tuple[int, list[dict]]]:
                 sink(epoch, rows)
             yield epoch, rows
             return
-        t1 = time.perf_counter()
-        rows = evaluate(method.eval_model(), data, cfg, train_idx, method.autocast, epoch)
-        base["eval_time"] = time.perf_counter() - t1
-        rows = [{**base, **r, "status": "ok"} for r in rows]
+        if eval_due(cfg, epoch, method.finished):
+            t1 = time.perf_counter()
+            rows = evaluate(method.eval_model(), data, cfg, train_idx, method.autocast, epoch)
+            base["eval_time"] = time.perf_counter() - t1
+            rows = [{**base, **r, "status": "ok"} for r in rows]
+        else:   # eval_every: this epoch writes its train row only
+            rows = [{**base, "split": "train", "group": "all", "status": "ok"}]
         if sink is not None:
             sink(epoch, rows)
         if cfg["checkpoint_dir"]:
             checkpoint.save(cfg["checkpoint_dir"], {"epoch": epoch, "method": method.state_dict(),
                                                      "rng": checkpoint.rng_state(gen), "config": config})
         yield epoch, rows
+
+
+def eval_due(cfg: dict, epoch: int, finished: bool = False) -> bool:
+    """Evaluate after this epoch? Every `eval_every` epochs and after the last (or a method's early stop)."""
+    return finished or (epoch + 1) % cfg["eval_every"] == 0 or epoch + 1 == cfg["epochs"]
 
 
 def _device_name(device: str) -> str:

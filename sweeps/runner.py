@@ -33,13 +33,12 @@ from pathlib import Path
 
 from nccore.catalogue import reported_metrics
 from nccore.config import DEFAULTS
-from nccore.config import trial_id as make_trial_id
 
 from . import faults, fuse, procs
 from .lock import RunLock
 from .loggers import logger_callbacks, logger_env
 from .logs import driver_log
-from .plan import chunks, optuna_space, planned_configs
+from .plan import chunks, optuna_space, planned_configs, tune_trial_config
 from .progress import SweepProgress, TrialName
 from .spec import Spec, SpecError
 from .store import FAILED, TERMINAL, RunDir
@@ -72,8 +71,7 @@ def summarize(rows: list[dict], objectives: dict) -> dict:
 
 def trial_config(params: dict, base: dict, store: RunDir) -> dict:
     """The trial's full config from Tune's params: a planned config, or a searcher's point over `base`."""
-    cfg = dict(params["trial"]) if "trial" in params else {**base, **params}
-    cfg["trial_id"] = cfg.get("trial_id") or make_trial_id(cfg)
+    cfg = tune_trial_config(params, base)
     if str(cfg.get("init_from") or "").startswith("trial:"):   # an earlier trial of this run directory
         cfg["init_from"] = str(store.checkpoint_dir(cfg["init_from"][len("trial:"):]))
     return cfg
@@ -347,12 +345,11 @@ def make_tuner(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samp
 def _fit(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: int, searcher, callbacks) -> None:
     results = make_tuner(spec, store, res, param_space, num_samples, searcher, callbacks).fit()
     for r in results:
-        cfg = r.config.get("trial") if "trial" in r.config else {**spec.base_config(), **r.config}
+        cfg = tune_trial_config(r.config, spec.base_config())
         if fuse.is_unit(cfg):
             fuse.finish_members(store, cfg, r.error)
             continue
-        tid = cfg.get("trial_id") or make_trial_id(cfg)
-        finish_trial(store, tid, r.metrics or {}, r.error)
+        finish_trial(store, cfg["trial_id"], r.metrics or {}, r.error)
 
 
 def sweep_summary(store: RunDir) -> dict:
