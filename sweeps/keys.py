@@ -98,7 +98,9 @@ def spec_markdown() -> str:
          f"| `scheduler` | ASHA: {', '.join(f'`{k}`' for k in SCHEDULER_KEYS)} |",
          f"| `resources` | per trial: {', '.join(f'`{k}`' for k in RESOURCE_KEYS)} |",
          "| `loggers` | tensorboard, mlflow, wandb |",
-         "| `max_concurrent`, `retries`, `chunk_size`, `storage_path` | runner settings |", "",
+         "| `max_concurrent`, `retries`, `chunk_size`, `storage_path` | runner settings |",
+         "| `fuse` | k: train up to k compatible configurations (ERM, SGD) as one fused model; default off "
+         "(docs/fused.md) |", "",
          "## Domains", "",
          "- `grid: [v, ...]` every value (the plan is the product of all grids);",
          "- `choice: [v, ...]` one value drawn per sample (random search / Optuna);",
