@@ -86,5 +86,13 @@ def optuna_space(spec: Spec) -> dict:
     return space
 
 
+def tune_trial_config(params: dict, base: dict) -> dict:
+    """The full config of one Ray Tune trial, with its `trial_id`: planned trials carry their config
+    whole under "trial"; a searcher's trials carry only the sampled keys, merged over `base`."""
+    cfg = dict(params["trial"]) if "trial" in params else {**base, **params}
+    cfg["trial_id"] = cfg.get("trial_id") or trial_id(cfg)
+    return cfg
+
+
 def chunks(items: list, size: int) -> list[list]:
     return [items[i:i + size] for i in range(0, len(items), size)]

@@ -25,20 +25,14 @@ from rich.progress import BarColumn, Progress, TextColumn
 from ray.tune import Callback
 
 from nccore.config import DEFAULTS
-from nccore.config import trial_id as make_trial_id
+
+from .plan import tune_trial_config
 
 log = logging.getLogger("ncsweep")
 
 
-def sweep_trial_config(tune_config: dict, base: dict) -> dict:
-    """The nccore config of a Tune trial: planned trials carry it whole under "trial"; a searcher's
-    trials carry only the sampled keys, merged over the spec's base config."""
-    return dict(tune_config["trial"]) if "trial" in tune_config else {**base, **tune_config}
-
-
 def sweep_trial_id(tune_config: dict, base: dict) -> str:
-    cfg = sweep_trial_config(tune_config, base)
-    return cfg.get("trial_id") or make_trial_id(cfg)
+    return tune_trial_config(tune_config, base)["trial_id"]
 
 
 class TrialName:
@@ -170,7 +164,7 @@ class SweepProgress(Callback):
         """Book a Tune trial's end; returns how many sweep trials it held (k for a fused unit)."""
         self._stop_running(trial)
         k = members(trial.config)
-        planned_epochs = int(sweep_trial_config(trial.config, self.base).get("epochs") or DEFAULTS["epochs"])
+        planned_epochs = int(tune_trial_config(trial.config, self.base).get("epochs") or DEFAULTS["epochs"])
         self.epochs_skipped += k * max(planned_epochs - self.reached.pop(trial.trial_id, 0), 0)
         t0 = self.started_at.pop(trial.trial_id, None)
         if t0 is not None:

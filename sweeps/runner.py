@@ -240,6 +240,7 @@ def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks)
         procs.record(store.path)
     progress = SweepProgress.for_run(spec, store, planned, TERMINAL, quiet)
     callbacks = [progress, *logger_callbacks(spec.loggers, store.path, spec.name), *callbacks]
+    callbacks.append(finisher(store, spec.base_config()))
     if not address:
         callbacks.append(procs.recorder(store.path))
     for _ in range(MAX_PASSES):
@@ -350,6 +351,23 @@ def _fit(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: i
             fuse.finish_members(store, cfg, r.error)
             continue
         finish_trial(store, cfg["trial_id"], r.metrics or {}, r.error)
+
+
+def finisher(store: RunDir, base: dict):
+    """A Ray Tune callback that finishes each trial as soon as it ends (not when its chunk ends), so
+    a driver crash mid-chunk loses no finished work; `_fit` settles the rest (repeating is safe)."""
+    from ray.tune import Callback
+
+    class FinishTrials(Callback):
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            cfg = tune_trial_config(trial.config, base)
+            if not fuse.is_unit(cfg):
+                try:
+                    finish_trial(store, cfg["trial_id"], trial.last_result or {}, None)
+                except Exception as e:   # never break Tune's loop: `_fit` finishes the trial again
+                    log.warning("finishing trial %s failed (retried after the chunk): %s", cfg["trial_id"], e)
+
+    return FinishTrials()
 
 
 def sweep_summary(store: RunDir) -> dict:
