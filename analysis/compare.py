@@ -24,7 +24,12 @@ from . import vocab
 from .filters import config_ids
 
 N_BOOT = 2000
-BOOT_CI = "95% BCa bootstrap over configurations"
+BCA_UP_TO = 200      # clusters; beyond, BCa's jackknife (O(k²)) costs more than it corrects: percentile
+BOOT_CI = f"95% bootstrap over configurations (BCa up to {BCA_UP_TO} configurations, percentile beyond)"
+
+
+def _boot_method(k: int) -> tuple[str, int]:
+    return ("BCa", N_BOOT) if k <= BCA_UP_TO else ("percentile", 1000)
 
 
 def mean_ci(x) -> tuple[float, float, float, int]:
@@ -54,7 +59,8 @@ def boot_mean_ci(values, seed: int = 0) -> tuple[float, float, float, int]:
         return float(x[0]), float(x[0]), float(x[0]), n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = stats.bootstrap((x,), np.mean, n_resamples=N_BOOT, method="BCa", random_state=seed, vectorized=True)
+        method, n_boot = _boot_method(n)
+        r = stats.bootstrap((x,), np.mean, n_resamples=n_boot, method=method, random_state=seed, vectorized=True)
     return float(x.mean()), float(r.confidence_interval.low), float(r.confidence_interval.high), n
 
 
@@ -142,8 +148,8 @@ def weighted_spearman(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray
         return np.where(var > 0, cov / var, np.nan)
 
 
-def spearman_ci(x, y, clusters=None, n_boot: int = N_BOOT, seed: int = 0) -> dict:
-    """Spearman ρ of x and y with a 95% BCa bootstrap CI (`scipy.stats.bootstrap`) that resamples
+def spearman_ci(x, y, clusters=None, n_boot: int | None = None, seed: int = 0) -> dict:
+    """Spearman ρ of x and y with a 95% bootstrap CI (`scipy.stats.bootstrap`, `_boot_method`) that resamples
     clusters — configurations, each with all its seeds — never single trials of a configuration.
     With `clusters` None each trial is its own cluster."""
     x, y = np.asarray(x, float), np.asarray(y, float)
@@ -167,8 +173,9 @@ def spearman_ci(x, y, clusters=None, n_boot: int = N_BOOT, seed: int = 0) -> dic
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = stats.bootstrap((np.arange(k),), stat, n_resamples=n_boot, method="BCa", vectorized=True,
-                            random_state=seed, batch=500)
+        method, default_n = _boot_method(k)
+        r = stats.bootstrap((np.arange(k),), stat, n_resamples=n_boot or default_n, method=method, vectorized=True,
+                            random_state=seed, batch=250)
     return {**out, "rho": float(rho), "p": float(p), "ci_low": float(r.confidence_interval.low),
             "ci_high": float(r.confidence_interval.high)}
 

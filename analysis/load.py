@@ -135,6 +135,7 @@ class Source:
             raise ResultsError(f"no result files under {', '.join(str(d / 'rows') for d in self.dirs)}: "
                                "has the sweep run? (`ncsweep status DIR`)")
         self.con = duckdb.connect()
+        self.con.execute("set enable_progress_bar = false")
         if threads:
             self.con.execute(f"set threads = {int(threads)}")
         self.available = schema_names(self.files)
@@ -158,11 +159,21 @@ class Source:
             self._materialise(self.files)
 
     def _materialise(self, files: list[Path]) -> None:
+        """One scan into `rows`; only when some key occurs twice (several run directories, a trial
+        caught mid-compaction, a re-run epoch) a second scan keeps the newest of each."""
         names = [f.as_posix() for f in files]
+        cols = ", ".join(ident(c) for c in self.columns)
+        self.con.execute("drop table if exists rows")
+        self.con.execute(f"create temp table rows as select {cols} from read_parquet(?, union_by_name=true)", [names])
+        dups = self.con.execute('select count(*) from (select 1 from rows group by trial_id, epoch, split, "group" '
+                                "having count(*) > 1)").fetchall()[0][0]
+        if dups:
+            self._dedup(files, names, cols)
+
+    def _dedup(self, files: list[Path], names: list[str], cols: str) -> None:
         self.con.register("_mtimes", pa.table({"filename": names, "_mtime": [f.stat().st_mtime for f in files]}))
         newest = (f"coalesce(cast({ident(self.time_col)} as double), _mtime)" if self.time_col else "_mtime")
         attempt = "attempt desc nulls last, " if "attempt" in self.available else ""
-        cols = ", ".join(ident(c) for c in self.columns)
         extra = f", {ident(self.time_col)}" if self.time_col else ""
         self.con.execute("drop table if exists rows")
         self.con.execute(
@@ -181,7 +192,7 @@ class Source:
         return [r[0] for r in self.con.execute('select distinct "group" from rows order by 1').fetchall()]
 
     def n_rows(self) -> int:
-        return int(self.con.execute("select count(*) from rows").fetchone()[0])
+        return int(self.con.execute("select count(*) from rows").fetchall()[0][0])
 
     def hosts(self) -> pd.DataFrame:
         """Trials per (host, device, versions) — whichever of those columns the rows carry."""

@@ -238,7 +238,7 @@ def adjust(p: np.ndarray, correction: str) -> np.ndarray:
     return out
 
 
-def fanova_importance(frame: pd.DataFrame, varying: list[str], seed: int = 0, max_configs: int = 300) -> pd.DataFrame:
+def fanova_importance(frame: pd.DataFrame, varying: list[str], seed: int = 0, max_configs: int = 200) -> pd.DataFrame:
     """fANOVA importance of each axis (Optuna's FanovaImportanceEvaluator) on per-configuration
     means of the standardized metric (seeds averaged first). Beyond `max_configs` configurations a
     seeded random subsample of that size is used. Depth 5 (not Optuna's default 64): on the few
