@@ -206,6 +206,15 @@ def test_every_registered_method_has_a_section():
     assert heads == set(METHODS), f"docs/methods.md sections {sorted(heads)} vs methods {sorted(METHODS)}"
 
 
+def test_every_method_option_is_named_in_its_section():
+    from nccore.catalogue import METHOD_OPTIONS
+
+    text = (ROOT / "docs/methods.md").read_text()
+    sections = dict(re.findall(r"^## (\w+) — .*?\n(.*?)(?=^## |\Z)", text, re.M | re.S))
+    missing = {m: [o for o in opts if f"`{o}`" not in sections.get(m, "")] for m, opts in METHOD_OPTIONS.items()}
+    assert not {m: o for m, o in missing.items() if o}, f"docs/methods.md sections lack options {missing}"
+
+
 def test_every_test_the_docs_cite_exists():
     cited = set()
     for doc in DOCS:
