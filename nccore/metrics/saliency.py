@@ -49,7 +49,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor, layer: nn.
     handle = layer.register_forward_hook(lambda m, i, o: store.__setitem__("A", o))
     try:
         with torch.enable_grad():
-            logits = model(x)
+            logits = model(x.detach().requires_grad_(True))   # a graph even when the weights are frozen
             A = store["A"]
             score = logits.gather(1, target[:, None]).sum()     # images do not interact (eval mode)
             (grad,) = torch.autograd.grad(score, A)

@@ -51,6 +51,7 @@ def test_saliency_upsamples_to_the_image_and_the_panel_round_trips():
 
 def test_vgg_on_small_images_falls_back_to_grad_cam_at_a_spatial_layer():
     m = build_model("vgg11", 2, width=0.125, image_size=16).eval()
+    m.requires_grad_(False)                                  # a frozen base (tuning methods)
     x = torch.rand(2, 3, 16, 16)
     assert m.body(x).shape[-1] == 1                          # CAM would be constant
     maps, _ = saliency(m, x)
