@@ -78,6 +78,10 @@ def main() -> None:
             out[str(k)] = None
             torch.cuda.empty_cache()
             continue
+        except Exception as e:   # e.g. torch.compile of the vmapped forward on this torch version
+            print(f"k={k}: failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
+            out[str(k)] = None
+            continue
         out[str(k)] = round(agg / base, 3)
         print(f"k={k}: aggregate {agg:.0f} img/s, {agg / base:.2f}x one trial, peak memory {mem:.1f} GiB "
               f"({time.perf_counter() - t:.0f}s)", flush=True)

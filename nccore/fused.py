@@ -70,7 +70,7 @@ def fuse_key(config: dict) -> str:
     return repr(sorted((k, repr(v)) for k, v in cfg.items() if k not in _PER_MEMBER))
 
 
-@dataclass
+@dataclass(eq=False)   # compared by identity (the fused stack checks who is in it)
 class Member:
     """One configuration of a fused group and everything it owns."""
     config: dict

@@ -175,3 +175,12 @@ def finish_members(store: RunDir, unit: dict, error) -> None:
     for cfg in unit[FUSE_KEY]:
         rec = store.read_record(cfg["trial_id"]) or {}
         finish_trial(store, cfg["trial_id"], rec.get("final") or {}, error)
+
+
+def describe_spec(path) -> str:
+    """How the spec at `path` is grouped (its `fuse`, or 2 when it does not set one)."""
+    from .plan import planned_configs
+    from .spec import load_spec
+
+    spec = load_spec(path)
+    return describe(planned_configs(spec), spec.fuse or 2)
