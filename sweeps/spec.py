@@ -178,7 +178,7 @@ def _parse(raw, default_name, pr: "checks.Problems") -> Spec | None:
         pr.add("loggers", raw.get("loggers"), f"could not be checked ({e})")
     fuse = 0
     try:
-        fuse = check_fuse(raw.get("fuse"), search["algorithm"], scheduler)
+        fuse = check_fuse(raw.get("fuse"), search.get("algorithm") if isinstance(search, dict) else None, scheduler)
     except ValueError as e:
         pr.add("fuse", raw.get("fuse"), str(e))
     max_concurrent = checks.integer(raw.get("max_concurrent"), "max_concurrent", pr, low=1, optional=True)
