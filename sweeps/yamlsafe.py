@@ -1,6 +1,6 @@
 """A strict YAML reader for specs: PyYAML's SafeLoader, narrowed.
 
-- Duplicate keys in a mapping are recorded (PyYAML silently keeps the last one) and reported.
+- Duplicate keys in a mapping are reported with their full path (PyYAML silently keeps the last).
 - Only the core schema's tags are accepted (str, int, float, bool, null, map, seq); !!binary,
   !!set, !!omap, !!pairs, !!timestamp and every custom or python tag are refused. Dates stay strings.
 - Floats are read as YAML 1.2 reads them, so `1e-3` is a number (YAML 1.1 reads it as a string).
@@ -31,27 +31,6 @@ class _Loader(yaml.SafeLoader):
         ch: [(tag, rx) for tag, rx in rs if tag != "tag:yaml.org,2002:timestamp"]
         for ch, rs in yaml.SafeLoader.yaml_implicit_resolvers.items()}
 
-    def __init__(self, stream):
-        super().__init__(stream)
-        self.duplicates: list[str] = []
-
-    def construct_mapping(self, node, deep=False):
-        seen = {}
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue
-            try:
-                key = self.construct_object(key_node, deep=False)
-                hash(key)
-            except Exception:   # unhashable keys: PyYAML's own error below names them
-                continue
-            if key in seen:
-                self.duplicates.append(f"line {key_node.start_mark.line + 1}: duplicate key `{key}` (first at line "
-                                       f"{seen[key] + 1}); a key may appear once per mapping")
-            else:
-                seen[key] = key_node.start_mark.line
-        return super().construct_mapping(node, deep=deep)
-
     def construct_undefined(self, node):
         raise yaml.constructor.ConstructorError(
             None, None, f"tag {node.tag!r} is not allowed in a spec (plain YAML values only)", node.start_mark)
@@ -60,6 +39,30 @@ class _Loader(yaml.SafeLoader):
 _Loader.add_constructor(None, _Loader.construct_undefined)
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(
     r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*|[0-9][0-9_]*)[eE][-+]?[0-9]+$"), list("-+0123456789."))
+
+
+def _duplicates(node, path: str, out: list, seen_nodes: set) -> list[str]:
+    """'spec field `base.lr` ...' for every key that appears twice in one mapping (PyYAML keeps
+    the last silently), found on the composed node tree so the full path can be named. A node
+    reached again through an alias is not walked again (no alias expansion; no recursion)."""
+    if id(node) in seen_nodes:
+        return out
+    seen_nodes.add(id(node))
+    if isinstance(node, yaml.MappingNode):
+        seen = {}
+        for k, v in node.value:
+            if not isinstance(k, yaml.ScalarNode) or k.tag == "tag:yaml.org,2002:merge":
+                continue
+            sub = f"{path}.{k.value}" if path else k.value
+            if k.value in seen:
+                out.append(f"spec field `{sub}` (line {k.start_mark.line + 1}): duplicate key, also at line "
+                           f"{seen[k.value] + 1}; a key may appear once per mapping")
+            seen.setdefault(k.value, k.start_mark.line)
+            _duplicates(v, sub, out, seen_nodes)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _duplicates(v, f"{path}[{i}]", out, seen_nodes)
+    return out
 
 
 def _size(obj, memo: dict, active: set) -> int:
@@ -82,7 +85,9 @@ def load_yaml(text: str, where: str = "spec"):
     loader = None
     try:
         loader = _Loader(text)
-        data = loader.get_single_data()
+        node = loader.get_single_node()
+        dups = _duplicates(node, "", [], set()) if node is not None else []
+        data = loader.construct_document(node) if node is not None else None
     except yaml.YAMLError as e:
         raise YamlProblem([f"{where} is not valid YAML: {' '.join(str(e).split())}"]) from None
     except RecursionError:
@@ -96,4 +101,4 @@ def load_yaml(text: str, where: str = "spec"):
         raise YamlProblem([f"{where} {e}"]) from None
     if size > MAX_NODES:
         raise YamlProblem([f"{where} expands to more than {MAX_NODES} values through aliases; write a smaller spec"])
-    return data, [f"{where} {d}" for d in loader.duplicates]
+    return data, dups

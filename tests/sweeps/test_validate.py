@@ -167,7 +167,8 @@ def _write(tmp_path, text, name="s.yaml"):
 def test_yaml_duplicate_keys_and_tags_are_refused(tmp_path):
     with pytest.raises(SpecError) as e:
         load_spec(_write(tmp_path, "name: a\nbase:\n  lr: 0.1\n  lr: 0.2\n"))
-    assert "line 4: duplicate key `lr`" in str(e.value)
+    assert e.value.problems == ["spec field `base.lr` (line 4): duplicate key, also at line 3; a key may appear "
+                                "once per mapping"]
     for tag in ("!!python/object/apply:os.system ['echo']", "!!binary aGk=", "!custom 1", "!!set {a}"):
         with pytest.raises(SpecError, match="not allowed in a spec"):
             load_spec(_write(tmp_path, f"name: {tag}\n"))
