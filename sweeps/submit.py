@@ -2,8 +2,10 @@
 
     ncsweep submit SPEC --address http://HEAD:8265 --out /shared/runs/NAME [--wait]
 
-The spec is checked here first (nothing is sent if it is invalid), then uploaded with the job (Ray's
-`working_dir` runtime environment), and the cluster runs `ncsweep run SPEC --out DIR --address auto`.
+The spec is checked here first (nothing is sent if it is invalid), then sent with the job as an
+environment variable — no file upload, so nothing depends on Ray's package cache — and the head runs
+`python -m sweeps.submit DIR`, which writes the spec to a temporary file and runs
+`ncsweep run SPEC --out DIR --address auto`.
 The driver lives on the head node, so closing the terminal or the laptop that submitted does not
 stop the sweep. DIR is a path *on the cluster*: storage every node mounts (NFS, EFS, Lustre, a PVC),
 because each trial writes its rows from whichever node runs it. Submitting the same spec with the
@@ -14,7 +16,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import sys
 import tempfile
 import time
@@ -25,12 +26,39 @@ from .spec import SpecError, load_spec
 TERMINAL_JOB = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
-def entrypoint(spec_name: str, out: str, resources: str | None = None, ncsweep: str = "ncsweep") -> str:
-    """The shell command the Ray Job runs on the head node (its working directory holds the spec)."""
-    cmd = [*shlex.split(ncsweep), "run", spec_name, "--out", out, "--address", "auto"]
+SPEC_ENV = "NCSWEEP_SUBMITTED_SPEC"
+
+
+def entrypoint(out: str, resources: str | None = None, python: str = "python") -> str:
+    """The shell command the Ray Job runs on the head node (the spec travels in SPEC_ENV)."""
+    cmd = [*shlex.split(python), "-m", "sweeps.submit", out]
     if resources:
         cmd += ["--resources", resources]
     return shlex.join(cmd)
+
+
+def job_main(argv=None) -> int:
+    """Inside the Ray Job: the submitted spec to a file, then `ncsweep run SPEC --out DIR --address auto`."""
+    import argparse
+    import os
+
+    from .cli import main
+
+    p = argparse.ArgumentParser(prog="python -m sweeps.submit", description="(run by `ncsweep submit` on the head)")
+    p.add_argument("out")
+    p.add_argument("--resources")
+    a = p.parse_args(argv)
+    text = os.environ.get(SPEC_ENV)
+    if not text:
+        print(f"{SPEC_ENV} is not set: this module is the entrypoint `ncsweep submit` gives its Ray Job",
+              file=sys.stderr)
+        return 2
+    with tempfile.TemporaryDirectory(prefix="ncsweep-job-") as tmp:
+        name = os.environ.get("NCSWEEP_SUBMITTED_NAME", "spec")
+        path = Path(tmp) / f"{name}.yaml"
+        path.write_text(text)
+        return main(["run", str(path), "--out", a.out, "--address", "auto",
+                     *(["--resources", a.resources] if a.resources else [])])
 
 
 def check_out(out: str) -> str:
@@ -53,7 +81,7 @@ def dashboard_address(address: str) -> str:
 
 
 def submit(spec_path: str, address: str, out: str, resources: str | None = None, submission_id: str | None = None,
-           ncsweep: str = "ncsweep", wait: bool = False, timeout_s: float | None = None, client=None) -> dict:
+           python: str = "python", wait: bool = False, timeout_s: float | None = None, client=None) -> dict:
     """Submit SPEC as a Ray Job. Returns {"submission_id", "entrypoint", "status"}."""
     spec = load_spec(spec_path)          # an invalid spec fails here, before anything reaches the cluster
     out = check_out(out)
@@ -67,13 +95,11 @@ def submit(spec_path: str, address: str, out: str, resources: str | None = None,
                             f"head started with the dashboard (`ray start --head --dashboard-host 0.0.0.0`), "
                             f"and is port 8265 reachable (e.g. `ssh -L 8265:localhost:8265 HEAD`)?") from e
     sid = submission_id or f"ncsweep-{spec.name}-{time.strftime('%Y%m%d-%H%M%S')}"
-    spec_name = f"{spec.name}.yaml"
-    cmd = entrypoint(spec_name, out, resources, ncsweep)
-    with tempfile.TemporaryDirectory(prefix="ncsweep-submit-") as tmp:
-        shutil.copyfile(spec_path, Path(tmp) / spec_name)
-        sid = client.submit_job(entrypoint=cmd, submission_id=sid,
-                                runtime_env={"working_dir": tmp, "env_vars": {"RAY_AIR_NEW_OUTPUT": "0"}},
-                                metadata={"ncsweep_spec": spec.name, "ncsweep_out": out})
+    cmd = entrypoint(out, resources, python)
+    env = {SPEC_ENV: Path(spec_path).read_text(), "NCSWEEP_SUBMITTED_NAME": Path(spec_path).stem,
+           "RAY_AIR_NEW_OUTPUT": "0"}
+    sid = client.submit_job(entrypoint=cmd, submission_id=sid, runtime_env={"env_vars": env},
+                            metadata={"ncsweep_spec": spec.name, "ncsweep_out": out})
     result = {"submission_id": sid, "entrypoint": cmd, "status": str(client.get_job_status(sid))}
     if wait:
         result["status"] = wait_for(client, sid, timeout_s)
@@ -98,7 +124,7 @@ def wait_for(client, sid: str, timeout_s: float | None = None, poll_s: float = 2
 
 
 def cmd_submit(a) -> int:
-    r = submit(a.spec, a.address, a.out, a.resources, a.submission_id, a.ncsweep, a.wait)
+    r = submit(a.spec, a.address, a.out, a.resources, a.submission_id, a.python, a.wait)
     status = r["status"].split(".")[-1]
     if a.wait:
         print(f"\nRay Job {r['submission_id']}: {status}")
@@ -118,7 +144,11 @@ def add_parser(sub) -> None:
     s.add_argument("--out", required=True, help="absolute run directory on storage every cluster node mounts")
     s.add_argument("--resources", help="per-trial resources, e.g. cpu=1,gpu=0.25")
     s.add_argument("--submission-id", help="Ray Job id (default ncsweep-<spec name>-<time>)")
-    s.add_argument("--ncsweep", default="ncsweep",
-                   help="command that runs ncsweep on the cluster (default: `ncsweep` on the head's PATH)")
+    s.add_argument("--python", default="python",
+                   help="the head node's Python with ncsweep installed (default: `python` on its PATH)")
     s.add_argument("--wait", action="store_true", help="print the job's log until it ends; exit 0 if it succeeded")
     s.set_defaults(fn=cmd_submit)
+
+
+if __name__ == "__main__":
+    sys.exit(job_main())

@@ -1,0 +1,237 @@
+"""The cluster launch files, checked offline: the Ray cluster launcher config (cluster.yaml) against the
+schema the installed Ray ships, the SLURM batch script run against stub `srun`/`scontrol`/`ray`
+commands (a fake two-node allocation), the KubeRay RayJob's structure, and — for all three — every
+`ray start` they issue parsed by Ray's own CLI and every `ncsweep` command line parsed by ours.
+The commands of README's "Running on a cluster" section and docs/cluster.md are checked here too."""
+import json
+import os
+import re
+import shlex
+import subprocess
+import warnings
+from pathlib import Path
+
+import jsonschema
+import pytest
+import ray
+import yaml
+
+from sweeps.cli import build_parser
+from sweeps.spec import load_spec
+
+with warnings.catch_warnings():   # ray's CLI module imports Ray Serve, whose pydantic models warn
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from ray.scripts.scripts import start as ray_start
+
+ROOT = Path(__file__).resolve().parents[1]
+SBATCH = ROOT / "deploy" / "slurm" / "ncsweep.sbatch"
+RAYJOB = ROOT / "deploy" / "kuberay" / "rayjob.yaml"
+PVC = ROOT / "deploy" / "kuberay" / "pvc.yaml"
+CLUSTER = ROOT / "cluster.yaml"
+
+
+def parse_ncsweep(argv: list[str]):
+    """Our CLI's argparse on a command line (raises SystemExit on anything it rejects)."""
+    assert argv[0].endswith("ncsweep"), argv
+    return build_parser().parse_args(argv[1:])
+
+
+def parse_ray_start(argv: list[str]):
+    """Ray's own `ray start` option parser (raises click's error on an unknown or malformed option)."""
+    i = argv.index("start")
+    return ray_start.make_context("start", list(argv[i + 1:])).params
+
+
+# ---------------------------------------------------------------------- Ray cluster launcher
+def test_cluster_yaml_validates_and_its_ray_start_lines_parse():
+    cfg = yaml.safe_load(CLUSTER.read_text())
+    jsonschema.validate(cfg, json.loads((Path(ray.__file__).parent / "autoscaler" / "ray-schema.json").read_text()))
+    starts = [c for c in cfg["head_start_ray_commands"] + cfg["worker_start_ray_commands"] if " start " in c]
+    assert len(starts) == 2
+    head, worker = (parse_ray_start(shlex.split(c)) for c in starts)
+    assert head["head"] and not worker["head"] and worker["address"].endswith(":6379")
+
+
+def test_cluster_yaml_documents_an_ncsweep_command_our_cli_accepts():
+    lines = [ln.lstrip("# ").strip() for ln in CLUSTER.read_text().splitlines() if ln.lstrip("# ").startswith("ncsweep ")]
+    assert lines
+    for line in lines:
+        a = parse_ncsweep(shlex.split(line))
+        assert a.cmd == "run" and a.address == "auto" and a.out.startswith("/mnt/shared")
+        load_spec(ROOT / a.spec.replace("~/ncsweep/", ""))
+
+
+# ---------------------------------------------------------------------- SLURM
+def test_sbatch_script_is_valid_bash_with_slurm_directives():
+    subprocess.run(["bash", "-n", str(SBATCH)], check=True)
+    directives = dict(re.findall(r"^#SBATCH --([\w-]+)=?(\S*)", SBATCH.read_text(), re.M))
+    assert int(directives["nodes"]) >= 2 and directives["ntasks-per-node"] == "1"
+    assert "gpus-per-task" in directives and "time" in directives
+
+
+STUBS = {
+    # a two-node allocation: node-a (head, the batch host) and node-b
+    "scontrol": 'echo node-a; echo node-b',
+    "hostname": 'echo 10.0.0.1',
+    # srun: drop its options (and -w HOST), run the command, note which host it was meant for
+    "srun": 'host=node-a; while [[ $1 == -* ]]; do [[ $1 == -w ]] && { host=$2; shift; }; shift; done\n'
+            'echo "srun@$host $*" >> "$LOG"; "$@"',
+    "ray": 'echo "ray $*" >> "$LOG"',
+    "python": 'echo 2',                 # the join check: two nodes alive
+    "ncsweep": 'printf "%s\\n" "$@" > "$NCSWEEP_ARGV"; exit 0',
+    "sleep": 'true',
+}
+
+
+def fake_allocation(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[str], list[str]]:
+    stubs = tmp_path / "bin"
+    stubs.mkdir()
+    for name, body in STUBS.items():
+        (stubs / name).write_text("#!/bin/bash\n" + body + "\n")
+        (stubs / name).chmod(0o755)
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "activate").write_text("")
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "LOG": str(tmp_path / "log"), "NCSWEEP_ARGV": str(tmp_path / "argv"),
+           "NCSWEEP_VENV": str(venv), "SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_JOB_ID": "42",
+           "SLURM_CPUS_PER_TASK": "8", "SLURM_GPUS_PER_TASK": "1", "SLURM_SUBMIT_DIR": str(ROOT), "HOME": str(tmp_path)}
+    r = subprocess.run(["bash", str(SBATCH), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    log = (tmp_path / "log").read_text().splitlines() if (tmp_path / "log").exists() else []
+    argv = (tmp_path / "argv").read_text().splitlines() if (tmp_path / "argv").exists() else []
+    return r, log, argv
+
+
+def test_sbatch_script_starts_a_head_and_a_worker_then_runs_the_sweep_against_them(tmp_path):
+    spec, out = "sweeps/specs/demo.yaml", "/shared/runs/demo"
+    r, log, argv = fake_allocation(tmp_path, spec, out, "--resources", "cpu=2,gpu=0.25")
+    assert r.returncode == 0, r.stdout + r.stderr
+    starts = [shlex.split(line.split(" ", 1)[1]) for line in log if line.startswith("srun@") and " ray start " in line]
+    hosts = [line.split(" ", 1)[0] for line in log if line.startswith("srun@") and " ray start " in line]
+    assert hosts == ["srun@node-a", "srun@node-b"], log
+    head, worker = (parse_ray_start(s) for s in starts)
+    assert head["head"] and head["block"] and head["node_ip_address"] == "10.0.0.1" and head["num_gpus"] == 1
+    assert worker["address"] == "10.0.0.1:6379" and worker["block"] and not worker["head"]
+    a = parse_ncsweep(["ncsweep", *argv])
+    assert (a.cmd, a.spec, a.out, a.address, a.resources) == ("run", spec, out, "10.0.0.1:6379", "cpu=2,gpu=0.25")
+    load_spec(ROOT / a.spec)
+
+
+def test_sbatch_script_refuses_to_start_without_spec_and_out(tmp_path):
+    r, log, argv = fake_allocation(tmp_path)
+    assert r.returncode != 0 and "usage: sbatch deploy/slurm/ncsweep.sbatch SPEC OUT" in r.stderr
+    assert not log and not argv
+
+
+# ---------------------------------------------------------------------- KubeRay
+def _containers(group: dict) -> list[dict]:
+    return group["template"]["spec"]["containers"]
+
+
+def test_rayjob_manifest_structure():
+    job = yaml.safe_load(RAYJOB.read_text())
+    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob" and job["metadata"]["name"]
+    spec = job["spec"]
+    assert set(spec) <= {"entrypoint", "runtimeEnvYAML", "shutdownAfterJobFinishes", "ttlSecondsAfterFinished",
+                         "backoffLimit", "rayClusterSpec", "submissionMode", "activeDeadlineSeconds", "suspend",
+                         "entrypointNumCpus", "entrypointNumGpus", "submitterPodTemplate", "clusterSelector"}
+    yaml.safe_load(spec["runtimeEnvYAML"])
+    rc = spec["rayClusterSpec"]
+    assert rc["rayVersion"] == ray.__version__
+    groups = [rc["headGroupSpec"], *rc["workerGroupSpecs"]]
+    for g in groups:   # rayStartParams are `ray start` options, as strings
+        parse_ray_start(["ray", "start", *[f"--{k}={v}" for k, v in g["rayStartParams"].items()]])
+        assert all(isinstance(v, str) for v in g["rayStartParams"].values())
+    assert rc["headGroupSpec"]["rayStartParams"]["num-cpus"] == "0"      # trials never land on the head
+    images = {c["image"] for g in groups for c in _containers(g)}
+    assert len(images) == 1
+    assert any(p["containerPort"] == 8265 for p in _containers(rc["headGroupSpec"])[0]["ports"])
+    for w in rc["workerGroupSpecs"]:
+        assert w["groupName"] and w["minReplicas"] <= w["replicas"] <= w["maxReplicas"]
+        res = _containers(w)[0]["resources"]
+        assert res["limits"] == res["requests"] and int(res["limits"]["nvidia.com/gpu"]) >= 1
+
+
+def test_rayjob_runs_an_ncsweep_command_our_cli_accepts_on_a_shared_volume():
+    job = yaml.safe_load(RAYJOB.read_text())
+    a = parse_ncsweep(shlex.split(job["spec"]["entrypoint"]))
+    assert a.cmd == "run" and a.address == "auto"
+    # the image holds this checkout at /app (deploy/kuberay/Dockerfile)
+    docker = (ROOT / "deploy" / "kuberay" / "Dockerfile").read_text()
+    assert re.search(r"^COPY .* \. /app$", docker, re.M) and f"rayproject/ray:{ray.__version__}-py311" in docker
+    load_spec(ROOT / Path(a.spec).relative_to("/app"))
+    pvc = yaml.safe_load(PVC.read_text())
+    assert pvc["kind"] == "PersistentVolumeClaim" and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    rc = job["spec"]["rayClusterSpec"]
+    for g in [rc["headGroupSpec"], *rc["workerGroupSpecs"]]:    # every pod mounts the claim where --out is
+        vols = {v["name"]: v for v in g["template"]["spec"]["volumes"]}
+        mounts = [m for m in _containers(g)[0]["volumeMounts"]
+                  if vols[m["name"]].get("persistentVolumeClaim", {}).get("claimName") == pvc["metadata"]["name"]]
+        assert mounts and any(a.out.startswith(m["mountPath"] + "/") for m in mounts), g
+
+
+# ---------------------------------------------------------------------- the documented commands
+def documented_commands() -> list[tuple[str, str]]:
+    """Commands of the code blocks of README's "Running on a cluster" section and of docs/cluster.md."""
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"^## Running on a cluster\n(.*?)(?=^## )", readme, re.M | re.S)
+    texts = [("README.md", m.group(1) if m else "")]
+    if (ROOT / "docs" / "cluster.md").exists():
+        texts.append(("docs/cluster.md", (ROOT / "docs" / "cluster.md").read_text()))
+    out = []
+    for name, text in texts:
+        for block in re.findall(r"^```(?:sh|bash)\n(.*?)^```", text, re.M | re.S):
+            for line in block.replace("\\\n", " ").splitlines():
+                line = line.split(" #")[0].strip()
+                if line and not line.startswith("#"):
+                    out.append((name, line))
+    return out
+
+
+def check_command(line: str) -> None:
+    argv = shlex.split(line)
+    while "=" in argv[0] and not argv[0].startswith("-"):   # VAR=value prefixes
+        argv = argv[1:]
+    prog = Path(argv[0]).name
+    if prog == "ncsweep":
+        a = parse_ncsweep(argv)
+        if getattr(a, "spec", None):
+            load_spec(ROOT / a.spec)
+        if a.cmd == "submit":
+            from sweeps.submit import check_out, dashboard_address
+
+            check_out(a.out)
+            dashboard_address(a.address)
+    elif prog == "sbatch":
+        assert ROOT / argv[1] == SBATCH
+        load_spec(ROOT / argv[2])
+    elif prog == "kubectl":
+        assert argv[1] in ("apply", "delete", "get", "logs", "describe", "port-forward", "exec"), line
+        for i, tok in enumerate(argv):
+            if tok == "-f":
+                assert (ROOT / argv[i + 1]).exists(), line
+    elif prog == "ray":
+        if argv[1] == "start":
+            parse_ray_start(argv)
+        elif argv[1] in ("up", "down", "attach", "dashboard", "exec", "submit", "rsync-up"):
+            assert (ROOT / next(t for t in argv[2:] if not t.startswith("-"))) == CLUSTER, line
+        else:
+            assert argv[1] == "job" and argv[2] in ("logs", "status", "stop", "list"), line
+    elif prog in ("docker", "ssh", "cd", "source", "git", "pip", "python", "rm", "squeue"):
+        pass   # ordinary tools; their arguments name nothing of ours that could drift
+    else:
+        raise AssertionError(f"no rule in tests/test_deploy.py for {line!r}")
+
+
+DOCUMENTED = documented_commands()
+
+
+def test_the_cluster_docs_show_each_path():
+    progs = {Path(shlex.split(c)[0]).name for _, c in DOCUMENTED}
+    joined = "\n".join(c for _, c in DOCUMENTED)
+    assert {"ray", "sbatch", "kubectl", "ncsweep"} <= progs, progs
+    assert "ncsweep submit" in joined and "ncsweep status" in joined and "ray up cluster.yaml" in joined
+
+
+@pytest.mark.parametrize("doc, line", DOCUMENTED)
+def test_documented_cluster_command(doc, line):
+    check_command(line)
