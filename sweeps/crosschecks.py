@@ -5,6 +5,7 @@ references; each planned config through nccore's own validation). Used by `sweep
 """
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -148,8 +149,10 @@ def check_plan(spec, pr: Problems, allow_large: bool) -> None:
         return
     if n > MAX_PLANNED_TRIALS or spec.search["algorithm"] == "optuna":
         return
+    uses_init = isinstance(spec.base.get("init_from"), str) or any("init_from" in s for s in spec.subspaces())
+    configs = iter_planned_configs(spec)
     by_id, refs, files = {}, [], {}
-    for i, cfg in enumerate(iter_planned_configs(spec)):
+    for i, cfg in enumerate(configs if uses_init else itertools.islice(configs, 200)):
         by_id[cfg["trial_id"]] = cfg
         if isinstance(cfg.get("init_from"), str) and cfg["init_from"].startswith("trial:"):
             refs.append(cfg)
