@@ -81,7 +81,7 @@ def _report_summary(s: dict) -> int:
 
 def plan_text(spec, out: str, resources: dict | None) -> str:
     """What `ncsweep run --dry-run` prints: the trials, epochs and resources a run would use."""
-    from .plan import planned_configs
+    from .plan import iter_planned_configs
     from .store import TERMINAL, RunDir
 
     lines = [f"sweep {spec.name!r} → {Path(out).resolve()}"]
@@ -90,12 +90,14 @@ def plan_text(spec, out: str, resources: dict | None) -> str:
         lines.append(f"  trials: {spec.search['num_samples']} sampled by Optuna TPE on {spec.search['metric']} "
                      f"({spec.search['mode']})")
     else:
-        planned = planned_configs(spec)
         recs = RunDir(out).records() if Path(out).is_dir() else {}
-        done = sum((recs.get(c["trial_id"]) or {}).get("status") in TERMINAL for c in planned)
-        epochs = sum(int(c.get("epochs", base_epochs or 0)) for c in planned)
-        lines.append(f"  trials: {len(planned)} planned ({spec.search['algorithm']}), {done} already finished "
-                     f"in this directory, {len(planned) - done} to run; {epochs} epochs in all")
+        n = done = epochs = 0
+        for c in iter_planned_configs(spec):   # one at a time: a plan above the cap is never held
+            n += 1
+            done += (recs.get(c["trial_id"]) or {}).get("status") in TERMINAL
+            epochs += int(c.get("epochs", base_epochs or 0))
+        lines.append(f"  trials: {n} planned ({spec.search['algorithm']}), {done} already finished "
+                     f"in this directory, {n - done} to run; {epochs} epochs in all")
     axes = sorted({k for space in spec.subspaces() for k in space})
     lines.append(f"  swept keys: {', '.join(axes) or 'none'}")
     lines.append(f"  per trial: {({**spec.resources, **(resources or {})})}, max concurrent "
