@@ -81,6 +81,8 @@ def _report_summary(s: dict) -> int:
 
 def plan_text(spec, out: str, resources: dict | None) -> str:
     """What `ncsweep run --dry-run` prints: the trials, epochs and resources a run would use."""
+    from nccore.config import DEFAULTS
+
     from .plan import iter_planned_configs
     from .store import TERMINAL, RunDir
 
@@ -95,7 +97,7 @@ def plan_text(spec, out: str, resources: dict | None) -> str:
         for c in iter_planned_configs(spec):   # one at a time: a plan above the cap is never held
             n += 1
             done += (recs.get(c["trial_id"]) or {}).get("status") in TERMINAL
-            epochs += int(c.get("epochs", base_epochs or 0))
+            epochs += int(c.get("epochs") or base_epochs or DEFAULTS["epochs"])
         lines.append(f"  trials: {n} planned ({spec.search['algorithm']}), {done} already finished "
                      f"in this directory, {n - done} to run; {epochs} epochs in all")
     axes = sorted({k for space in spec.subspaces() for k in space})
