@@ -26,10 +26,14 @@ from .evaluate import evaluate, stratified_sample
 from .methods import METHODS
 from .models import build_model, family
 
+
 @dataclass(frozen=True)
 class Runtime:
-    """Where and how a trial runs — state of the machine, not of the experiment: never part of
-    the config, its id or its analysis axes. The rows record `device` (its name) and `amp`."""
+    """Where and how a trial runs — state of the machine, not of the experiment. The config keys
+    device / precision / channels_last say what the user asked for ('auto' allowed); `prepare`
+    resolves them once through this object (no private keys in the config), and none of them is
+    in the trial id (device) or the analysis axes. The rows record `device` (its name) and `amp`;
+    timings are per-epoch row values (train_time, eval_time, images_per_s)."""
     device: str           # torch device string, 'auto' resolved
     precision: str        # autocast precision actually used
     channels_last: bool
