@@ -20,11 +20,7 @@ import pandas as pd
 from . import vocab
 from .load import ident
 
-SPLITS = ("train", "val", "test")
-# Row columns that describe how a row was made rather than what was measured.
-BOOKKEEPING = {"trial_id", "epoch", "split", "group", "status", "attempt", "schema_version", "n", "lr_now",
-               "train_time", "eval_time", "images_per_s", "metrics_train_samples", "filename", "written_at",
-               "cudnn_deterministic", "cudnn_benchmark", "epochs_run"}
+SPLITS = vocab.SPLITS
 
 
 def parse_metric(name: str) -> tuple[str, str, str]:
@@ -40,8 +36,8 @@ def parse_metric(name: str) -> tuple[str, str, str]:
 
 
 def metric_columns(columns, numeric: set[str] | None = None) -> list[str]:
-    """Row columns that hold measurements (not config, not bookkeeping)."""
-    return [c for c in columns if c not in BOOKKEEPING and vocab.is_metric(c) and (numeric is None or c in numeric)]
+    """Row columns the catalogue declares as metrics."""
+    return [c for c in columns if vocab.is_metric(c) and (numeric is None or c in numeric)]
 
 
 def check_metrics(names: list[str], columns, numeric: set[str] | None = None) -> None:

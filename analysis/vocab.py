@@ -17,6 +17,7 @@ import math
 
 from nccore import catalogue
 
+SPLITS = catalogue.SPLITS
 REPLICATE = "seed"                 # the key whose values are replicates, never an effect
 MAJORITY = "majority_acc"          # the row column holding the majority-class rate
 STATUSES = ("completed", "stopped", "failed", "oom", "diverged")

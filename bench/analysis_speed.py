@@ -6,8 +6,9 @@ table, every sensitivity table in parallel processes, architecture comparisons, 
     PYTHONPATH=. python bench/analysis_speed.py --per-epoch          # one file per (trial, epoch): 10^5 files
     PYTHONPATH=. python bench/analysis_speed.py --dir /tmp/x --keep  # reuse / keep the written run directory
 
-The last line printed is one JSON object: {rows, files, load_s, tables_s, total_s, peak_rss_mb}
-(peak RSS of this process plus its largest child, in MB).
+The last line printed is one JSON object: {rows, files, load_s, tables_s, total_s, peak_rss_mb, cpu_s}
+(peak RSS of this process plus its largest child, in MB; cpu_s: CPU seconds of the analysis in
+this process and its workers — on a shared machine a steadier figure than wall time).
 """
 from __future__ import annotations
 
@@ -67,6 +68,12 @@ def peak_rss_mb() -> float:
     return (own + child) / 1024      # Linux reports KiB; children: the largest one
 
 
+def cpu_s() -> float:
+    """User + system CPU seconds of this process and its (finished) children."""
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--trials", type=int, default=2000)
@@ -83,14 +90,14 @@ def main() -> None:
             print(f"# wrote {root} in {time.perf_counter() - t:.0f}s", flush=True)
         from analysis.pipeline import analyse
 
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), cpu_s()
         res = analyse(root, select="best:worst_group_acc")
-        total = time.perf_counter() - t0
+        total, cpu = time.perf_counter() - t0, cpu_s() - c0
         tm = res["timings"]
         print(f"# {len(res['trials'])} trials, {len(res['tables'])} sensitivity tables, metrics {res['metrics']}")
         print(json.dumps({"rows": res["n_rows"], "files": res["n_files"], "load_s": round(tm["load_s"], 2),
                           "tables_s": round(tm["tables_s"], 2), "total_s": round(total, 2),
-                          "peak_rss_mb": round(peak_rss_mb(), 1)}))
+                          "peak_rss_mb": round(peak_rss_mb(), 1), "cpu_s": round(cpu, 2)}))
     finally:
         if not args.keep and not args.dir:
             shutil.rmtree(root, ignore_errors=True)
