@@ -93,8 +93,8 @@ def finish_trial(store: RunDir, tid: str, result: dict, error) -> str:
     counted and checksummed. result: its last Tune result (empty if it reported nothing);
     error: Tune's error for it, or None. Safe to repeat after a crash at any point."""
     rec = store.read_record(tid)
-    if rec is not None and rec.get("status") == "oom":
-        return "oom"
+    if (rec or {}).get("status") in (*TERMINAL, "pending"):
+        return rec["status"]   # settled already (as it ended, or re-planned to run again)
     if error is not None:
         store.update_record(tid, status="failed", error=(rec or {}).get("error") or format_error(error))
         return "failed"

@@ -189,6 +189,17 @@ def test_cleanup_ends_only_the_processes_a_dead_driver_recorded(tmp_path):
 
 
 # ---------------------------------------------------------------------- trial endings
+def test_finishing_a_trial_twice_changes_nothing(tmp_path):
+    store = RunDir(tmp_path)
+    worker(store, "t0")
+    _truncate(store.epoch_files("t0")[0])
+    result = {"epoch": EPOCHS - 1, "epoch_rows": 9}
+    assert finish_trial(store, "t0", result, None) == "pending"      # re-planned as it ended ...
+    assert finish_trial(store, "t0", result, None) == "pending"      # ... and not failed when settled again
+    worker(store, "t0")
+    assert finish_trial(store, "t0", result, None) == finish_trial(store, "t0", result, None) == "completed"
+
+
 def test_rows_the_driver_cannot_see_fail_the_trial_with_the_node_named(tmp_path):
     store = RunDir(tmp_path)
     store.update_record("t0", status="running", epochs_done=EPOCHS, config={"epochs": EPOCHS})
@@ -305,14 +316,16 @@ def test_cli_killed_worker_and_driver_corrupt_checkpoint_truncated_file_then_res
     assert any(lock.alive(p["pid"], p["started"]) for p in recorded)    # the dead driver's Ray lingers
 
     store = RunDir(out)
-    good = sorted(t for t, r in store.records().items() if r["config"]["weights"] is None)
-    victim = next(t for t in good if store.read_record(t)["status"] == "running")
+    victim = next(t for t, r in store.records().items() if r["config"]["weights"] is None and r["status"] == "running")
+    store.checkpoint_dir(victim).mkdir(parents=True, exist_ok=True)
     (store.checkpoint_dir(victim) / checkpoint.FILE).write_bytes(b"garbage")
     env = {k: v for k, v in env.items() if k not in (faults.ENV, faults.ONCE_ENV)}
 
     res = _cli("resume", out, env=env)
     assert res.returncode == 1, res.stderr[-2000:]
     assert "2 of 4 trials did not finish (2 failed)" in res.stdout
+    good = sorted(t for t, r in store.records().items() if r["config"]["weights"] is None)
+    assert len(good) == 2
     assert not any(lock.alive(p["pid"], p["started"]) for p in recorded)
     planned = {(t, e, s, g) for t in good for e in range(2) for s in ("train", "val", "test") for g in ("all", "0", "1")}
     assert_exactly_once(out, planned)
