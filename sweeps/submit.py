@@ -63,7 +63,7 @@ def job_main(argv=None) -> int:
 
 def check_out(out: str) -> str:
     """--out names a directory on the cluster's shared storage, so it must be absolute (a relative
-    path would land in the job's temporary working directory on the head and vanish with it)."""
+    path would resolve against whatever directory the head's Ray was started in)."""
     if "://" in out:
         raise SpecError(f"--out {out!r}: `ncsweep submit` needs a directory path on storage every cluster "
                         f"node mounts (e.g. /mnt/shared/runs/NAME); object-store URLs are not supported")
@@ -106,8 +106,9 @@ def submit(spec_path: str, address: str, out: str, resources: str | None = None,
     return result
 
 
-def wait_for(client, sid: str, timeout_s: float | None = None, poll_s: float = 2.0, stream=sys.stdout) -> str:
+def wait_for(client, sid: str, timeout_s: float | None = None, poll_s: float = 2.0, stream=None) -> str:
     """Print the job's log as it grows until the job ends; returns its final status."""
+    stream = stream or sys.stdout
     t0, shown = time.monotonic(), 0
     while True:
         status = str(client.get_job_status(sid))

@@ -235,3 +235,90 @@ def test_the_cluster_docs_show_each_path():
 @pytest.mark.parametrize("doc, line", DOCUMENTED)
 def test_documented_cluster_command(doc, line):
     check_command(line)
+
+
+# ---------------------------------------------------------------------- ncsweep submit, without a cluster
+class FakeJobs:
+    """Stands in for ray.job_submission.JobSubmissionClient: records the submission, replays a log."""
+
+    def __init__(self, final="SUCCEEDED"):
+        self.final, self.calls, self.submitted = final, 0, None
+
+    def submit_job(self, **kw):
+        self.submitted = kw
+        return kw["submission_id"]
+
+    def get_job_status(self, sid):
+        self.calls += 1
+        return "RUNNING" if self.calls < 3 else self.final
+
+    def get_job_logs(self, sid):
+        return "line 1\n" + ("line 2\n" if self.calls >= 2 else "")
+
+
+def test_submit_sends_the_spec_with_a_job_whose_entrypoint_runs_it(tmp_path, monkeypatch):
+    from sweeps import submit as sub
+
+    jobs = FakeJobs()
+    r = sub.submit("sweeps/specs/demo.yaml", "http://head:8265", "/mnt/shared/runs/demo", resources="cpu=1,gpu=0.25",
+                   client=jobs)
+    assert r["submission_id"].startswith("ncsweep-demo-") and r["status"] == "RUNNING"
+    env = jobs.submitted["runtime_env"]["env_vars"]
+    assert yaml.safe_load(env[sub.SPEC_ENV]) == yaml.safe_load((ROOT / "sweeps/specs/demo.yaml").read_text())
+    assert jobs.submitted["metadata"] == {"ncsweep_spec": "demo", "ncsweep_out": "/mnt/shared/runs/demo"}
+    # on the head: the entrypoint writes the spec to a file and calls `ncsweep run ... --address auto`
+    seen = {}
+
+    def fake_main(argv):
+        seen["argv"] = argv
+        seen["spec"] = Path(argv[1]).read_text()
+        return 0
+
+    monkeypatch.setattr("sweeps.cli.main", fake_main)
+    argv = shlex.split(jobs.submitted["entrypoint"])
+    assert argv[:3] == ["python", "-m", "sweeps.submit"]
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    assert sub.job_main(argv[3:]) == 0
+    a = parse_ncsweep(["ncsweep", *seen["argv"]])
+    assert (a.cmd, a.out, a.address, a.resources) == ("run", "/mnt/shared/runs/demo", "auto", "cpu=1,gpu=0.25")
+    assert seen["spec"] == env[sub.SPEC_ENV] and Path(a.spec).name == "demo.yaml"
+
+
+def test_submit_wait_follows_the_log_and_returns_the_final_status(capsys):
+    from sweeps.submit import wait_for
+
+    assert wait_for(FakeJobs("FAILED"), "x", poll_s=0) == "FAILED"
+    assert capsys.readouterr().out == "line 1\nline 2\n"
+
+
+@pytest.mark.parametrize("spec, address, out, message", [
+    ("sweeps/specs/demo.yaml", "http://head:8265", "runs/demo", "is relative"),
+    ("sweeps/specs/demo.yaml", "http://head:8265", "s3://bucket/runs", "object-store URLs"),
+    ("sweeps/specs/demo.yaml", "head:6379", "/mnt/shared/runs/demo", "dashboard's URL"),
+])
+def test_submit_refuses_what_cannot_work_before_contacting_the_cluster(spec, address, out, message):
+    from sweeps.spec import SpecError
+    from sweeps.submit import submit
+
+    with pytest.raises(SpecError, match=message):
+        submit(spec, address, out)
+
+
+def test_submit_checks_the_spec_first(tmp_path):
+    from sweeps.spec import SpecError
+    from sweeps.submit import submit
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\nspace: {lr: {grid: []}}\n")
+    jobs = FakeJobs()
+    with pytest.raises(SpecError):
+        submit(str(bad), "http://head:8265", "/mnt/shared/runs/bad", client=jobs)
+    assert jobs.submitted is None
+
+
+def test_submit_names_an_unreachable_dashboard(capsys):
+    from sweeps.cli import main
+
+    rc = main(["submit", "sweeps/specs/demo.yaml", "--address", "http://127.0.0.1:9", "--out", "/mnt/shared/runs/demo"])
+    assert rc == 2 and "cannot reach the Ray dashboard at http://127.0.0.1:9" in capsys.readouterr().err
