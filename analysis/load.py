@@ -2,8 +2,8 @@
 
 `Source(run_dirs, columns)` scans every result file of one or several run directories ONCE,
 reading only the named columns, and keeps each (trial_id, epoch, split, group) once: the newest
-by recorded time (a row's `written_at` column when files carry one, else the file's modification
-time), then the highest attempt. The result is a duckdb temporary table `rows` that the epoch
+by recorded time (the `epoch_ended_at` the runner writes into every row; the file's modification
+time for rows without it), then the highest attempt. The result is a duckdb temporary table `rows` that the epoch
 selection, the trial table and the curves query without touching the files again.
 
 Damaged files — a truncated footer, or an intact footer over damaged pages — are skipped with a
@@ -28,7 +28,7 @@ import pyarrow.parquet as pq
 from .vocab import status_class
 
 KEY = ["trial_id", "epoch", "split", "group"]
-TIME_COLUMNS = ("written_at", "recorded_at")
+TIME_COLUMNS = ("epoch_ended_at", "written_at", "recorded_at")   # the runner writes epoch_ended_at
 HOST_COLUMNS = ("hostname", "node_id", "device", "amp", "torch_version", "ray_version", "ncsweep_version")
 
 

@@ -20,13 +20,13 @@ from nccore import catalogue
 SPLITS = catalogue.SPLITS
 REPLICATE = "seed"                 # the key whose values are replicates, never an effect
 MAJORITY = "majority_acc"          # the row column holding the majority-class rate
-STATUSES = ("completed", "stopped", "failed", "oom", "diverged")
-_ALIASES = {"done": "completed", "error": "failed", "running": "failed", "pending": "failed"}
+STATUSES = ("completed", "stopped", "failed", "oom", "diverged", "running")   # running: a sweep in progress
+_ALIASES = {"done": "completed", "error": "failed", "pending": "running"}
 LOG_SPAN = 10.0                    # positive numeric axes spanning ≥ this ratio enter models as log10
 
 
 def status_class(status) -> str:
-    """A trial record's status mapped onto the five statuses (None → failed: it never finished)."""
+    """A trial record's status mapped onto the five final statuses, or `running` (None → failed)."""
     s = str(status) if status is not None and status == status else "failed"
     return _ALIASES.get(s, s)
 

@@ -99,6 +99,15 @@ def test_newest_attempt_by_recorded_time_not_path_order(tmp_path):
         assert list(got) == [0.7]
 
 
+def test_recorded_epoch_end_time_beats_file_time(tmp_path):
+    base = [t for t in _trials(seeds=1) if t["arch"] == "vgg11"][:1][0]
+    newer = write_run(tmp_path / "b", [{**base, "wga": 0.7, "epoch_ended_at": 2.0e9}])
+    older = write_run(tmp_path / "a", [{**base, "wga": 0.1, "epoch_ended_at": 1.0e9}])   # written last on disk
+    df = load([older, newer])
+    got = df[(df.split == "test") & (df.group == "all") & (df.epoch == 2)].worst_group_acc
+    assert list(got) == [0.7]
+
+
 def test_interaction_terms_are_labelled_with_their_own_axes(tmp_path):
     trials = _trials(seeds=3)
     for t in trials:   # plant: vgg11 gains more from a larger lr than resnet18
