@@ -11,14 +11,15 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from nccore.catalogue import config_columns
+
 from ..compare import mean_ci
 from . import figures
 from .common import _mean, _partial, figure, finding, note, slope_ci
 from .registry import study
 
 TERMINAL_ACC = 0.99     # train accuracy on the training labels that marks the terminal phase
-CONFIG = ("arch", "seed", "bias_level", "lr", "weight_decay", "batch_size", "epochs", "penalty", "method",
-          "coarse", "dataset", "width")
+CONFIG = config_columns()   # a row's config columns, declared in nccore.catalogue
 
 
 def final_rows(rows: pd.DataFrame) -> pd.DataFrame:
