@@ -67,3 +67,26 @@ def test_mutants_are_valid_or_refused_with_named_fields(spec):
         for line in e.problems:
             assert line.startswith("spec field `") and "could not be checked" not in line, line
             assert line.split("`")[1], line
+
+
+TEXTS = {p.stem: p.read_text() for p in sorted(Path("sweeps/specs").glob("*.yaml"))}
+PIECES = list(":{}[],-#&*!|>'\"\n ?%@`\t0.eE") + ["!!python/name:os.system", "&a ", "*a", "<<: *a", ".nan", "~",
+                                                  "\x00", "\ufeff", "  lr: 1\n  lr: 2\n", "!!binary x", "[" * 50]
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.sampled_from(sorted(TEXTS)), st.lists(st.tuples(st.floats(0, 1), st.sampled_from(PIECES), st.booleans()),
+                                               min_size=1, max_size=4))
+def test_text_mutants_are_valid_or_refused_never_a_traceback(tmp_path_factory, name, edits):
+    from sweeps.spec import load_spec
+
+    text = TEXTS[name]
+    for where, piece, replace in edits:
+        i = int(where * len(text))
+        text = text[:i] + piece + text[i + (1 if replace else 0):]
+    p = tmp_path_factory.mktemp("mut") / f"{name}.yaml"
+    p.write_text(text, encoding="utf-8", errors="replace")
+    try:
+        load_spec(p)
+    except SpecError as e:
+        assert e.problems and not any("could not be checked" in line for line in e.problems), e.problems
