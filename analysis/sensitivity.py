@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import vocab
-from .filters import DEFAULT_STATUS, config_ids, usable
+from .filters import DEFAULT_STATUS, config_ids, describe_exclusions, usable
 
 CORRECTIONS = ("holm", "bh", "none")
 ESTIMATOR = "OLS on z-scored metric and axes"
@@ -191,8 +191,10 @@ def fit_table(trials: pd.DataFrame, metric: str, axes=None, interactions=(), cor
                              selection=selection, excluded=excluded, meta=meta)
     interactions = [(a, b) for a, b in interactions if a in varying and b in varying]
     k = n_params(frame, varying, interactions)
-    if not varying:
-        table.message = "no axis varied: nothing to fit"
+    if len(frame) == 0:
+        table.message = "no usable trials" + (f" (left out: {describe_exclusions(excluded)})" if excluded else "")
+    elif not varying:
+        table.message = f"no axis varied among the {len(frame)} usable trial(s): nothing to fit"
     elif len(frame) <= k:
         table.message = f"{len(frame)} trials for {k} parameters: too few to fit (need more than {k})"
     elif frame["y"].std() == 0:
