@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -125,6 +126,53 @@ def manifests(run_dirs) -> list[dict]:
     return out
 
 
+PARALLEL_SCAN_FILES = 5000    # from this many files, split the scan over processes (1 duckdb thread each)
+
+
+def _create_rows(con, names: list[str], cols: str) -> None:
+    """`rows` from the files. Files that share the needed columns need no per-file schema pass
+    (much faster for 10^5 files); a schema mismatch retries with union_by_name (a damaged file
+    then raises duckdb.Error for the caller's fallback)."""
+    try:
+        con.execute(f"create temp table rows as select {cols} from read_parquet(?)", [names])
+    except duckdb.Error:
+        con.execute("drop table if exists rows")
+        con.execute(f"create temp table rows as select {cols} from read_parquet(?, union_by_name=true)", [names])
+
+
+def _scan_part(names: list[str], cols: str, out: str) -> str:
+    con = duckdb.connect()
+    con.execute("set threads = 1")
+    con.execute("set enable_progress_bar = false")
+    _create_rows(con, names, cols)
+    table = con.execute("select * from rows").arrow()
+    pq.write_table(table.read_all() if isinstance(table, pa.RecordBatchReader) else table, out)
+    con.close()
+    return out
+
+
+def _scan_in_processes(names: list[str], cols: str) -> list[str] | None:
+    """Scan many small files in one process per core, each writing one Parquet part; None when
+    there is one core (or the pool fails: the caller then scans in this process)."""
+    import tempfile
+
+    from .parallel import default_workers, run_all
+
+    workers = default_workers()
+    if workers < 2:
+        return None
+    tmp = Path(tempfile.mkdtemp(prefix="ncsweep-scan-"))
+    chunks = [names[i::workers] for i in range(workers)]
+    try:
+        return run_all([(_scan_part, (c, cols, str(tmp / f"part-{i}.parquet")), {}) for i, c in enumerate(chunks)],
+                       workers)
+    except Exception as e:  # a damaged file: the caller's fallback names it
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(e, duckdb.Error):
+            raise
+        return None
+
+
 class Source:
     """The deduplicated rows of some run directories as the duckdb table `rows` (see module doc)."""
 
@@ -164,13 +212,12 @@ class Source:
         names = [f.as_posix() for f in files]
         cols = ", ".join(ident(c) for c in self.columns)
         self.con.execute("drop table if exists rows")
-        try:      # files with the same columns need no per-file schema pass (much faster for 10^5 files)
-            self.con.execute(f"create temp table rows as select {cols} from read_parquet(?)", [names])
-        except duckdb.Error as e:
-            if "schema mismatch" not in str(e) and "not found" not in str(e).lower():
-                raise
-            self.con.execute("drop table if exists rows")
-            self.con.execute(f"create temp table rows as select {cols} from read_parquet(?, union_by_name=true)", [names])
+        parts = _scan_in_processes(names, cols) if len(names) >= PARALLEL_SCAN_FILES else None
+        if parts is not None:
+            self.con.execute("create temp table rows as select * from read_parquet(?, union_by_name=true)", [parts])
+            shutil.rmtree(Path(parts[0]).parent, ignore_errors=True)
+        else:
+            _create_rows(self.con, names, cols)
         dups = self.con.execute('select count(*) from (select 1 from rows group by trial_id, epoch, split, "group" '
                                 "having count(*) > 1)").fetchall()[0][0]
         if dups:

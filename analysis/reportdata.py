@@ -143,7 +143,7 @@ def _summary_effects(tables: list[SensitivityTable]) -> list[dict]:
                     "effect": float(top.effect), "effect_s": f"{top.effect:+.2f}", "ci": f"{top.ci_low:+.2f} to {top.ci_high:+.2f}",
                     "p_adj": fmt(top.p_adj), "n": t.n, "r2": fmt(t.r2), "anchor": slug(f"t-{t.metric}-{t.subset}"),
                     "significant": bool(top.p_adj < 0.05)})
-    return sorted(out, key=lambda r: -abs(r["effect"]))
+    return sorted(out, key=lambda r: (not r["significant"], -abs(r["effect"])))   # significant first
 
 
 def _frame_rows(df: pd.DataFrame, columns: list[str] | None = None) -> dict:

@@ -208,3 +208,19 @@ def test_planted_effects_recovered_from_a_run_directory(tmp_path):
         e = _effect(t, term)
         assert e.ci_low <= v <= e.ci_high, (term, v, e)
     assert t.meta["reference"] == {"arch": "resnet18"}
+
+
+def test_many_files_scan_in_processes_gives_the_same_rows(tmp_path, monkeypatch):
+    load_mod = sys.modules["analysis.load"]
+    run = write_run(tmp_path / "run", _trials(seeds=1), per_epoch=True)
+    one = load(run)
+    monkeypatch.setattr(load_mod, "PARALLEL_SCAN_FILES", 10)
+    monkeypatch.setattr("analysis.parallel.default_workers", lambda: 2)
+    many = load(run)
+    key = ["trial_id", "epoch", "split", "group"]
+    assert len(many) == len(one) == 18 * 3 * 9
+    a, b = one.sort_values(key).reset_index(drop=True), many.sort_values(key).reset_index(drop=True)
+    assert a[key + ["worst_group_acc", "acc"]].equals(b[key + ["worst_group_acc", "acc"]])
+    _damage_pages(run / "rows" / "tvgg11-0.01-0.5-s0" / "epoch-0002.parquet")
+    with pytest.warns(RuntimeWarning, match="epoch-0002.parquet"):
+        assert len(load(run)) == 18 * 3 * 9 - 9

@@ -24,7 +24,8 @@ def test_doc_is_plain_data_with_summary_statistics_and_metadata(result):
     assert "bootstrap over configurations" in s["boot_ci"]
     assert "1 status oom" in s["excluded"] and "learned nothing" in s["excluded"]
     eff = doc["summary"]["effects"]
-    assert eff and abs(eff[0]["effect"]) >= abs(eff[-1]["effect"])               # largest first
+    sig = [e for e in eff if e["significant"]]
+    assert eff and sig == eff[:len(sig)] and abs(sig[0]["effect"]) >= abs(sig[-1]["effect"])   # significant, largest first
     assert doc["summary"]["leaderboard"]["label"].startswith("test worst_group_acc")
     lb = doc["summary"]["leaderboard"]["rows"]
     assert lb[0][-2].split()[0] >= lb[-1][-2].split()[0]                           # best (higher) first
