@@ -145,8 +145,7 @@ def _scan_part(names: list[str], cols: str, out: str) -> str:
     con.execute("set threads = 1")
     con.execute("set enable_progress_bar = false")
     _create_rows(con, names, cols)
-    table = con.execute("select * from rows").arrow()
-    pq.write_table(table.read_all() if isinstance(table, pa.RecordBatchReader) else table, out)
+    pq.write_table(con.sql("select * from rows").to_arrow_table(), out)
     con.close()
     return out
 

@@ -217,6 +217,8 @@ def test_many_files_scan_in_processes_gives_the_same_rows(tmp_path, monkeypatch)
     monkeypatch.setattr(load_mod, "PARALLEL_SCAN_FILES", 10)
     monkeypatch.setattr("analysis.parallel.default_workers", lambda: 2)
     many = load(run)
+    names = [f.as_posix() for f in load_mod.row_files(run)]
+    assert len(load_mod._scan_in_processes(names, '"trial_id"')) == 2       # the pool path itself works
     key = ["trial_id", "epoch", "split", "group"]
     assert len(many) == len(one) == 18 * 3 * 9
     a, b = one.sort_values(key).reset_index(drop=True), many.sort_values(key).reset_index(drop=True)
