@@ -159,9 +159,13 @@ def fine_grained(result: dict) -> list[dict]:
     if frac is not None:
         out.append(_mean(frac.values, "coarse training recovers part of the fine structure a fine-label model has",
                          "fraction of the untrained→fine-trained probe gap reached by coarse training", 1))
-        out += _vgg_pairs(frac)
+        out += _vgg_pairs(frac, "gap fraction of the probe accuracy")
+    if {"coarse", "untrained"} <= set(piv["fine_nmi"].columns):
+        out += _vgg_pairs((piv["fine_nmi"]["coarse"] - piv["fine_nmi"]["untrained"]).dropna(),
+                          "k-means NMI above the untrained baseline")
     out += [figure(figures.arm_bars(t, "fine_probe_acc"), "Fine linear-probe accuracy per arch and arm "
                    "(mean ± 95% CI over seeds)"),
+            figure(figures.arm_bars(t, "fine_nmi"), "Fine k-means NMI per arch and arm (mean ± 95% CI over seeds)"),
             figure(figures.group_curves(rows[rows.coarse.astype(bool) & (rows.method != "untrained")], "nc1", "train",
                                         "arch", by_group=False), "Coarse-label train NC1 per epoch (collapse)")]
     return out
@@ -174,14 +178,15 @@ def _gap_fraction(piv: pd.DataFrame) -> pd.Series | None:
     return ((p["coarse"] - p["untrained"]) / (p["fine"] - p["untrained"])).dropna()
 
 
-def _vgg_pairs(frac: pd.Series) -> list[dict]:
+def _vgg_pairs(score: pd.Series, what: str) -> list[dict]:
+    """Each non-VGG architecture minus each VGG on `score` (indexed by arch, seed), paired by seed."""
     out = []
-    archs = frac.index.get_level_values(0).unique()
+    archs = score.index.get_level_values(0).unique()
     for vgg in [a for a in archs if a.startswith("vgg")]:
         for other in [a for a in archs if not a.startswith("vgg")]:
-            d = (frac.loc[other] - frac.loc[vgg]).dropna()
-            out.append(_mean(d.values, f"{other} keeps more fine structure than {vgg}",
-                             f"gap fraction {other} − {vgg} (paired by seed)", 1))
+            d = (score.loc[other] - score.loc[vgg]).dropna()
+            out.append(_mean(d.values, f"{other} keeps more fine structure than {vgg} ({what})",
+                             f"{what}: {other} − {vgg} (paired by seed)", 1))
     return out
 
 
