@@ -9,7 +9,9 @@ cuDNN autotuning / compilation). Training time only: each member's evaluation ru
 epoch's training and is not in `train_time`. Records section "fused" ({k: ratio}), and with
 --compile "fused_compiled", in bench/gpu_results.json (CUDA) or bench/cpu_results.json.
 A process packs nothing here: sequential trials reach 1.0× by definition, so a ratio ≥ 1 means
-fused is not slower than running the k configurations one after another.
+fused is not slower than running the k configurations one after another. On a shared CPU, wall
+time depends on the neighbours' load; the process CPU time of each whole run (training, evaluation,
+setup) is also printed and recorded (settings.fused.cpu_time_ratio: k × one trial's ÷ fused).
 """
 from __future__ import annotations
 
@@ -31,24 +33,25 @@ def config(args, i: int = 0) -> dict:
             "data": {"n_train": args.n, "n_val": 64, "n_test": 64, "image_size": args.size}}
 
 
-def one_trial(args) -> float:
-    """images/s of the last epoch of one nccore trial."""
-    last = None
+def one_trial(args) -> tuple[float, float]:
+    """(images/s of the last epoch, process CPU seconds of the whole run) of one nccore trial."""
+    last, cpu = None, time.process_time()
     for _, rows in iter_epochs(config(args)):
         last = rows[0]
-    return last["images_per_s"]
+    return last["images_per_s"], time.process_time() - cpu
 
 
-def fused(args, k: int) -> tuple[float, float]:
-    """(aggregate images/s of the last epoch, peak CUDA memory in GiB) of k fused configurations."""
+def fused(args, k: int) -> tuple[float, float, float]:
+    """(aggregate images/s of the last epoch, process CPU seconds of the whole run, peak CUDA
+    memory in GiB) of k fused configurations."""
     if device() == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    last = {}
+    last, cpu = {}, time.process_time()
     for i, epoch, rows in iter_fused_epochs([config(args, i) for i in range(k)]):
         last[i] = rows[0]
     agg = sum(r["images_per_s"] for r in last.values())
     mem = torch.cuda.max_memory_allocated() / 2**30 if device() == "cuda" else float("nan")
-    return agg, mem
+    return agg, time.process_time() - cpu, mem
 
 
 def main() -> None:
@@ -66,13 +69,13 @@ def main() -> None:
     header("fused training: k configurations as one model vs one trial", vars(args))
     warnings.simplefilter("ignore")
     t = time.perf_counter()
-    base = one_trial(args)
-    print(f"one trial: {base:.0f} img/s ({time.perf_counter() - t:.0f}s)", flush=True)
-    out = {}
+    base, base_cpu = one_trial(args)
+    print(f"one trial: {base:.0f} img/s, {base_cpu:.1f} CPU s ({time.perf_counter() - t:.0f}s)", flush=True)
+    out, cpu_ratio = {}, {}
     for k in map(int, args.ks.split(",")):
         t = time.perf_counter()
         try:
-            agg, mem = fused(args, k)
+            agg, cpu, mem = fused(args, k)
         except torch.cuda.OutOfMemoryError:
             print(f"k={k}: out of memory", flush=True)
             out[str(k)] = None
@@ -82,12 +85,15 @@ def main() -> None:
             print(f"k={k}: failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
             out[str(k)] = None
             continue
-        out[str(k)] = round(agg / base, 3)
-        print(f"k={k}: aggregate {agg:.0f} img/s, {agg / base:.2f}x one trial, peak memory {mem:.1f} GiB "
+        out[str(k)], cpu_ratio[str(k)] = round(agg / base, 3), round(k * base_cpu / cpu, 3)
+        print(f"k={k}: aggregate {agg:.0f} img/s, {agg / base:.2f}x one trial; whole run {cpu:.1f} CPU s, "
+              f"{k * base_cpu / cpu:.2f}x less than k trials; peak memory {mem:.1f} GiB "
               f"({time.perf_counter() - t:.0f}s)", flush=True)
     if not args.no_record:
         section = "fused_compiled" if args.compile else "fused"
-        path = record(section, out, {**vars(args), "one_trial_img_s": round(base, 1)})
+        settings = {**vars(args), "one_trial_img_s": round(base, 1),
+                    "cpu_time_ratio": cpu_ratio}   # k × one trial's process CPU s ÷ the fused run's
+        path = record(section, out, settings)
         print(f"recorded {section} in {path}")
 
 

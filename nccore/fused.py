@@ -40,7 +40,7 @@ from torch.func import functional_call, vmap
 
 from . import checkpoint
 from .config import trial_id, validate_config
-from .data.loader import augment_batch
+from .data.loader import augment_draws, crop_flip
 from .evaluate import evaluate, stratified_sample
 from .catalogue import config_columns
 from .models import build_model, family
@@ -200,8 +200,12 @@ class FusedLoader:
             else:
                 x = torch.stack([ld.split.x[j] for ld, j in zip(self.loaders, idx)])
                 y = torch.stack([getattr(ld.split, self.target)[j] for ld, j in zip(self.loaders, idx)])
-            if self.augment:   # per member, from its own generator (a few small kernels each)
-                x = torch.stack([augment_batch(xi, ld.gen, self.pad) for xi, ld in zip(x, self.loaders)])
+            if self.augment:   # each member's draws from its own generator; one crop + flip for all
+                k, B = idx.shape
+                draws = [augment_draws(B, ld.gen, self.pad) for ld in self.loaders]
+                off = torch.cat([o for o, _ in draws], 1).to(dev, non_blocking=True)
+                flip = torch.cat([f for _, f in draws]).to(dev, non_blocking=True)
+                x = crop_flip(x.flatten(0, 1), off, flip, self.pad).view(k, B, *x.shape[2:])
             yield x, y
 
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
@@ -87,6 +88,7 @@ def units(configs: list[dict], k: int, store: RunDir | None = None) -> list[dict
         from .store import atomic_write_json
 
         atomic_write_json(store.path / "fuse_plan.json", plan_summary(groups, singles, k))
+        logging.getLogger("ncsweep").info("%s", _text(plan_summary(groups, singles, k), len(configs)))
     return [unit_of(g) for g in groups] + [c for c, _ in singles]
 
 
@@ -102,9 +104,12 @@ def plan_summary(groups: list[list[dict]], singles: list[tuple[dict, str]], k: i
 def describe(configs: list[dict], k: int) -> str:
     """One paragraph: how `configs` are grouped under `fuse: k`."""
     groups, singles = group(configs, k)
-    s = plan_summary(groups, singles, k)
-    sizes = sorted({len(g) for g in groups})
-    lines = [f"fuse: {k} — {len(configs)} configurations → {s['fused_trials']} fused trials "
+    return _text(plan_summary(groups, singles, k), len(configs))
+
+
+def _text(s: dict, n: int) -> str:
+    sizes = sorted({len(g) for g in s["groups"]})
+    lines = [f"fuse: {s['k']} — {n} configurations → {s['fused_trials']} fused trials "
              f"(sizes {', '.join(map(str, sizes)) or '-'}; {s['fused_configs']} configurations) + "
              f"{s['unfused_configs']} unfused trials"]
     for why, ids in s["unfused"].items():

@@ -12,9 +12,19 @@ from .base import Split
 
 def augment_batch(x: torch.Tensor, gen: torch.Generator, pad: int) -> torch.Tensor:
     """Random crop of x (B, C, H, W) from its zero-padded copy, then random horizontal flip."""
+    off, flip = augment_draws(x.shape[0], gen, pad)
+    return crop_flip(x, off.to(x.device, non_blocking=True), flip.to(x.device, non_blocking=True), pad)
+
+
+def augment_draws(B: int, gen: torch.Generator, pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The random numbers of one augmented batch, on the CPU: crop offsets (2, B), flips (B,)."""
+    off = torch.randint(0, 2 * pad + 1, (2, B), generator=gen)
+    return off, torch.rand(B, generator=gen) < 0.5
+
+
+def crop_flip(x: torch.Tensor, off: torch.Tensor, flip: torch.Tensor, pad: int) -> torch.Tensor:
+    """Crop x (B, C, H, W) at offsets off (2, B) of its zero-padded copy; flip where flip (B,)."""
     B, _, H, W = x.shape
-    off = torch.randint(0, 2 * pad + 1, (2, B), generator=gen).to(x.device, non_blocking=True)
-    flip = (torch.rand(B, generator=gen) < 0.5).to(x.device, non_blocking=True)
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     rows = off[0][:, None] + torch.arange(H, device=x.device)            # (B, H)
     cols = off[1][:, None] + torch.arange(W, device=x.device)            # (B, W)
