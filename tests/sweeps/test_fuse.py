@@ -87,3 +87,31 @@ def test_a_fused_sweep_writes_what_separate_trials_write(tmp_path):
     before = {t: r["attempts"] for t, r in recs.items()}
     run_sweep(spec, out, quiet=True)   # resume: nothing left to do
     assert {t: r["attempts"] for t, r in RunDir(out).records().items()} == before
+
+
+def test_the_fused_trial_writes_each_configuration_as_a_separate_trial(tmp_path, monkeypatch):
+    """The fused Ray trial body without a Ray cluster: per configuration a record, rows and a
+    checkpoint; the driver-side finish settles each one; a diverged member does not stop the other."""
+    import ray.tune
+
+    from sweeps import runner
+    from sweeps.store import RunDir
+
+    reports = []
+    monkeypatch.setattr(ray.tune, "report", lambda metrics, **kw: reports.append(metrics))
+    monkeypatch.setattr(runner, "start_attempt", lambda store, cfg: (
+        store.update_record(cfg["trial_id"], status="running", attempts=1, config=cfg),
+        {"attempt": 1, "hostname": "h", "node_id": "n"})[1])
+    spec = parse_spec({"name": "fz", "dataset": {"name": "biased_shapes", "options": DATA},
+                       "base": {**BASE, "epochs": 2}, "space": {"lr": {"grid": [0.05, 1e12]}}, "fuse": 2})
+    (unit,) = fuse.units(planned_configs(spec), 2)
+    fuse.fused_trainable({"trial": unit}, str(tmp_path), spec.base_config(), {}, gpu=0, cpu=1)
+    store = RunDir(tmp_path)
+    fuse.finish_members(store, unit, None)
+    good, bad = (store.read_record(c["trial_id"]) for c in unit["fused"])
+    assert good["status"] == "completed" and bad["status"] == "diverged"
+    assert good["fused_with"] == [c["trial_id"] for c in unit["fused"]]
+    rows = pd.read_parquet(tmp_path / "rows")
+    assert set(rows[rows.trial_id == good["trial_id"]].epoch) == {0, 1}
+    assert (store.checkpoint_dir(good["trial_id"]) / "state.pt").exists()
+    assert {r["member"] for r in reports} == {good["trial_id"], bad["trial_id"]}
