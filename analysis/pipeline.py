@@ -99,7 +99,7 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
     cols = src.available
     if metrics:
         check_metrics(metrics, cols)
-    bases = {parse_metric(m)[1] for m in metrics} if metrics else set(cols)
+    bases = {parse_metric(m)[1] for m in (metrics or default_metrics(cols, []))}   # read only what is tabulated
     config = [c for c in cols if vocab.is_axis(c)] + [c for c in ("family",) if c in cols]
     metric_cols = sorted(({c for c in bases if vocab.is_metric(c)} | {"acc", vocab.MAJORITY} | {c for c, _, _ in CURVES}
                           | ({select.split(":", 1)[1].removeprefix("val_")} if select.startswith("best:") else set())))
