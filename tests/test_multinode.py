@@ -40,6 +40,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+class NodeDied(RuntimeError):
+    pass
+
+
 class LocalCluster:
     """Head + workers, each `ray start --block` in its own session; `kill(name)` SIGKILLs one node's tree."""
 
@@ -68,9 +72,16 @@ class LocalCluster:
                              "--resources", json.dumps({"node_head": 1}), *common])
         self._wait_for_gcs()
         for i in range(1, workers + 1):   # one at a time: nodes sharing a session dir race for socket names
-            self._start(f"w{i}", ["--address", f"127.0.0.1:{self.gcs}", "--node-ip-address", "127.0.0.1",
-                                  "--resources", json.dumps({f"node_w{i}": 1}), *common])
-            self.node_ids = self._wait_for_nodes(i + 1)
+            for attempt in range(3):       # on a loaded machine a raylet sometimes dies while starting: retry
+                self._start(f"w{i}", ["--address", f"127.0.0.1:{self.gcs}", "--node-ip-address", "127.0.0.1",
+                                      "--resources", json.dumps({f"node_w{i}": 1}), *common])
+                try:
+                    self.node_ids = self._wait_for_nodes(i + 1, watch=f"w{i}")
+                    break
+                except NodeDied:
+                    self.stop(f"w{i}")
+                    if attempt == 2:
+                        raise
 
     @property
     def address(self) -> str:
@@ -100,12 +111,14 @@ class LocalCluster:
                 time.sleep(0.5)
         raise AssertionError("the Ray head did not come up:\n" + (self.root / "head.log").read_text())
 
-    def _wait_for_nodes(self, n: int, timeout: float = 180) -> dict:
+    def _wait_for_nodes(self, n: int, timeout: float = 180, watch: str | None = None) -> dict:
         """{name: Ray node id} once n nodes are alive (names from each node's marker resource)."""
         from ray.util.state import list_nodes
 
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
+            if watch and self.procs[watch].poll() is not None:
+                raise NodeDied(f"{watch}: `ray start` exited with {self.procs[watch].returncode}")
             try:
                 nodes = [x for x in list_nodes(address=self.dashboard_url, detail=True) if x.state == "ALIVE"]
             except Exception:
@@ -148,22 +161,26 @@ class LocalCluster:
                 pass
         psutil.wait_procs(procs, timeout=10)
 
+    def stop(self, name: str) -> None:
+        """End one node: SIGTERM its `ray start` (which stops its processes), SIGKILL whatever outlives it."""
+        procs = self.tree(name)
+        for p in procs[:1]:
+            try:
+                p.terminate()
+            except psutil.NoSuchProcess:
+                pass
+        gone, alive = psutil.wait_procs(procs, timeout=15)
+        for p in alive:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
+        psutil.wait_procs(alive, timeout=5)
+
     def close(self) -> None:
-        """End what this cluster started: workers first, then the head; SIGKILL whatever outlives SIGTERM."""
+        """End what this cluster started: workers first, then the head."""
         for name in reversed(list(self.procs)):
-            procs = self.tree(name)
-            for p in procs[:1]:
-                try:
-                    p.terminate()
-                except psutil.NoSuchProcess:
-                    pass
-            gone, alive = psutil.wait_procs(procs, timeout=15)
-            for p in alive:
-                try:
-                    p.kill()
-                except psutil.NoSuchProcess:
-                    pass
-            psutil.wait_procs(alive, timeout=5)
+            self.stop(name)
         logs = Path(self.temp_dir) / "session_latest" / "logs"
         if logs.is_dir():   # keep Ray's logs beside the test's, then drop the temp dir (sockets, object spill)
             shutil.copytree(logs, self.root / "ray-logs", dirs_exist_ok=True, ignore_dangling_symlinks=True,
