@@ -1,6 +1,7 @@
 """Each analysis defect of issue 15, checked on a synthetic run directory with planted effects
 (analysis.synthetic: final test worst-group accuracy = 0.85 − 0.4·bias + 0.05·log10(lr) + arch offset)."""
 import os
+import shutil
 import subprocess
 import sys
 import warnings
@@ -218,7 +219,9 @@ def test_many_files_scan_in_processes_gives_the_same_rows(tmp_path, monkeypatch)
     monkeypatch.setattr("analysis.parallel.default_workers", lambda: 2)
     many = load(run)
     names = [f.as_posix() for f in load_mod.row_files(run)]
-    assert len(load_mod._scan_in_processes(names, '"trial_id"')) == 2       # the pool path itself works
+    parts = load_mod._scan_in_processes(names, '"trial_id"')
+    shutil.rmtree(os.path.dirname(parts[0]))
+    assert len(parts) == 2                                                  # the pool path itself works
     key = ["trial_id", "epoch", "split", "group"]
     assert len(many) == len(one) == 18 * 3 * 9
     a, b = one.sort_values(key).reset_index(drop=True), many.sort_values(key).reset_index(drop=True)
