@@ -76,7 +76,6 @@ CLAIM_FAIR = ("Claim (Mouheb et al., MICCAI 2024): when positives of one subgrou
 def nc_fairness(result: dict) -> list[dict]:
     rows = result["rows"]
     fin = final_rows(rows)
-    cols = ["acc", "nc1", "nc1_clean", "tpr", "memorisation", "flipped_acc_clean"]
     t = wide(fin, "train", ["acc", "nc1", "nc1_clean", "memorisation"], ("all", "0", "1"))
     te = wide(fin, "test", ["tpr", "f1"], ("0", "1"))
     t = t.merge(te[["trial_id", "tpr_g0", "tpr_g1", "f1_g1"]], on="trial_id")
@@ -98,7 +97,7 @@ def nc_fairness(result: dict) -> list[dict]:
         per = ", ".join(f"bias {b:g}: {m:+.3g} [{lo_:+.3g}, {hi_:+.3g}]" for b, (m, lo_, hi_, _) in
                         ((b, mean_ci(d[t.bias_level == b])) for b in sorted(t.bias_level.unique())))
         out.append(note(f"NC1(a=1) − NC1(a=0), {labels} labels, mean [95% CI] per bias level: {per}."))
-    out += _memorisation(rows, t)
+    out += _memorisation(rows)
     out += [figure(figures.group_curves(rows, "nc1", "train", "bias_level"),
                    "Train NC1 per epoch, per subgroup (solid a=0, dashed a=1), observed labels; one colour per bias level"),
             figure(figures.group_curves(rows, "nc1_clean", "train", "bias_level"),
@@ -110,7 +109,7 @@ def nc_fairness(result: dict) -> list[dict]:
     return out
 
 
-def _memorisation(rows: pd.DataFrame, t: pd.DataFrame) -> list[dict]:
+def _memorisation(rows: pd.DataFrame) -> list[dict]:
     tr = rows[(rows.split == "train") & (rows.group == "all")]
     if "memorisation" not in tr or tr["memorisation"].notna().sum() == 0:
         return [note("(iii) memorisation: no flipped training samples in these trials.")]
