@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo trial test test-slow bench clean
+.PHONY: demo trial test test-slow bench clean browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -19,11 +19,15 @@ demo: $(STAMP)
 trial: $(STAMP)
 	$(BIN)/python -m nccore.demo
 
-test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+# The report tests drive a real headless Chromium (Debian's package).
+browser:
+	@command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium >/dev/null)
 
-test-slow: $(STAMP)
-	$(BIN)/python -m pytest -q -m slow
+test: $(STAMP) browser
+	$(BIN)/python -m pytest -q -m "not slow" --durations=15
+
+test-slow: $(STAMP) browser
+	$(BIN)/python -m pytest -q -m slow --durations=15
 
 clean:
 	rm -rf $(VENV) runs

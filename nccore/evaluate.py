@@ -5,11 +5,11 @@ batch), then the rows: one per split for "all" and one per subgroup.
 Train-split metrics use a fixed stratified subsample (`metrics_train_samples`, drawn once per
 trial); its features are kept for NC4 (whose reference is this split's own means, so it needs a
 second look at the features) and for fine-label recovery. Val and test use the train means as
-the NC4 reference (SCIENCE.md §A.5), counted during their single pass.
+the NC4 reference, counted during their single pass.
 
 Under label bias (`bias_kind: label`) the train rows also carry the NC metrics computed with the
 clean (pre-flip) labels, suffixed `_clean`, beside the usual ones on the observed labels (the
-labels the model is trained on), overall and per subgroup (SCIENCE.md §A.7), and two numbers on
+labels the model is trained on), overall and per subgroup, and two numbers on
 the flipped training samples: `memorisation` = the fraction predicted as their flipped (observed)
 label, and `flipped_acc_clean` = the fraction predicted as their clean label. With two classes the
 two add up to 1; with more they need not (a prediction can be neither).
@@ -169,7 +169,7 @@ def _pick(m: dict, keys=NC_KEYS, suffix: str = "") -> dict:
 
 
 def memorisation(pred: np.ndarray, y_observed: np.ndarray, y_clean: np.ndarray, flipped: np.ndarray) -> dict:
-    """On the flipped training samples only (SCIENCE.md §A.7; Mouheb et al.):
+    """On the flipped training samples only (Mouheb et al.):
     memorisation = mean(pred == observed label), flipped_acc_clean = mean(pred == clean label),
     n_flipped = their count. Arrays (N,); empty dict when no sample of the slice is flipped."""
     f = np.asarray(flipped, bool)
@@ -194,7 +194,7 @@ def _fine_due(cfg, epoch) -> bool:
 
 
 def _fine(data: Dataset, train_idx, passes) -> dict:
-    """Fine-label recovery from penultimate features (SCIENCE.md §B): k-means fitted on the
+    """Fine-label recovery from penultimate features: k-means fitted on the
     train subsample inside each coarse class, test features assigned; a linear probe on fine
     labels; fine NC1 inside each coarse class (test features)."""
     tr = data.splits["train"].subset(train_idx.to(data.splits["train"].y.device))
@@ -212,6 +212,6 @@ def _fine(data: Dataset, train_idx, passes) -> dict:
 
 
 def _gc(model, split: Split, train_idx, cfg) -> float:
-    """GC of the embedding map (model.features) on a fixed train subsample (SCIENCE.md §C)."""
+    """GC of the embedding map (model.features) on a fixed train subsample."""
     idx = train_idx[: cfg["gc_samples"]].to(split.y.device)
     return geometric_complexity(model.features, split.x[idx], num_probes=cfg["gc_probes"], seed=cfg["seed"])

@@ -1,4 +1,4 @@
-"""The one dataset contract every loader returns (SCIENCE.md §F).
+"""The one dataset contract every loader returns.
 
 A `Split` holds images x (N, C, H, W) float32 in [0, 1] and int64 columns: y (the training
 target, possibly label-biased), y_clean (before label bias), a (sensitive attribute), p (spurious

@@ -1,4 +1,4 @@
-"""Label-bias injection into one subgroup (SCIENCE.md §D; Jones, Roschewitz, Glocker, MICCAI 2023).
+"""Label-bias injection into one subgroup (Jones, Roschewitz, Glocker, MICCAI 2023).
 
 The "under-diagnosis" bias studied by the NC-fairness study (Mouheb et al., MICCAI 2024): rows with
 y = from_label in the target group have their label flipped to `to_label` with probability

@@ -1,4 +1,4 @@
-"""Loaders for datasets a user has on local disk (SCIENCE.md §F). Nothing is downloaded.
+"""Loaders for datasets a user has on local disk. Nothing is downloaded.
 
 Each loader checks the files it needs before reading and raises `DatasetFileError` naming the
 file and the format it expects. Images are resized to `image_size` (square) and scaled to [0, 1].
@@ -47,7 +47,7 @@ def _cifar_images(data) -> np.ndarray:
 
 def load_cifar10(root, coarse_pairing: str = "mod5"):
     """CIFAR-10 python version: data_batch_1..5 and test_batch (keys data, labels). Coarse labels
-    pair fine classes (SCIENCE.md §B): "mod5" (f → f mod 5) or "semantic"."""
+    pair fine classes: "mod5" (f → f mod 5) or "semantic"."""
     root = Path(root)
     fmt = "the CIFAR-10 python pickle (cifar-10-batches-py/data_batch_1..5, test_batch)"
     pairing = {"mod5": np.arange(10) % 5, "semantic": np.array([0, 1, 2, 3, 4, 3, 2, 4, 0, 1])}[coarse_pairing]

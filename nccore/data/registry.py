@@ -113,7 +113,7 @@ def build_dataset(name: str, options: dict | None = None, bias_level: float = 0.
                   group_by: str = "spurious", seed: int = 0) -> Dataset:
     """Build a dataset by registry name. bias_level ∈ [0, 1] means the spurious correlation
     strength β (bias_kind="spurious") or the label-flip rate for positives of subgroup a = 1
-    (bias_kind="label", train and val only; SCIENCE.md §D). group_by picks the attribute of the
+    (bias_kind="label", train and val only). group_by picks the attribute of the
     per-subgroup rows: "spurious" (p; g = 2y + p for binary y) or "sensitive" (a; g = a)."""
     builder = DATASETS[name]
     if not 0.0 <= float(bias_level) <= 1.0:

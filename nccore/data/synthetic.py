@@ -1,4 +1,4 @@
-"""BiasedShapes: a procedurally generated biased image set (SCIENCE.md §F.1), pure NumPy.
+"""BiasedShapes: a procedurally generated biased image set, pure NumPy.
 
 Fine label f = shape (disk, ring, square, hollow square, plus, X, triangle, diamond, horizontal bar,
 vertical bar); coarse label f // 2; binary task label = coarse label of the first two coarse

@@ -1,5 +1,5 @@
 """Transfer pre-training with an explicit geometric-complexity regulariser (the causal arm of the
-GC-transfer study; Munn, Dherin, Gonzalvo, NeurIPS 2024; Dherin et al., NeurIPS 2022; SCIENCE.md §C).
+GC-transfer study; Munn, Dherin, Gonzalvo, NeurIPS 2024; Dherin et al., NeurIPS 2022).
 
 Same protocol as `transfer` (pre-train on the source classes, measure GC, target-class collapse
 and few-shot nearest-class-mean accuracy after every epoch), but the training loss is

@@ -1,4 +1,4 @@
-"""Transfer / few-shot (Munn, Dherin, Gonzalvo, NeurIPS 2024; SCIENCE.md §C).
+"""Transfer / few-shot (Munn, Dherin, Gonzalvo, NeurIPS 2024).
 
 The model pre-trains with ERM on the source classes only (the first `n_source` classes; the rest
 are held out as targets). After each epoch, with the embedding frozen:

@@ -1,5 +1,5 @@
 """Shared machinery of the debiasing-by-tuning methods (change-penalised tuning, MAS,
-side-tuning; SCIENCE.md §E.3-E.5), as in Penzel, Stein, Denzler (VISAPP 2024):
+side-tuning), as in Penzel, Stein, Denzler (VISAPP 2024):
 
 - a base model: the trial's model after `pretrain_epochs` of ERM on the (biased) training split,
   or the checkpoint / weights named by `init_from` (then `pretrain_epochs` is ignored);

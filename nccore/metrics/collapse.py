@@ -1,12 +1,12 @@
 """Neural-collapse metrics NC1-NC4 and CDNV, overall and per subgroup, from streamed statistics.
 
-Definitions follow Papyan, Han & Donoho (PNAS 2020) and the reference NC code lineage
-(SCIENCE.md §A). Shapes: features H (N, d); labels y (N,) in {0..C-1}; groups a (N,) in
+Definitions follow Papyan, Han & Donoho (PNAS 2020) and the reference NC code lineage.
+Shapes: features H (N, d); labels y (N,) in {0..C-1}; groups a (N,) in
 {0..S-1}; classifier W (C, d), bias b (C,). Everything is reduced in float64.
 
 The accumulator keeps, per (group, class): the count n, the shifted feature sum
 s = Σ (h - r), and Σ ||h - r||²; per group the scatter T = Σ (h - r)(h - r)ᵀ. The shift r is the
-first batch's mean, which limits cancellation (SCIENCE.md §A.8). After one pass
+first batch's mean, which limits cancellation. After one pass
     μ_c = r + s_c / n_c,      N·Σ_W = T - Σ_c s_c s_cᵀ / n_c   (shift-invariant identity).
 NC4 needs class means before it can look at a sample, so it is counted during `update` against
 reference means set with `set_reference` (by default the training split's means, §A.5).
@@ -34,7 +34,7 @@ class _ClassStats:
 
 
 class CollapseStats:
-    """Streaming accumulator for NC metrics (SCIENCE.md §A.8).
+    """Streaming accumulator for NC metrics.
 
     `within="pooled"` (default) uses Σ_W = (1/N) Σ_c Σ_i (h_i - μ_c)(h_i - μ_c)ᵀ;
     `within="class_balanced"` uses (1/C) Σ_c (1/n_c) Σ_i (…)(…)ᵀ and keeps one d×d block per
@@ -235,7 +235,7 @@ class CollapseStats:
 
 # ---------------------------------------------------------------------- formulas
 def _nc1(sw: torch.Tensor, mt: torch.Tensor, rank: str) -> tuple[float, float]:
-    """NC1 = (1/C) tr(Σ_W Σ_B⁺) = tr(U_rᵀ Σ_W U_r S_r⁻²) with M̃ = U S Vᵀ (SCIENCE.md §A.2)."""
+    """NC1 = (1/C) tr(Σ_W Σ_B⁺) = tr(U_rᵀ Σ_W U_r S_r⁻²) with M̃ = U S Vᵀ."""
     d, C = mt.shape
     U, s, _ = torch.linalg.svd(mt, full_matrices=False)
     tr_b = (s * s).sum() / C
@@ -252,7 +252,7 @@ def _offdiag(m: torch.Tensor) -> torch.Tensor:
 
 
 def _nc2(v: torch.Tensor, prefix: str) -> dict:
-    """Equinorm / equiangularity / ETF distance of the rows of v (C, d) (SCIENCE.md §A.3)."""
+    """Equinorm / equiangularity / ETF distance of the rows of v (C, d)."""
     C = v.shape[0]
     norms = v.norm(dim=1)
     cv = to_float(norms.std() / norms.mean()) if norms.mean() > 0 else undefined("zero norms")
@@ -279,7 +279,7 @@ def _etf_distance(g: torch.Tensor) -> float:
 
 
 def _nc3(w: torch.Tensor, mt: torch.Tensor) -> tuple[float, float]:
-    """nc3 = ||Wᵀ/||W||_F - M̃/||M̃||_F||_F²; nc3_etf = ETF distance of W M̃ (SCIENCE.md §A.4)."""
+    """nc3 = ||Wᵀ/||W||_F - M̃/||M̃||_F||_F²; nc3_etf = ETF distance of W M̃."""
     wn, mn = w.norm(), mt.norm()
     if wn == 0 or mn == 0:
         return undefined("zero classifier or zero centred means"), NAN
@@ -329,7 +329,7 @@ def _with_ncc(stats: CollapseStats, features, labels, groups, weight, bias, mean
 
 
 def nc_metrics(features, labels, weight=None, bias=None, *, means=None, num_classes=None, **opts) -> dict:
-    """All NC metrics of features (N, d) with labels (N,); see SCIENCE.md §A.
+    """All NC metrics of features (N, d) with labels (N,); see the definitions in docs/metrics.md
 
     Keys: nc1, nc1_tr_ratio, nc2_norm_cv, nc2_cos_std, nc2_max_angle, nc2_etf, nc2_trivial, cdnv,
     n, classes_present; with `weight` (C, d) also nc2_wnorm_cv, nc2_wmax_angle, nc3, nc3_etf,
@@ -342,14 +342,14 @@ def nc_metrics(features, labels, weight=None, bias=None, *, means=None, num_clas
 
 def nc_metrics_by_group(features, labels, groups, weight=None, bias=None, *, num_classes=None,
                         num_groups=None, **opts) -> dict[int, dict]:
-    """NC metrics of each subgroup on its own (SCIENCE.md §A.7); keys as `nc_metrics`. NC4 uses
+    """NC metrics of each subgroup on its own; keys as `nc_metrics`. NC4 uses
     the subgroup's own class means; nc4_mismatch_global / ncc_acc_global the overall ones."""
     stats = _accumulate(features, labels, groups, num_classes, num_groups, **opts)
     return _with_ncc(stats, features, labels, groups, weight, bias, None).metrics_by_group(weight, bias)
 
 
 def alignment_from_stats(stats: CollapseStats) -> dict:
-    """Alignment of each subgroup's class means with the overall ones (SCIENCE.md §A.7).
+    """Alignment of each subgroup's class means with the overall ones.
 
     align_cos[s][c] = cos(μ_c^s - μ_G, μ_c - μ_G); align_dist[s] = ||M̃^s/||M̃^s|| - M̃/||M̃|| ||_F²
     (M̃^s centred on the subgroup's own mean of means); axis_cos[s] = cos(μ_1^s - μ_0^s, μ_1 - μ_0)

@@ -1,4 +1,4 @@
-"""Group fairness and robustness metrics (SCIENCE.md §D), fairlearn-compatible.
+"""Group fairness and robustness metrics, fairlearn-compatible.
 
 Inputs: y_true (N,), y_pred (N,) hard predictions, groups (N,) group ids. Binary confusion
 quantities (TPR, FPR, F1, selection rate) treat `pos_label` (default 1) as the positive class, so

@@ -1,4 +1,4 @@
-"""Fine-grained structure under coarse supervision (SCIENCE.md §B; Yang, Steinhardt, Hu, ICML 2023).
+"""Fine-grained structure under coarse supervision (Yang, Steinhardt, Hu, ICML 2023).
 
 Within each coarse class k with m_k fine classes, k-means (k = m_k) clusters the features; the
 clusters are scored against the fine labels *inside that class*, so the coarse label itself —

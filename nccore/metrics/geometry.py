@@ -1,4 +1,4 @@
-"""Geometric complexity (Dherin et al., NeurIPS 2022; used by Munn et al., NeurIPS 2024; SCIENCE.md §C).
+"""Geometric complexity (Dherin et al., NeurIPS 2022; used by Munn et al., NeurIPS 2024).
 
 GC(g, X) = (1/|X|) Σ_x ||∇_x g(x)||_F², the mean squared Frobenius norm of the input Jacobian.
 `fn` maps a batch (B, *input) to (B, k) and must treat samples independently (a model in eval

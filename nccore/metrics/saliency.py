@@ -1,4 +1,4 @@
-"""Saliency maps and how much of them falls on a known spurious region (SCIENCE.md §E.8).
+"""Saliency maps and how much of them falls on a known spurious region.
 
 CAM (Zhou et al., CVPR 2016): for a network features → global average pool → linear classifier W,
     CAM_c(i, j) = Σ_k W[c, k] · A_k(i, j)

@@ -1,4 +1,4 @@
-"""Last-layer weight sparsity (Le, Schlötterer, Seifert 2023; SCIENCE.md §E.2)."""
+"""Last-layer weight sparsity (Le, Schlötterer, Seifert 2023)."""
 from __future__ import annotations
 
 import math

@@ -1,4 +1,4 @@
-"""Oracles of SCIENCE.md §A.9 and the streaming / per-subgroup contracts."""
+"""Hand-checked oracles and the streaming / per-subgroup contracts."""
 import math
 
 import numpy as np

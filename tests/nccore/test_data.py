@@ -1,4 +1,4 @@
-"""BiasedShapes oracles (SCIENCE.md §F.1), label-bias oracles (§D), digits, GPU-side batching."""
+"""BiasedShapes oracles, label-bias oracles (§D), digits, GPU-side batching."""
 import numpy as np
 import pytest
 import torch

@@ -1,4 +1,4 @@
-"""SCIENCE.md §D oracle and the cross-check against fairlearn."""
+"""Oracle tests and the cross-check against fairlearn."""
 import math
 
 import numpy as np

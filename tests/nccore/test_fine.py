@@ -1,4 +1,4 @@
-"""SCIENCE.md §B oracles; NMI/ARI equal scikit-learn's inside each coarse class."""
+"""Oracle tests; NMI/ARI equal scikit-learn's inside each coarse class."""
 import numpy as np
 import pytest
 from sklearn.metrics import normalized_mutual_info_score

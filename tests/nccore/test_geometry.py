@@ -1,4 +1,4 @@
-"""SCIENCE.md §C oracles for geometric complexity."""
+"""Oracle tests for geometric complexity."""
 import pytest
 import torch
 

@@ -1,4 +1,4 @@
-"""SCIENCE.md §E.6: GroupDRO's exponentiated-gradient group weights, checked by hand."""
+"""GroupDRO's exponentiated-gradient group weights, checked by hand."""
 import math
 
 import pytest

@@ -1,4 +1,4 @@
-"""SCIENCE.md §E.7: JTT's error set and upsampling on constructed cases; λ_up = 1 is ERM."""
+"""JTT's error set and upsampling on constructed cases; λ_up = 1 is ERM."""
 import numpy as np
 import torch
 from torch import nn

@@ -1,4 +1,4 @@
-"""SCIENCE.md §E oracles for DFR, change-penalised tuning, MAS, side-tuning, few-shot NCM."""
+"""Oracle tests for DFR, change-penalised tuning, MAS, side-tuning, few-shot NCM."""
 import copy
 import math
 

@@ -1,4 +1,4 @@
-"""SCIENCE.md §E.8: CAM / Grad-CAM oracles and the spurious share on BiasedShapes' exact mask."""
+"""CAM / Grad-CAM oracles and the spurious share on BiasedShapes' exact mask."""
 import numpy as np
 import pytest
 import torch
