@@ -69,12 +69,17 @@ def cleanup(run_dir) -> list[int]:
                 live.append(psutil.Process(rec["pid"]))
             except psutil.NoSuchProcess:
                 pass
-    for p in live:
+    kill_all(live, timeout=15)
+    path.unlink(missing_ok=True)
+    return [p.pid for p in live]
+
+
+def kill_all(procs, timeout: float = 15) -> None:
+    """SIGKILL each psutil process (those already gone are skipped) and wait up to `timeout` s."""
+    for p in procs:
         try:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(live, timeout=15)
-    path.unlink(missing_ok=True)
-    return [p.pid for p in live]
+    psutil.wait_procs(procs, timeout=timeout)
 

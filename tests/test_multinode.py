@@ -25,6 +25,8 @@ import psutil
 import pytest
 import yaml
 
+from sweeps.procs import kill_all
+
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,12 +172,7 @@ class LocalCluster:
             except psutil.NoSuchProcess:
                 pass
         gone, alive = psutil.wait_procs(procs, timeout=15)
-        for p in alive:
-            try:
-                p.kill()
-            except psutil.NoSuchProcess:
-                pass
-        psutil.wait_procs(alive, timeout=5)
+        kill_all(alive, timeout=5)
 
     def close(self) -> None:
         """End what this cluster started: workers first, then the head."""

@@ -14,6 +14,7 @@ import pyarrow.dataset as ds
 import pytest
 import yaml
 
+from sweeps.procs import kill_all
 from sweeps.runner import run_sweep
 from sweeps.spec import parse_spec
 from sweeps.store import SCHEMA_VERSION, RunDir
@@ -95,14 +96,7 @@ def test_a_different_spec_into_the_same_directory_is_refused(faulty_run):
 
 
 def _kill(procs) -> None:
-    import psutil
-
-    for p in procs:
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(procs, timeout=30)
+    kill_all(procs, timeout=30)
 
 
 def test_sigkill_the_driver_then_resume_completes_exactly_once(tmp_path):
