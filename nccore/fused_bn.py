@@ -1,0 +1,89 @@
+"""BatchNorm for fused (vmapped) models, computed by the kernel a separate model uses.
+
+Under `torch.func.vmap`, PyTorch's batching rule for `batch_norm` with stacked weight and bias
+normalises without the affine part and then applies `x̂·w + b` itself, so in float32 the output
+and the weight/bias/input gradients are rounded differently from the native kernel an unfused
+model runs (~1e-7 per layer, which two epochs of training grow to 1e-4..1e-3).
+
+`StackedBatchNorm`'s batching rule instead folds the member dimension into the channels, as HFTA
+(Wang et al., MLSys 2021) fuses BatchNorm by hand: k members' input (N, C, H, W) each, held as
+(k, N, C, H, W), is read as (N, k·C, H, W), and one native `F.batch_norm` call normalises it with
+weight, bias and running statistics (k, C) flattened to k·C. The CPU and CUDA kernels compute each
+channel on its own, so member i's channels get the numbers its own model would get — output,
+gradients (by the native backward, under ordinary autograd) and the in-place running-statistics
+update, which lands in member i's slice of the stacked buffers.
+
+`use_stacked_batch_norm(model)` makes a model's BatchNorm layers call it; outside vmap they
+compute exactly as `nn.BatchNorm2d` does.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _flat(t: torch.Tensor | None, dim: int | None, k: int) -> torch.Tensor | None:
+    """A per-channel tensor of the k members, (k, C) along `dim` (or shared: None), as (k·C,).
+    A contiguous stack gives a view, so in-place updates reach the stack."""
+    if t is None:
+        return None
+    t = t.unsqueeze(0).expand(k, *t.shape) if dim is None else t.movedim(dim, 0)
+    return t.reshape(-1)
+
+
+class StackedBatchNorm(torch.autograd.Function):
+    """`F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)` whose
+    vmap rule runs the k members as one native call over k·C channels (module docstring). Only
+    the vmap rule is used: the autograd of the native call it makes records the backward."""
+
+    @staticmethod
+    def forward(x, running_mean, running_var, weight, bias, training: bool, momentum: float, eps: float):
+        return F.batch_norm(x, running_mean, running_var, weight, bias, training, momentum, eps)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        raise RuntimeError("StackedBatchNorm runs under torch.func.vmap only (use nn.BatchNorm2d elsewhere)")
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise RuntimeError("StackedBatchNorm runs under torch.func.vmap only")
+
+    @staticmethod
+    def vmap(info, in_dims, x, running_mean, running_var, weight, bias, training, momentum, eps):
+        """x: (…, N, C, *spatial) with the member dim at in_dims[0] → (N, k·C, *spatial) → back."""
+        k, dims = info.batch_size, in_dims
+        x = x.unsqueeze(0).expand(k, *x.shape) if dims[0] is None else x
+        xs = x.movedim(dims[0] or 0, 1)                    # (N, k, C, *spatial): a view after a conv
+        n, _, c, *spatial = xs.shape
+        y = F.batch_norm(xs.reshape(n, k * c, *spatial), _flat(running_mean, dims[1], k),
+                         _flat(running_var, dims[2], k), _flat(weight, dims[3], k), _flat(bias, dims[4], k),
+                         training, momentum, eps)
+        return y.view(xs.shape), 1
+
+
+class StackedBatchNorm2d(nn.BatchNorm2d):
+    """`nn.BatchNorm2d` whose forward under vmap is `StackedBatchNorm`, called with the arguments
+    `nn.BatchNorm2d.forward` passes to `F.batch_norm` (exponential running average)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.momentum is None or not torch._C._functorch.is_batchedtensor(x):
+            return super().forward(x)   # (momentum None, a cumulative average, is not needed here)
+        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+            self.num_batches_tracked.add_(1)
+        bn_training = self.training or (self.running_mean is None and self.running_var is None)
+        track = not self.training or self.track_running_stats
+        return StackedBatchNorm.apply(x, self.running_mean if track else None, self.running_var if track else None,
+                                      self.weight, self.bias, bn_training, self.momentum, self.eps)
+
+
+def use_stacked_batch_norm(model: nn.Module) -> nn.Module:
+    """Make every `nn.BatchNorm2d` of `model` a `StackedBatchNorm2d` (in place; same parameters,
+    buffers and state_dict keys). Returns the model."""
+    for m in model.modules():
+        if type(m) is nn.BatchNorm2d:
+            m.__class__ = StackedBatchNorm2d   # only forward differs, so the instance is reused as is
+    return model
+
+
+__all__ = ["StackedBatchNorm", "StackedBatchNorm2d", "use_stacked_batch_norm"]
