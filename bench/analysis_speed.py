@@ -6,16 +6,27 @@ table, every sensitivity table in parallel processes, architecture comparisons, 
     PYTHONPATH=. python bench/analysis_speed.py --per-epoch          # one file per (trial, epoch): 10^5 files
     PYTHONPATH=. python bench/analysis_speed.py --dir /tmp/x --keep  # reuse / keep the written run directory
 
-The last line printed is one JSON object: {rows, files, load_s, tables_s, total_s, peak_rss_mb, cpu_s}
-(peak RSS of this process plus its largest child, in MB; cpu_s: CPU seconds of the analysis in
-this process and its workers — on a shared machine a steadier figure than wall time).
+The last line printed is one JSON object: {rows, files, load_s, tables_s, total_s, peak_rss_mb, cpu_s,
+cli_analyze_s, status_s} (peak RSS of this process plus its largest child, in MB; cpu_s: CPU seconds
+of the analysis in this process and its workers — on a shared machine a steadier figure than wall
+time; cli_analyze_s: wall seconds of `ncsweep analyze DIR` in a fresh process, imports and written
+tables included; status_s: wall seconds of `ncsweep status DIR` in a fresh process, after the trial
+records a sweep keeps are written — completed trials with row counts and checksums for the
+compacted layout, running trials with per-epoch row counts for the per-epoch one).
+
+Files are written as the runner writes them (`sweeps.store`): epoch files with
+`EPOCH_FILE_OPTIONS`, merged trial files with pyarrow's defaults.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import resource
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,6 +34,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from sweeps.store import EPOCH_FILE_OPTIONS
 
 GROUPS = [("train", "all"), ("train", "0"), ("train", "1"), ("val", "all"), ("val", "0"), ("val", "1"),
           ("test", "all"), ("test", "0"), ("test", "1"), ("test", "2")]
@@ -51,7 +64,7 @@ def write_run(root: Path, trials: int, epochs: int, per_epoch: bool, seed: int =
                 "worst_group_acc": base + rng.normal(0, 0.1, k), "acc": 0.7 + 0.2 * base + rng.normal(0, 0.02, k),
                 "majority_acc": [0.5] * k, "nc1": np.exp(-base) + rng.normal(0, 0.1, k), "gap": rng.normal(0, 0.1, k)})
             if per_epoch:
-                pq.write_table(table, d / f"epoch-{e:04d}.parquet")
+                pq.write_table(table, d / f"epoch-{e:04d}.parquet", **EPOCH_FILE_OPTIONS)
             parts.append(table)
             n += k
         if not per_epoch:
@@ -60,6 +73,32 @@ def write_run(root: Path, trials: int, epochs: int, per_epoch: bool, seed: int =
              "weight_decay": {"loguniform": [1e-5, 1e-3]}, "bias_level": {"choice": [0.0, 0.5, 0.9]}}
     (root / "manifest.json").write_text(json.dumps({"name": "bench", "spec": {"name": "bench", "space": space}}))
     return n
+
+
+def write_records(root: Path, epochs: int, per_epoch: bool) -> None:
+    """The trial records a sweep keeps beside its rows: running trials with each epoch's row count
+    (per-epoch layout), or completed trials with their merged file's row count and SHA-256."""
+    (root / "trials").mkdir(exist_ok=True)
+    trials = sorted(p.name for p in (root / "rows").iterdir())
+    for tid in trials:
+        rec = {"trial_id": tid, "epochs_done": epochs, "attempts": 1, "config": {"epochs": epochs}}
+        if per_epoch:
+            rec.update(status="running", rows_by_epoch={str(e): len(GROUPS) for e in range(epochs)})
+        else:
+            merged = root / "rows" / tid / "trial.parquet"
+            rec.update(status="completed", rows=epochs * len(GROUPS),
+                       rows_sha256=hashlib.sha256(merged.read_bytes()).hexdigest())
+        (root / "trials" / f"{tid}.json").write_text(json.dumps(rec))
+    m = json.loads((root / "manifest.json").read_text())
+    (root / "manifest.json").write_text(json.dumps({**m, "planned_count": len(trials)}))
+
+
+def cli_wall_s(*args: str) -> float:
+    """Wall seconds of `ncsweep ARGS` in a fresh Python process (imports included)."""
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "sweeps.cli", *args], check=True, stdout=subprocess.DEVNULL,
+                   env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    return time.perf_counter() - t
 
 
 def peak_rss_mb() -> float:
@@ -88,6 +127,7 @@ def main() -> None:
             t = time.perf_counter()
             write_run(root, args.trials, args.epochs, args.per_epoch)
             print(f"# wrote {root} in {time.perf_counter() - t:.0f}s", flush=True)
+        shutil.rmtree(root / "trials", ignore_errors=True)   # a reused directory: records come after the analysis
         from analysis.pipeline import analyse
 
         t0, c0 = time.perf_counter(), cpu_s()
@@ -95,9 +135,13 @@ def main() -> None:
         total, cpu = time.perf_counter() - t0, cpu_s() - c0
         tm = res["timings"]
         print(f"# {len(res['trials'])} trials, {len(res['tables'])} sensitivity tables, metrics {res['metrics']}")
-        print(json.dumps({"rows": res["n_rows"], "files": res["n_files"], "load_s": round(tm["load_s"], 2),
-                          "tables_s": round(tm["tables_s"], 2), "total_s": round(total, 2),
-                          "peak_rss_mb": round(peak_rss_mb(), 1), "cpu_s": round(cpu, 2)}))
+        out = {"rows": res["n_rows"], "files": res["n_files"], "load_s": round(tm["load_s"], 2),
+               "tables_s": round(tm["tables_s"], 2), "total_s": round(total, 2),
+               "peak_rss_mb": round(peak_rss_mb(), 1), "cpu_s": round(cpu, 2)}
+        out["cli_analyze_s"] = round(cli_wall_s("analyze", str(root), "--select", "best:worst_group_acc"), 2)
+        write_records(root, args.epochs, not (root / "rows" / "t00000" / "trial.parquet").exists())
+        out["status_s"] = round(cli_wall_s("status", str(root)), 2)
+        print(json.dumps(out))
     finally:
         if not args.keep and not args.dir:
             shutil.rmtree(root, ignore_errors=True)

@@ -72,7 +72,7 @@ def _report_summary(s: dict) -> int:
           f"{s['pending']} pending; {counts or 'no trials yet'})")
     for tid, err in s["failures"].items():
         print(f"  failed {tid}: {err}  (details: ncsweep logs {s['run_dir']} {tid})")
-    from .runner import exit_code, failure_line   # exit 1 when trials failed (sweeps/runner.py)
+    from .summary import exit_code, failure_line   # exit 1 when trials failed
 
     if failure_line(s):
         print(failure_line(s))
@@ -140,29 +140,18 @@ def cmd_resume(a) -> int:
     return _report_summary(s)
 
 
-def status_summary(store) -> dict:
-    """The sweep summary plus epochs and rows written (row counts from Parquet footers, no data read)."""
-    from .runner import sweep_summary
-
-    s = sweep_summary(store)
-    recs = store.records().values()
-    walls = [r["wall_s"] for r in recs if "wall_s" in r]
-    s["epochs"] = sum(int(r.get("epochs_done", 0)) for r in recs)
-    s["rows"] = store.row_count()   # damaged files skipped: s["problems"] names them
-    s["mean_trial_wall_s"] = sum(walls) / len(walls) if walls else None
-    from .verify import verify   # finished trials' rows present and matching their checksums
-
-    s["problems"] = verify(store.path)
-    return s
-
-
 def cmd_status(a) -> int:
+    from .summary import status_summary
+
     s = status_summary(_run_dir(a.dir))
     if a.json:
         print(json.dumps(s, indent=1, default=str))
         return 0
     _report_summary(s)
-    print(f"  {s['epochs']} epochs run, {s['rows']} rows written")
+    print(f"  {s['epochs']} epochs run, {s['rows']} rows written ({s['files']} result files)")
+    if s["uncounted_files"]:
+        print(f"  {s['uncounted_files']} result files are not counted in any trial record (written by an "
+              "older ncsweep or by hand): not opened here; `ncsweep analyze` reads them")
     for p in s["problems"]:
         print(f"  problem: {p['what']}: {p['detail']} (`ncsweep repair {a.dir}`: {p['fix']})")
     if s["mean_trial_wall_s"] is not None:

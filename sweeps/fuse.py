@@ -158,7 +158,7 @@ def fused_trainable(params: dict, run_dir: str, base: dict, objectives: dict, gp
                                                  for c in cfgs], [sink_of(i) for i in range(len(cfgs))]):
             last = {**summarize(rows, objectives), "epoch_rows": len(rows), "member": tids[i],
                     "hostname": extras[i]["hostname"], "node_id": extras[i]["node_id"]}
-            store.update_record(tids[i], epochs_done=epoch + 1, final=last)
+            store.record_epoch(tids[i], epoch, len(rows), final=last)
             tune.report(last)
     except torch.cuda.OutOfMemoryError as e:
         for tid in tids:

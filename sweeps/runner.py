@@ -41,7 +41,8 @@ from .logs import driver_log
 from .plan import chunks, optuna_space, planned_configs, tune_trial_config
 from .progress import SweepProgress, TrialName
 from .spec import Spec, SpecError
-from .store import FAILED, TERMINAL, RunDir
+from .store import TERMINAL, RunDir
+from .summary import sweep_summary
 from .verify import (build_manifest, finish_trial, format_error, remove_temp_files, replan_damaged,
                      start_fresh_if_corrupt)
 
@@ -130,7 +131,7 @@ def trainable(params: dict, run_dir: str, base: dict, objectives: dict, gpu: flo
             for epoch, rows in _timed(epochs, timer):
                 last = {**summarize(rows, objectives), "epoch_rows": len(rows),
                         "hostname": extra["hostname"], "node_id": extra["node_id"]}
-                store.update_record(tid, epochs_done=epoch + 1, final=last)
+                store.record_epoch(tid, epoch, len(rows), final=last)
                 tune.report(last)
         except torch.cuda.OutOfMemoryError as e:
             store.update_record(tid, status="oom", error=format_error(e, frames=0),
@@ -284,11 +285,6 @@ def check_init_trials(spec: Spec, store: RunDir, planned) -> None:
                             f"run that trial into this --out first (see `ncsweep status {store.path}`)")
 
 
-def planned_count(store: RunDir) -> int:
-    m = store.read_manifest() or {}
-    return int(m.get("planned_count") or 0)
-
-
 def _grid(configs: list[dict]):
     from ray import tune
 
@@ -368,35 +364,3 @@ def finisher(store: RunDir, base: dict):
                     log.warning("finishing trial %s failed (retried after the chunk): %s", cfg["trial_id"], e)
 
     return FinishTrials()
-
-
-def sweep_summary(store: RunDir) -> dict:
-    recs = list(store.records().values())
-    counts: dict[str, int] = {}
-    for r in recs:
-        counts[r.get("status", "?")] = counts.get(r.get("status", "?"), 0) + 1
-    planned = planned_count(store)
-    terminal = sum(v for k, v in counts.items() if k in TERMINAL)
-    overhead = [r["overhead_s"] for r in recs if "overhead_s" in r]
-    inner = [r["run_trial_s"] for r in recs if "run_trial_s" in r]
-    return {"run_dir": str(store.path), "planned": planned, "finished": terminal,
-            "pending": max(planned - terminal, 0), "counts": counts,
-            "failures": {r["trial_id"]: r.get("error") for r in recs if r.get("status") in FAILED},
-            "mean_trial_overhead_s": sum(overhead) / len(overhead) if overhead else None,
-            "mean_run_trial_s": sum(inner) / len(inner) if inner else None}
-
-
-def exit_code(summary: dict) -> int:
-    """0: every trial completed, stopped or diverged; 1: some failed or ran out of memory."""
-    return 1 if summary.get("failures") else 0
-
-
-def failure_line(summary: dict) -> str | None:
-    """The one-line summary printed when trials failed, or None."""
-    fails = summary.get("failures") or {}
-    if not fails:
-        return None
-    counts = summary.get("counts", {})
-    parts = [f"{counts.get(k, 0)} {k}" for k in FAILED if counts.get(k)]
-    return (f"{len(fails)} of {summary.get('planned') or len(fails)} trials did not finish ({', '.join(parts)}); "
-            f"see `ncsweep status {summary['run_dir']}`")

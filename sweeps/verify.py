@@ -14,6 +14,7 @@ it runs again from scratch) — never left `completed` with rows missing.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -132,7 +133,7 @@ def replan(store: RunDir, tid: str, reason: str) -> str:
     if n > MAX_REPLANS:
         store.update_record(tid, status="failed", error=f"rows damaged again after {n - 1} re-runs: {reason}")
         return "failed"
-    store.update_record(tid, status="pending", replans=n, replanned_because=reason, epochs_done=0, final=None,
+    store.update_record(tid, status="pending", replans=n, replanned_because=reason, epochs_done=0, rows_by_epoch={}, final=None,
                         rows=None, rows_sha256=None, ran_to_end=False)
     return "pending"
 
@@ -148,7 +149,7 @@ def start_fresh_if_corrupt(store: RunDir, tid: str) -> None:
     except checkpoint.CorruptCheckpoint as e:
         (d / checkpoint.FILE).replace(d / f"{checkpoint.FILE}.corrupt")
         shutil.rmtree(store.rows_dir(tid), ignore_errors=True)
-        store.update_record(tid, epochs_done=0, restarted_from_scratch=f"{e}", restarted_at=time.time())
+        store.update_record(tid, epochs_done=0, rows_by_epoch={}, restarted_from_scratch=f"{e}", restarted_at=time.time())
 
 
 # ---------------------------------------------------------------------- checking a directory
@@ -187,7 +188,13 @@ def replan_damaged(store: RunDir) -> dict[str, str]:
 
 
 def _temp_files(store: RunDir) -> list[Path]:
-    return [p for p in store.path.rglob(".*.tmp") if "_tune" not in p.parts]
+    """Our writers' temporary files (`.NAME.PID.HEX.tmp`), outside Ray Tune's `_tune` cache."""
+    out = []
+    for root, dirs, files in os.walk(store.path):
+        if root == str(store.path):
+            dirs[:] = [d for d in dirs if d != "_tune"]
+        out += [Path(root) / f for f in files if f.startswith(".") and f.endswith(".tmp")]
+    return sorted(out)
 
 
 def remove_temp_files(store: RunDir) -> list[Path]:
@@ -199,8 +206,9 @@ def remove_temp_files(store: RunDir) -> list[Path]:
     return gone
 
 
-def verify(run_dir) -> list[dict]:
-    """Problems of a run directory: [{"what", "detail", "fix"}] (empty when all is well)."""
+def verify(run_dir, records: dict[str, dict] | None = None) -> list[dict]:
+    """Problems of a run directory: [{"what", "detail", "fix"}] (empty when all is well).
+    records: the trial records, if the caller has read them already."""
     store = RunDir(run_dir)
     if not store.path.is_dir():
         raise FileNotFoundError(f"{store.path}: no such directory")
@@ -218,10 +226,11 @@ def verify(run_dir) -> list[dict]:
             if store.read_spec() else "none: spec.json is missing too")
     if store.read_spec() is None:
         add("spec", "spec.json is missing or unreadable", "rewrite from the manifest")
+    records = store.records() if records is None else records
     for p in sorted((store.path / "trials").glob("*.json")):
-        if store.read_record(p.stem) is None:
+        if p.stem not in records:
             add("record", f"{p.relative_to(store.path)} is unreadable", "delete it: the trial runs again on resume")
-    for tid, rec in store.records().items():
+    for tid, rec in records.items():
         why = check_trial(store, tid, rec)
         if why:
             add("rows", f"trial {tid} ({rec.get('status')}): {why}", "re-plan the trial (runs again on resume)")
@@ -234,18 +243,18 @@ def verify(run_dir) -> list[dict]:
     tmp = _temp_files(store)
     if tmp:
         add("temp", f"{len(tmp)} temporary files left by a crash (e.g. {tmp[0].relative_to(store.path)})", "delete them")
-    if store.records() and _trials_table_stale(store):
+    if records and _trials_table_stale(store, records):
         add("trials.parquet", "missing, unreadable or out of date", "rebuild from the trial records")
     return problems
 
 
-def _trials_table_stale(store: RunDir) -> bool:
+def _trials_table_stale(store: RunDir, records: dict[str, dict]) -> bool:
     try:
         t = pq.read_table(store.path / "trials.parquet", columns=["trial_id", "status"])
     except Exception:
         return True
     return dict(zip(t.column("trial_id").to_pylist(), t.column("status").to_pylist())) != {
-        k: r.get("status") for k, r in store.records().items()}
+        k: r.get("status") for k, r in records.items()}
 
 
 # ---------------------------------------------------------------------- repairing it

@@ -42,7 +42,7 @@ def worker(store: RunDir, tid: str) -> None:
         rows = [{"trial_id": tid, "epoch": e, "split": s, "group": g, "status": "ok", "acc": 0.5}
                 for s in SPLITS for g in GROUPS]
         store.write_epoch(tid, e, rows, {"attempt": 1})
-        store.update_record(tid, epochs_done=e + 1, final={"epoch": e})
+        store.record_epoch(tid, e, len(rows), final={"epoch": e})
     store.update_record(tid, ran_to_end=True)
 
 

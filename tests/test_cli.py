@@ -73,7 +73,8 @@ def run_dir(tmp_path):
     rows = [{"trial_id": "aaa111", "epoch": 0, "split": s, "group": "all", "acc": 0.5} for s in ("train", "val", "test")]
     for epoch in range(2):
         store.write_epoch("aaa111", epoch, [{**r, "epoch": epoch} for r in rows], {})
-    store.update_record("aaa111", status="done", epochs_done=2, wall_s=3.0)
+        store.record_epoch("aaa111", epoch, len(rows))
+    store.update_record("aaa111", status="done", wall_s=3.0)
     store.update_record("bbb222", status="failed", epochs_done=0, attempts=2, error="ValueError: lr=-1",
                         traceback="Traceback (most recent call last):\nValueError: lr=-1")
     (store.path / LOG_NAME).write_text("2026-01-01 ncsweep ERROR trial bbb222 failed (attempt 2): ValueError: lr=-1\n")

@@ -20,10 +20,10 @@ import torch
 
 from nccore import checkpoint
 from sweeps import faults, lock, procs
-from sweeps.cli import status_summary
-from sweeps.runner import exit_code, failure_line, max_epochs
+from sweeps.runner import max_epochs
 from sweeps.spec import parse_spec
 from sweeps.store import RunDir
+from sweeps.summary import exit_code, failure_line, status_summary
 from sweeps.verify import check_trial, finish_trial, format_error, repair, replan_damaged, start_fresh_if_corrupt, verify
 from tests.faultsim import EPOCHS, GROUPS, PLANNED, SPEC, SPLITS, assert_exactly_once, sweep, worker
 
@@ -38,6 +38,25 @@ def test_a_clean_run_has_every_key_once_and_verifies(tmp_path):
     assert all(r["status"] == "completed" and r["rows"] == EPOCHS * 9 and len(r["rows_sha256"]) == 64
                for r in recs.values())
     assert verify(tmp_path) == []
+
+
+def _parquet_rows(run_dir: Path) -> int:
+    return sum(pq.read_metadata(f).num_rows for f in RunDir(run_dir).row_files())
+
+
+def test_status_counts_rows_from_the_records_as_the_files_hold_them(tmp_path):
+    """`ncsweep status` opens no result file: its row count comes from the records, running
+    trials' per-epoch counts (a crash mid-sweep) and finished trials' merged counts."""
+    store = RunDir(tmp_path)
+    worker(store, "t0")            # ran, not finished: per-epoch files and counts only
+    worker(store, "t1")
+    store.record_epoch("t1", 1, 9)  # resumed from epoch 1's checkpoint: epoch 2's count is gone until it reruns
+    s = status_summary(store)
+    assert s["files"] == 2 * EPOCHS and s["uncounted_files"] == 0
+    assert s["rows"] == _parquet_rows(tmp_path) - 9
+    sweep(tmp_path)                # finishes both (and compacts them)
+    s = status_summary(store)
+    assert s["rows"] == _parquet_rows(tmp_path) == len(PLANNED) and s["files"] == len(store.records())
 
 
 @pytest.mark.parametrize("step", sorted(faults.STEPS))

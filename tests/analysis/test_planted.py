@@ -218,14 +218,14 @@ def test_many_files_scan_in_processes_gives_the_same_rows(tmp_path, monkeypatch)
     monkeypatch.setattr(load_mod, "PARALLEL_SCAN_FILES", 10)
     monkeypatch.setattr("analysis.parallel.default_workers", lambda: 2)
     many = load(run)
-    names = [f.as_posix() for f in load_mod.row_files(run)]
-    parts = load_mod._scan_in_processes(names, '"trial_id"')
+    parts = load_mod._scan_in_processes(load_mod.row_files(run), ["trial_id", "lr"], ["lr"])
     shutil.rmtree(os.path.dirname(parts[0]))
     assert len(parts) == 2                                                  # the pool path itself works
     key = ["trial_id", "epoch", "split", "group"]
     assert len(many) == len(one) == 18 * 3 * 9
     a, b = one.sort_values(key).reset_index(drop=True), many.sort_values(key).reset_index(drop=True)
-    assert a[key + ["worst_group_acc", "acc"]].equals(b[key + ["worst_group_acc", "acc"]])
+    cols = key + ["worst_group_acc", "acc", "arch", "lr", "bias_level", "seed"]   # per-row and per-trial columns
+    assert a[cols].equals(b[cols])
     _damage_pages(run / "rows" / "tvgg11-0.01-0.5-s0" / "epoch-0002.parquet")
     with pytest.warns(RuntimeWarning, match="epoch-0002.parquet"):
         assert len(load(run)) == 18 * 3 * 9 - 9

@@ -43,14 +43,34 @@ def test_atomic_write_table_returns_the_sha256_of_the_file(tmp_path):
     assert sha == hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_unreadable_rows_are_named_and_skipped_by_row_count(tmp_path):
+def test_unreadable_rows_are_named_and_leave_the_trial_unchanged(tmp_path):
     store = RunDir(tmp_path)
     good = store.write_epoch("t", 0, _epoch(0, 0.1).to_pylist(), {})
     bad = store.write_epoch("t", 1, _epoch(1, 0.1).to_pylist(), {})
     bad.write_bytes(bad.read_bytes()[:50])
     with pytest.raises(DamagedRows, match="epoch-0001.parquet"):
         read_rows(bad)
-    assert store.row_count() == 2 and read_rows(good).num_rows == 2
+    assert read_rows(good).num_rows == 2
     with pytest.raises(DamagedRows):
         store.compact("t")
     assert len(store.epoch_files("t")) == 2 and not store.merged_path("t").exists()   # nothing changed
+
+
+def test_records_count_each_epochs_rows_once_and_a_rerun_epoch_replaces_its_count(tmp_path):
+    store = RunDir(tmp_path)
+    for e, n in [(0, 2), (1, 2), (2, 5)]:
+        store.record_epoch("t", e, n)
+    assert store.read_record("t")["rows_by_epoch"] == {"0": 2, "1": 2, "2": 5}
+    store.record_epoch("t", 1, 3)     # resumed from epoch 1's checkpoint: epochs 1.. run again
+    rec = store.read_record("t")
+    assert rec["rows_by_epoch"] == {"0": 2, "1": 3} and rec["epochs_done"] == 2
+
+
+def test_files_per_trial_lists_result_files_without_temporaries(tmp_path):
+    store = RunDir(tmp_path)
+    assert store.files_per_trial() == {}
+    for e in range(3):
+        store.write_epoch("a", e, _epoch(e, 0.1).to_pylist(), {})
+    store.write_epoch("b", 0, _epoch(0, 0.1).to_pylist(), {})
+    (tmp_path / "rows" / "b" / ".epoch-0001.parquet.1.ab.tmp").write_bytes(b"half")
+    assert store.files_per_trial() == {"a": 3, "b": 1}
