@@ -24,6 +24,7 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
 from . import vocab
@@ -183,14 +184,15 @@ def _scan_part(files: list[Path], columns: list[str], trial_cols: list[str], out
     con.execute("set threads = 1")
     con.execute("set enable_progress_bar = false")
     scan(con, files, columns, trial_cols)
-    pq.write_table(con.sql("select * from rows").to_arrow_table(), out)
+    feather.write_feather(con.sql("select * from rows").to_arrow_table(), out, compression="uncompressed")
     con.close()
     return out
 
 
 def _scan_in_processes(files: list[Path], columns: list[str], trial_cols: list[str]) -> list[str] | None:
     """Scan many small files in one process per core (whole trial directories each), each writing
-    one Parquet part; None when there is one core (or the pool fails: the caller then scans here)."""
+    one uncompressed Arrow IPC part (cheapest to write and read back); None when there is one core
+    (or the pool fails: the caller then scans here)."""
     import tempfile
 
     from .parallel import default_workers, run_all
@@ -206,7 +208,7 @@ def _scan_in_processes(files: list[Path], columns: list[str], trial_cols: list[s
         min(chunks, key=len).extend(fs)
     tmp = Path(tempfile.mkdtemp(prefix="ncsweep-scan-"))
     try:
-        return run_all([(_scan_part, (sorted(c), columns, trial_cols, str(tmp / f"part-{i}.parquet")), {})
+        return run_all([(_scan_part, (sorted(c), columns, trial_cols, str(tmp / f"part-{i}.arrow")), {})
                         for i, c in enumerate(chunks) if c], workers)
     except Exception as e:  # a damaged file: the caller's fallback names it
         shutil.rmtree(tmp, ignore_errors=True)
@@ -256,7 +258,9 @@ class Source:
         self.con.execute("drop table if exists rows")
         parts = _scan_in_processes(files, self.columns, trial_cols) if len(files) >= PARALLEL_SCAN_FILES else None
         if parts is not None:
-            self.con.execute("create temp table rows as select * from read_parquet(?, union_by_name=true)", [parts])
+            self.con.register("_parts", pa.concat_tables([feather.read_table(p) for p in parts], promote_options="default"))
+            self.con.execute("create temp table rows as select * from _parts")
+            self.con.unregister("_parts")
             shutil.rmtree(Path(parts[0]).parent, ignore_errors=True)
         else:
             scan(self.con, files, self.columns, trial_cols)
