@@ -12,6 +12,10 @@ A process packs nothing here: sequential trials reach 1.0× by definition, so a 
 fused is not slower than running the k configurations one after another. On a shared CPU, wall
 time depends on the neighbours' load; the process CPU time of each whole run (training, evaluation,
 setup) is also printed and recorded (settings.fused.cpu_time_ratio: k × one trial's ÷ fused).
+There, prefix the command with OMP_WAIT_POLICY=PASSIVE: idle OpenMP threads otherwise spin, and
+with neighbours on the cores their spinning counts as this process's CPU time (the same run's
+CPU time was seen to vary tenfold). At the CPU default size (--n 256: 4 steps an epoch) setup
+and evaluation dominate each run; --n 2048 weighs the training steps more.
 """
 from __future__ import annotations
 
