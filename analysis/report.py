@@ -9,8 +9,6 @@ from pathlib import Path
 import pandas as pd
 
 from .pipeline import analyse  # noqa: F401  (the entry point most callers want)
-from .reportdata import build, finding  # noqa: F401
-from .render import render
 
 
 def write_tables(result: dict, out: Path) -> list[Path]:
@@ -31,6 +29,9 @@ def write_tables(result: dict, out: Path) -> list[Path]:
 
 def write_report(result: dict, out: Path, title: str, extra_sections=()) -> tuple[Path, Path]:
     """report.html (self-contained) and summary.md; extra_sections: (heading, html, markdown)."""
+    from .render import render          # matplotlib and jinja2: imported only when a report is drawn
+    from .reportdata import build
+
     return render(build(result, title, extra_sections), Path(out))
 
 

@@ -119,7 +119,8 @@ def _with_records(base: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
     base["status"] = st.fillna(pd.Series(from_rows, index=base.index))
     base.loc[base["_diverged"].fillna(False).astype(bool) & base.status.eq("completed"), "status"] = "diverged"
     base["trial_status"] = base.trial_id.map(rec["trial_status"]) if "trial_status" in rec else base["status"]
-    missing = [t for t in rec.index if t not in set(base.trial_id)]
+    have = set(base.trial_id)
+    missing = [t for t in rec.index if t not in have]
     if missing:
         extra = pd.DataFrame([{"trial_id": t, "status": rec.loc[t, "status"], "trial_status": rec.loc[t, "trial_status"],
                                "epochs_run": 0, **{k: v for k, v in (rec.loc[t, "config"] or {}).items()

@@ -127,7 +127,10 @@ def main() -> None:
             t = time.perf_counter()
             write_run(root, args.trials, args.epochs, args.per_epoch)
             print(f"# wrote {root} in {time.perf_counter() - t:.0f}s", flush=True)
-        shutil.rmtree(root / "trials", ignore_errors=True)   # a reused directory: records come after the analysis
+        per_epoch = not (root / "rows" / "t00000" / "trial.parquet").exists()
+        shutil.rmtree(root / "trials", ignore_errors=True)
+        if not per_epoch:        # a finished sweep: completed trials' records, read by the analysis
+            write_records(root, args.epochs, per_epoch)
         from analysis.pipeline import analyse
 
         t0, c0 = time.perf_counter(), cpu_s()
@@ -139,7 +142,8 @@ def main() -> None:
                "tables_s": round(tm["tables_s"], 2), "total_s": round(total, 2),
                "peak_rss_mb": round(peak_rss_mb(), 1), "cpu_s": round(cpu, 2)}
         out["cli_analyze_s"] = round(cli_wall_s("analyze", str(root), "--select", "best:worst_group_acc"), 2)
-        write_records(root, args.epochs, not (root / "rows" / "t00000" / "trial.parquet").exists())
+        if per_epoch:            # a sweep in progress: running trials' records (the analysis would leave them out)
+            write_records(root, args.epochs, per_epoch)
         out["status_s"] = round(cli_wall_s("status", str(root)), 2)
         print(json.dumps(out))
     finally:
