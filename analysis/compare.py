@@ -18,7 +18,6 @@ import warnings
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from . import vocab
 from .filters import config_ids
@@ -34,6 +33,8 @@ def _boot_method(k: int) -> tuple[str, int]:
 
 def mean_ci(x) -> tuple[float, float, float, int]:
     """Mean and 95% t-interval of the finite values of x."""
+    from scipy import stats   # on first use: importing scipy.stats takes ~0.8 s
+
     x = np.asarray(x, dtype=float)
     x = x[np.isfinite(x)]
     n = len(x)
@@ -48,6 +49,8 @@ def mean_ci(x) -> tuple[float, float, float, int]:
 
 def boot_mean_ci(values, seed: int = 0) -> tuple[float, float, float, int]:
     """Mean of per-configuration values with a BCa bootstrap 95% CI over configurations."""
+    from scipy import stats   # on first use: importing scipy.stats takes ~0.8 s
+
     x = np.asarray(values, float)
     x = x[np.isfinite(x)]
     n = len(x)
@@ -152,6 +155,8 @@ def spearman_ci(x, y, clusters=None, n_boot: int | None = None, seed: int = 0) -
     """Spearman ρ of x and y with a 95% bootstrap CI (`scipy.stats.bootstrap`, `_boot_method`) that resamples
     clusters — configurations, each with all its seeds — never single trials of a configuration.
     With `clusters` None each trial is its own cluster."""
+    from scipy import stats   # on first use: importing scipy.stats takes ~0.8 s
+
     x, y = np.asarray(x, float), np.asarray(y, float)
     c = np.arange(len(x)) if clusters is None else np.asarray(clusters)
     ok = np.isfinite(x) & np.isfinite(y)
