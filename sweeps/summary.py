@@ -56,7 +56,7 @@ def status_summary(store: RunDir) -> dict:
     s["files"] = sum(files.values())
     s["uncounted_files"] = sum(n for tid, n in files.items() if counted.get(tid) is None)
     s["mean_trial_wall_s"] = sum(walls) / len(walls) if walls else None
-    s["problems"] = verify(store.path, recs)
+    s["problems"] = verify(store.path, recs, footers=False)   # `ncsweep verify` reads them
     return s
 
 
