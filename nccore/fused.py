@@ -15,8 +15,8 @@ summed loss Σ_i loss_i gives every member exactly its own gradient (∂Σ/∂θ
 
 Equivalence (tests/nccore/test_fused.py, CPU, native kernels, deterministic algorithms): fused
 members' rows equal separate trials' rows for VGG-11, ResNet-18 and DenseNet-121 in float32 —
-every metric bitwise, `train_loss` within one float32 rounding (6e-8: the k batch losses are
-averaged by a different reduction than `cross_entropy`'s mean).
+every number bitwise, `train_loss` included (each member's batch loss is its own `cross_entropy`
+mean, reduced as its separate trial reduces it).
 
 What stays per member (`Member`): its validated config, dataset (members with the same data
 options, seed and bias share one copy), data order and augmentation (its own generator, drawn as
