@@ -87,8 +87,9 @@ def units(configs: list[dict], k: int, store: RunDir | None = None) -> list[dict
     if store is not None:
         from .store import atomic_write_json
 
-        atomic_write_json(store.path / "fuse_plan.json", plan_summary(groups, singles, k))
-        logging.getLogger("ncsweep").info("%s", _text(plan_summary(groups, singles, k), len(configs)))
+        plan = plan_summary(groups, singles, k)
+        atomic_write_json(store.path / "fuse_plan.json", plan)
+        logging.getLogger("ncsweep").info("%s", _text(plan, len(configs)))
     return [unit_of(g) for g in groups] + [c for c, _ in singles]
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 from .store import FAILED, TERMINAL, RunDir
 
 
-def planned_count(store: RunDir, manifest: dict | None = None) -> int:
-    m = (store.read_manifest() if manifest is None else manifest) or {}
+def planned_count(store: RunDir) -> int:
+    m = store.read_manifest() or {}
     return int(m.get("planned_count") or 0)
 
 
