@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -31,6 +32,7 @@ from . import vocab
 from .vocab import status_class
 
 KEY = ["trial_id", "epoch", "split", "group"]
+EPOCH_FILE = re.compile(r"epoch-\d+\.parquet")     # the runner's file of one (trial, epoch)
 TIME_COLUMNS = ("epoch_ended_at", "written_at", "recorded_at")   # the runner writes epoch_ended_at
 HOST_COLUMNS = ("hostname", "node_id", "device", "amp", "torch_version", "ray_version", "ncsweep_version")
 
@@ -92,6 +94,21 @@ def readable(files: list[str], columns: list[str] | None = None) -> list[str]:
 def newest_per_trial(files: list[str]) -> list[str]:
     """The last file of each trial directory in sorted `files`: its merged file, or its newest epoch."""
     return list({os.path.dirname(f): f for f in files}.values())
+
+
+def chosen_files(files: list[str], picks: dict[str, int], trials: set[str]) -> list[str]:
+    """The files that can hold the rows of trial t at epoch picks[t]: in the directory named t, its
+    `epoch-NNNN.parquet` of that epoch and every file that is not an epoch file; the whole of a
+    directory named after no trial in `trials` (a layout the runner does not write)."""
+    out = []
+    for f in files:
+        d, name = os.path.split(f)
+        tid = os.path.basename(d)
+        if tid not in trials:
+            out.append(f)
+        elif tid in picks and (not EPOCH_FILE.fullmatch(name) or int(name[6:-8]) == picks[tid]):
+            out.append(f)
+    return out
 
 
 def schema_names(files: list[str]) -> list[str]:
@@ -160,6 +177,63 @@ def _create_rows(con, names: list[str], cols: str, table: str = "rows") -> None:
         con.execute(f"create temp table {table} as select {cols} from read_parquet(?, union_by_name=true)", [names])
 
 
+def epoch_file_keys(files: list[str]) -> pa.Table:
+    """(file_index, trial_id, epoch) of epoch files as the runner names them: rows/<trial_id>/epoch-NNNN.parquet."""
+    return pa.table({"file_index": pa.array(range(len(files)), pa.int64()),
+                     "trial_id": [os.path.basename(os.path.dirname(f)) for f in files],
+                     "epoch": pa.array([int(os.path.basename(f)[6:-8]) for f in files], pa.int64())})
+
+
+def paths_name_their_rows(con, epoch_files: list[str]) -> bool:
+    """Whether the newest epoch file of each trial directory holds rows of the trial and epoch its
+    path names (the runner writes them so; a hand-made layout may not)."""
+    newest = newest_per_trial(epoch_files)
+    con.register("_named", epoch_file_keys(newest))
+    try:
+        bad = con.execute("""select count(*) from (select distinct trial_id, epoch, file_index
+                             from read_parquet(?, union_by_name=true)) r join _named k using (file_index)
+                             where r.trial_id::varchar is distinct from k.trial_id
+                                or r.epoch::bigint is distinct from k.epoch""", [newest]).fetchall()[0][0]
+    except duckdb.Error:   # other types, or a damaged file (the plain scan's fallback names it)
+        return False
+    finally:
+        con.unregister("_named")
+    return bad == 0
+
+
+PATH_KEYED_FROM = 1000    # epoch files; from this many, their trial_id and epoch come from their paths
+
+
+def create_rows(con, files: list[str], columns: list[str]) -> None:
+    """`rows` (`columns`, in order) from `files`. With many epoch files their trial_id and epoch
+    are taken from the path instead of read: two columns fewer per file (~15 % of the scan)."""
+    epoch_files = [f for f in files if EPOCH_FILE.fullmatch(os.path.basename(f))]
+    keyed = (len(epoch_files) >= PATH_KEYED_FROM and {"trial_id", "epoch"} <= set(columns)
+             and paths_name_their_rows(con, epoch_files))
+    if not keyed:
+        _create_rows(con, files, ", ".join(ident(c) for c in columns))
+        return
+    rest = [c for c in columns if c not in ("trial_id", "epoch")]
+    inner = ", ".join(["file_index", *map(ident, rest)])
+    outer = ", ".join(("k." if c in ("trial_id", "epoch") else "r.") + ident(c) for c in columns)
+    con.register("_path_keys", epoch_file_keys(epoch_files))
+    sql = (f"create temp table rows as select {outer} from (select {inner} from read_parquet(?{{}})) r "
+           "join _path_keys k using (file_index)")
+    try:
+        try:
+            con.execute(sql.format(""), [epoch_files])
+        except duckdb.Error:       # files that differ in columns; a damaged one raises again
+            con.execute("drop table if exists rows")
+            con.execute(sql.format(", union_by_name=true"), [epoch_files])
+    finally:
+        con.unregister("_path_keys")
+    others = [f for f in files if not EPOCH_FILE.fullmatch(os.path.basename(f))]
+    if others:
+        _create_rows(con, others, ", ".join(ident(c) for c in columns), "_others")
+        con.execute("insert into rows select * from _others")
+        con.execute("drop table _others")
+
+
 def join_trial_columns(con, files: list[str], columns: list[str], trial_cols: list[str]) -> None:
     """Add `trial_cols` to `rows` (whose other columns are `columns`, in order) from the newest
     file of each trial directory (its merged file, or its last epoch): one file per trial instead of
@@ -180,7 +254,7 @@ def join_trial_columns(con, files: list[str], columns: list[str], trial_cols: li
 def scan(con, files: list[str], columns: list[str], trial_cols: list[str]) -> None:
     """`rows` (`columns`) from `files`: every file for the per-row columns, the newest file of each
     trial for `trial_cols`. Keys read twice are left for the caller to find."""
-    _create_rows(con, files, ", ".join(ident(c) for c in columns if c not in trial_cols))
+    create_rows(con, files, [c for c in columns if c not in trial_cols])
     join_trial_columns(con, files, columns, trial_cols)
 
 
@@ -244,39 +318,97 @@ class Source:
         if not lazy:
             self.materialise(columns)
 
-    def materialise(self, columns: list[str] | None = None) -> None:
-        """Scan the files once into the table `rows` (KEY, status and `columns`; None: all)."""
+    def materialise(self, columns: list[str] | None = None, every_epoch: list[str] | None = None) -> None:
+        """Scan the files once into the table `rows` (KEY, status and `columns`; None: all).
+        every_epoch: the columns needed at every epoch (epoch selection, curves); the others of
+        `columns` are then read later, by `at_chosen`, from the files holding the chosen epochs
+        only — with one file per (trial, epoch), every column read from every file costs ~7 %."""
         have = set(self.available)
         want = self.available if columns is None else [c for c in dict.fromkeys(KEY + ["status"] + list(columns))
                                                        if c in have]
         self.columns = [c for c in want if c not in TIME_COLUMNS]
+        self.late = [] if every_epoch is None else [c for c in self.columns if c not in KEY and c != "status"
+                                                    and not per_trial(c) and c not in every_epoch]
         try:
             self._materialise(self.files)
         except duckdb.Error:
-            self.files = readable(self.files, self.columns + ([self.time_col] if self.time_col else []))
+            self.files = readable(self.files, self.scanned + ([self.time_col] if self.time_col else []))
             if not self.files:
                 raise ResultsError(f"none of the result files under {', '.join(map(str, self.dirs))} could be read")
             self._materialise(self.files)
 
+    @property
+    def scanned(self) -> list[str]:
+        """The columns the first scan reads into `rows` (all but the late ones)."""
+        return [c for c in self.columns if c not in self.late]
+
     def _materialise(self, files: list[str]) -> None:
         """One scan into `rows`; only when some key occurs twice (several run directories, a trial
-        caught mid-compaction, a re-run epoch) a second scan keeps the newest of each. Columns that
-        are constant over a trial's rows (`per_trial`) are read from its newest file only."""
-        trial_cols = [c for c in self.columns if per_trial(c)]
+        caught mid-compaction, a re-run epoch) a second scan keeps the newest of each, reading every
+        column (none is left late). Columns that are constant over a trial's rows (`per_trial`) are
+        read from its newest file only."""
+        scanned = self.scanned
+        trial_cols = [c for c in scanned if per_trial(c)]
         self.con.execute("drop table if exists rows")
-        parts = _scan_in_processes(files, self.columns, trial_cols) if len(files) >= PARALLEL_SCAN_FILES else None
+        parts = _scan_in_processes(files, scanned, trial_cols) if len(files) >= PARALLEL_SCAN_FILES else None
         if parts is not None:
             self.con.register("_parts", pa.concat_tables([feather.read_table(p) for p in parts], promote_options="default"))
             self.con.execute("create temp table rows as select * from _parts")
             self.con.unregister("_parts")
             shutil.rmtree(Path(parts[0]).parent, ignore_errors=True)
         else:
-            scan(self.con, files, self.columns, trial_cols)
+            scan(self.con, files, scanned, trial_cols)
         dups = self.con.execute('select count(*) from (select 1 from rows group by trial_id, epoch, split, "group" '
                                 "having count(*) > 1)").fetchall()[0][0]
         if dups:
+            self.late = []
+            trial_cols = [c for c in self.columns if per_trial(c)]
             self._dedup(files, ", ".join(ident(c) for c in self.columns if c not in trial_cols))
             join_trial_columns(self.con, files, self.columns, trial_cols)
+
+    def at_chosen(self, chosen: str) -> str:
+        """SQL for the rows at each trial's chosen epoch, every column of `columns`. chosen: SQL
+        giving (trial_id, sel) from `rows`. Late columns are read here from the files that hold
+        those epochs: a trial's `epoch-NNNN.parquet` of its chosen epoch and its other (merged)
+        files; a directory not named after a trial of the rows is read whole."""
+        rows = f"rows r join ({chosen}) c on r.trial_id = c.trial_id and r.epoch = c.sel"
+        if not self.late:
+            return f"select r.* from {rows}"
+        self.con.execute("create or replace temp table _chosen as " + chosen)
+        picks = dict(self.con.execute("select trial_id, sel from _chosen where sel is not null").fetchall())
+        known = {r[0] for r in self.con.execute("select distinct trial_id from rows").fetchall()}
+        files = chosen_files(self.files, picks, known)
+        self._read_late(files)
+        late = ", ".join("l." + ident(c) for c in self.late)
+        return (f"select r.*, {late} from {rows} left join _late l on l.trial_id = r.trial_id and l.epoch = r.epoch "
+                'and l.split = r.split and l."group" = r."group"')
+
+    def _read_late(self, files: list[str]) -> None:
+        """The table `_late` (KEY and the late columns at the chosen epochs) from `files`; damaged
+        ones are skipped with a warning (their late values stay missing)."""
+        def create(fs: list[str], cols: list[str]) -> None:
+            sel = ", ".join(ident(c) for c in KEY + cols)
+            self.con.execute(f"""create or replace temp table _late as select {sel}
+                                 from read_parquet(?, union_by_name=true) r
+                                 semi join _chosen c on r.trial_id = c.trial_id and r.epoch = c.sel""", [fs])
+        if not files:
+            self.con.execute("create or replace temp table _late as select " + ", ".join(
+                ident(c) for c in KEY + self.late) + " from rows where false")
+            return
+        try:
+            create(files, self.late)
+        except duckdb.Error:
+            good = readable(files, KEY + self.late)
+            names = set(schema_names(good)) if good else set()
+            cols = [c for c in self.late if c in names]
+            if good:
+                create(good, cols)
+            else:
+                self.con.execute("create or replace temp table _late as select " + ", ".join(
+                    ident(c) for c in KEY) + " from rows where false")
+            for c in self.late:
+                if c not in cols:
+                    self.con.execute(f"alter table _late add column {ident(c)} double")
 
     def _dedup(self, names: list[str], cols: str) -> None:
         self.con.register("_mtimes", pa.table({"filename": names, "_mtime": [os.stat(f).st_mtime for f in names]}))

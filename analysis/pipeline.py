@@ -101,9 +101,10 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
         check_metrics(metrics, cols)
     bases = {parse_metric(m)[1] for m in (metrics or default_metrics(cols, []))}   # read only what is tabulated
     config = [c for c in cols if vocab.is_axis(c)] + [c for c in ("family",) if c in cols]
-    metric_cols = sorted(({c for c in bases if vocab.is_metric(c)} | {"acc", vocab.MAJORITY} | {c for c, _, _ in CURVES}
-                          | ({select.split(":", 1)[1].removeprefix("val_")} if select.startswith("best:") else set())))
-    src.materialise(config + metric_cols + list(HOST_COLUMNS))
+    every_epoch = {c for c, _, _ in CURVES} | ({select.split(":", 1)[1].removeprefix("val_")}
+                                               if select.startswith("best:") else set())
+    metric_cols = sorted({c for c in bases if vocab.is_metric(c)} | {"acc", vocab.MAJORITY} | every_epoch)
+    src.materialise(config + metric_cols + list(HOST_COLUMNS), every_epoch=sorted(every_epoch))
     groups = sorted(g for g in src.groups() if g != "all")
     wanted = list(metrics) if metrics else default_metrics(cols, groups)
     trials = trial_table_from(src, records, select, wanted, config, vocab.MAJORITY)

@@ -88,9 +88,8 @@ def trial_table_from(src, records: pd.DataFrame, rule: str, metrics: list[str], 
     pairs = sorted({f"{s}/{g}" for s, _, g in wanted})
     values = sorted({c for _, c, _ in wanted})
     sel = src.query(
-        f"""select r.trial_id, r.split, r."group", {', '.join('r.' + ident(c) for c in values) or 'null as _none'}
-            from rows r join ({chosen}) c on r.trial_id = c.trial_id and r.epoch = c.sel
-            where list_contains(?, r.split || '/' || r."group")""", [pairs])
+        f"""select trial_id, split, "group", {', '.join(ident(c) for c in values) or 'null as _none'}
+            from ({src.at_chosen(chosen)}) where list_contains(?, split || '/' || "group")""", [pairs])
     cfg_cols = [c for c in config if c in cols]
     div = ", bool_or(status = 'diverged') as _diverged" if "status" in cols else ", false as _diverged"
     base = src.query(

@@ -126,6 +126,7 @@ def main() -> None:
         if not (root / "rows").exists():
             t = time.perf_counter()
             write_run(root, args.trials, args.epochs, args.per_epoch)
+            os.sync()    # flush the written files now: the kernel's writeback would otherwise run during the timing
             print(f"# wrote {root} in {time.perf_counter() - t:.0f}s", flush=True)
         per_epoch = not (root / "rows" / "t00000" / "trial.parquet").exists()
         shutil.rmtree(root / "trials", ignore_errors=True)
