@@ -322,11 +322,15 @@ class Source:
         """Scan the files once into the table `rows` (KEY, status and `columns`; None: all).
         every_epoch: the columns needed at every epoch (epoch selection, curves); the others of
         `columns` are then read later, by `at_chosen`, from the files holding the chosen epochs
-        only — with one file per (trial, epoch), every column read from every file costs ~7 %."""
+        only — with one file per (trial, epoch), every column read from every file costs ~7 %.
+        When most files are merged trial files, everything is read in the one pass."""
         have = set(self.available)
         want = self.available if columns is None else [c for c in dict.fromkeys(KEY + ["status"] + list(columns))
                                                        if c in have]
         self.columns = [c for c in want if c not in TIME_COLUMNS]
+        single = sum(1 for f in self.files if EPOCH_FILE.fullmatch(os.path.basename(f)))
+        if 2 * single < len(self.files):
+            every_epoch = None      # mostly merged files: a second pass would reopen each for little gain
         self.late = [] if every_epoch is None else [c for c in self.columns if c not in KEY and c != "status"
                                                     and not per_trial(c) and c not in every_epoch]
         try:
@@ -388,9 +392,12 @@ class Source:
         ones are skipped with a warning (their late values stay missing)."""
         def create(fs: list[str], cols: list[str]) -> None:
             sel = ", ".join(ident(c) for c in KEY + cols)
-            self.con.execute(f"""create or replace temp table _late as select {sel}
-                                 from read_parquet(?, union_by_name=true) r
-                                 semi join _chosen c on r.trial_id = c.trial_id and r.epoch = c.sel""", [fs])
+            sql = f"""create or replace temp table _late as select {sel} from read_parquet(?{{}}) r
+                      semi join _chosen c on r.trial_id = c.trial_id and r.epoch = c.sel"""
+            try:
+                self.con.execute(sql.format(""), [fs])
+            except duckdb.Error:       # files that differ in columns (no per-file schema pass otherwise)
+                self.con.execute(sql.format(", union_by_name=true"), [fs])
         if not files:
             self.con.execute("create or replace temp table _late as select " + ", ".join(
                 ident(c) for c in KEY + self.late) + " from rows where false")

@@ -66,6 +66,14 @@ def test_two_pass_with_merged_files_and_a_directory_not_named_after_its_trial(tm
         assert one[one.arch == "densenet121"]["test_gap"].notna().all()
 
 
+def test_merged_files_are_read_in_one_pass(tmp_path):
+    run = _run(tmp_path, per_epoch=False)
+    src = Source(run, lazy=True)
+    src.materialise(CONFIG + ["gap", "worst_group_acc"], every_epoch=["worst_group_acc"])
+    assert src.late == [] and "gap" in src.scanned
+    src.close()
+
+
 def test_chosen_files_picks_the_epoch_file_and_merged_files():
     files = ["r/rows/a/epoch-0000.parquet", "r/rows/a/epoch-0001.parquet", "r/rows/a/trial.parquet",
              "r/rows/b/epoch-0000.parquet", "r/rows/c/epoch-0002.parquet", "r/rows/odd/epoch-0000.parquet"]
