@@ -370,21 +370,21 @@ class Source:
             self._dedup(files, ", ".join(ident(c) for c in self.columns if c not in trial_cols))
             join_trial_columns(self.con, files, self.columns, trial_cols)
 
-    def at_chosen(self, chosen: str) -> str:
-        """SQL for the rows at each trial's chosen epoch, every column of `columns`. chosen: SQL
-        giving (trial_id, sel) from `rows`. Late columns are read here from the files that hold
-        those epochs: a trial's `epoch-NNNN.parquet` of its chosen epoch and its other (merged)
-        files; a directory not named after a trial of the rows is read whole."""
+    def at_chosen(self, chosen: str, columns: list[str]) -> str:
+        """SQL for the rows at each trial's chosen epoch: trial_id, split, group and `columns`.
+        chosen: SQL giving (trial_id, sel) from `rows`. Late columns are read here from the files
+        that hold those epochs: a trial's `epoch-NNNN.parquet` of its chosen epoch and its other
+        (merged) files; a directory not named after a trial of the rows is read whole."""
         rows = f"rows r join ({chosen}) c on r.trial_id = c.trial_id and r.epoch = c.sel"
+        want = ", ".join(("l." if c in self.late else "r.") + ident(c) for c in ["trial_id", "split", "group", *columns])
         if not self.late:
-            return f"select r.* from {rows}"
+            return f"select {want} from {rows}"
         self.con.execute("create or replace temp table _chosen as " + chosen)
         picks = dict(self.con.execute("select trial_id, sel from _chosen where sel is not null").fetchall())
         known = {r[0] for r in self.con.execute("select distinct trial_id from rows").fetchall()}
         files = chosen_files(self.files, picks, known)
         self._read_late(files)
-        late = ", ".join("l." + ident(c) for c in self.late)
-        return (f"select r.*, {late} from {rows} left join _late l on l.trial_id = r.trial_id and l.epoch = r.epoch "
+        return (f"select {want} from {rows} left join _late l on l.trial_id = r.trial_id and l.epoch = r.epoch "
                 'and l.split = r.split and l."group" = r."group"')
 
     def _read_late(self, files: list[str]) -> None:

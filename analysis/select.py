@@ -89,7 +89,7 @@ def trial_table_from(src, records: pd.DataFrame, rule: str, metrics: list[str], 
     values = sorted({c for _, c, _ in wanted})
     sel = src.query(
         f"""select trial_id, split, "group", {', '.join(ident(c) for c in values) or 'null as _none'}
-            from ({src.at_chosen(chosen)}) where list_contains(?, split || '/' || "group")""", [pairs])
+            from ({src.at_chosen(chosen, values)}) where list_contains(?, split || '/' || "group")""", [pairs])
     cfg_cols = [c for c in config if c in cols]
     div = ", bool_or(status = 'diverged') as _diverged" if "status" in cols else ", false as _diverged"
     base = src.query(
