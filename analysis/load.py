@@ -388,8 +388,9 @@ class Source:
                 'and l.split = r.split and l."group" = r."group"')
 
     def _read_late(self, files: list[str]) -> None:
-        """The table `_late` (KEY and the late columns at the chosen epochs) from `files`; damaged
-        ones are skipped with a warning (their late values stay missing)."""
+        """The table `_late` (KEY and the late columns at the chosen epochs) from `files`. A late
+        column that none of them holds (a last-epoch-only metric at an earlier chosen epoch) stays
+        missing; damaged files are skipped with a warning naming each (their late values stay missing)."""
         def create(fs: list[str], cols: list[str]) -> None:
             sel = ", ".join(ident(c) for c in KEY + cols)
             sql = f"""create or replace temp table _late as select {sel} from read_parquet(?{{}}) r
@@ -398,24 +399,30 @@ class Source:
                 self.con.execute(sql.format(""), [fs])
             except duckdb.Error:       # files that differ in columns (no per-file schema pass otherwise)
                 self.con.execute(sql.format(", union_by_name=true"), [fs])
-        if not files:
-            self.con.execute("create or replace temp table _late as select " + ", ".join(
-                ident(c) for c in KEY + self.late) + " from rows where false")
-            return
+
+        cols = list(self.late)
         try:
-            create(files, self.late)
-        except duckdb.Error:
-            good = readable(files, KEY + self.late)
-            names = set(schema_names(good)) if good else set()
-            cols = [c for c in self.late if c in names]
-            if good:
-                create(good, cols)
-            else:
-                self.con.execute("create or replace temp table _late as select " + ", ".join(
-                    ident(c) for c in KEY) + " from rows where false")
-            for c in self.late:
-                if c not in cols:
-                    self.con.execute(f"alter table _late add column {ident(c)} double")
+            if not files:
+                raise FileNotFoundError
+            try:
+                create(files, cols)
+            except duckdb.Error:
+                names = set(schema_names(files))       # columns none of the files hold are left out
+                cols = [c for c in self.late if c in names]
+                try:
+                    create(files, cols)
+                except duckdb.Error:                    # a damaged file: skip it, named
+                    files = readable(files, KEY + cols)
+                    if not files:
+                        raise FileNotFoundError from None
+                    create(files, cols)
+        except FileNotFoundError:
+            cols = []
+            self.con.execute("create or replace temp table _late as select " + ", ".join(
+                ident(c) for c in KEY) + " from rows where false")
+        for c in self.late:
+            if c not in cols:
+                self.con.execute(f"alter table _late add column {ident(c)} double")
 
     def _dedup(self, names: list[str], cols: str) -> None:
         self.con.register("_mtimes", pa.table({"filename": names, "_mtime": [os.stat(f).st_mtime for f in names]}))

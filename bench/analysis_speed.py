@@ -5,6 +5,7 @@ table, every sensitivity table in parallel processes, architecture comparisons, 
     PYTHONPATH=. python bench/analysis_speed.py                      # 2000 trials × 50 epochs × 10 rows, compacted
     PYTHONPATH=. python bench/analysis_speed.py --per-epoch          # one file per (trial, epoch): 10^5 files
     PYTHONPATH=. python bench/analysis_speed.py --dir /tmp/x --keep  # reuse / keep the written run directory
+    PYTHONPATH=. python bench/analysis_speed.py --per-epoch --wide 86 # rows as wide as the runner's (catalogue metrics added)
 
 The last line printed is one JSON object: {rows, files, load_s, tables_s, total_s, peak_rss_mb, cpu_s,
 cli_analyze_s, status_s} (peak RSS of this process plus its largest child, in MB; cpu_s: CPU seconds
@@ -41,10 +42,21 @@ GROUPS = [("train", "all"), ("train", "0"), ("train", "1"), ("val", "all"), ("va
           ("test", "all"), ("test", "0"), ("test", "1"), ("test", "2")]
 
 
-def write_run(root: Path, trials: int, epochs: int, per_epoch: bool, seed: int = 0) -> int:
+def extra_metrics(wide: int) -> list[str]:
+    """Catalogue metric names to add as columns until a row has `wide` columns (0: none) — rows the
+    runner writes for an ERM trial have ~86 columns, the bench's own 16."""
+    from nccore.catalogue import METRICS
+
+    have = {"acc", "majority_acc", "nc1", "gap", "worst_group_acc", "train_loss"}
+    names = [m for m in METRICS if m not in have and "panel" not in m]
+    return names[:max(0, wide - 16)]
+
+
+def write_run(root: Path, trials: int, epochs: int, per_epoch: bool, seed: int = 0, wide: int = 0) -> int:
     """One file per trial, as a finished sweep leaves them (the runner compacts each finished
     trial), or with per_epoch one file per (trial, epoch), as a sweep in progress has them."""
     rng = np.random.default_rng(seed)
+    extra = extra_metrics(wide)
     archs = np.array(["resnet18", "vgg11", "densenet121"])
     n = 0
     for t in range(trials):
@@ -62,7 +74,8 @@ def write_run(root: Path, trials: int, epochs: int, per_epoch: bool, seed: int =
                 "attempt": pa.array([1] * k, pa.int64()), "arch": [arch] * k, "lr": [lr] * k, "weight_decay": [wd] * k,
                 "bias_level": [bias] * k, "seed": pa.array([t % 5] * k, pa.int64()),
                 "worst_group_acc": base + rng.normal(0, 0.1, k), "acc": 0.7 + 0.2 * base + rng.normal(0, 0.02, k),
-                "majority_acc": [0.5] * k, "nc1": np.exp(-base) + rng.normal(0, 0.1, k), "gap": rng.normal(0, 0.1, k)})
+                "majority_acc": [0.5] * k, "nc1": np.exp(-base) + rng.normal(0, 0.1, k), "gap": rng.normal(0, 0.1, k),
+                **{m: rng.normal(0, 1, k) for m in extra}})
             if per_epoch:
                 pq.write_table(table, d / f"epoch-{e:04d}.parquet", **EPOCH_FILE_OPTIONS)
             parts.append(table)
@@ -118,6 +131,7 @@ def main() -> None:
     p.add_argument("--trials", type=int, default=2000)
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--per-epoch", action="store_true", help="one file per (trial, epoch): a sweep in progress")
+    p.add_argument("--wide", type=int, default=0, help="columns per row, catalogue metrics added (86: as the runner writes)")
     p.add_argument("--dir", help="run directory to write (or reuse, if it holds rows already)")
     p.add_argument("--keep", action="store_true", help="keep the run directory")
     args = p.parse_args()
@@ -125,7 +139,7 @@ def main() -> None:
     try:
         if not (root / "rows").exists():
             t = time.perf_counter()
-            write_run(root, args.trials, args.epochs, args.per_epoch)
+            write_run(root, args.trials, args.epochs, args.per_epoch, wide=args.wide)
             os.sync()    # flush the written files now: the kernel's writeback would otherwise run during the timing
             print(f"# wrote {root} in {time.perf_counter() - t:.0f}s", flush=True)
         per_epoch = not (root / "rows" / "t00000" / "trial.parquet").exists()

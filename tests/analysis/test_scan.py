@@ -6,6 +6,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -149,3 +150,44 @@ def test_a_layout_whose_paths_do_not_name_the_rows_is_read_from_the_columns(tmp_
     monkeypatch.setattr(load, "PATH_KEYED_FROM", 1)
     pd.testing.assert_frame_equal(_rows(run), expected)
     assert (expected.trial_id == a.name).sum() == (expected.trial_id == b.name).sum()
+
+
+def test_a_last_epoch_only_metric_at_an_earlier_chosen_epoch_is_missing_not_an_error(tmp_path):
+    run = _run(tmp_path)
+    for d in (run / "rows").iterdir():           # `probe` only in each trial's last epoch file
+        last = sorted(d.glob("epoch-*.parquet"))[-1]
+        t = pq.read_table(last)
+        pq.write_table(t.append_column("probe", pa.array(np.linspace(0, 1, t.num_rows))), last)
+    for select, expect_values in (("final", True), ("best:worst_group_acc", None)):
+        src = Source(run, lazy=True)
+        src.materialise(CONFIG + ["worst_group_acc", "acc", "nc1", "probe"], every_epoch=["worst_group_acc"])
+        assert "probe" in src.late
+        tt = trial_table_from(src, trial_records(run), select, ["test_probe", "test_worst_group_acc"], CONFIG)
+        src.close()
+        one = _one_pass(run, select)
+        pd.testing.assert_series_equal(tt.set_index("trial_id")["test_probe"].sort_index(),
+                                       one.set_index("trial_id")["test_probe"].sort_index())
+        if expect_values:
+            assert tt["test_probe"].notna().sum() >= 10
+
+
+def _one_pass(run, select):
+    src = Source(run, lazy=True)
+    src.materialise(CONFIG + ["worst_group_acc", "acc", "nc1", "probe"])
+    try:
+        return trial_table_from(src, trial_records(run), select, ["test_probe", "test_worst_group_acc"], CONFIG)
+    finally:
+        src.close()
+
+
+def test_a_late_column_no_chosen_file_holds_is_missing_not_an_error(tmp_path):
+    run = _run(tmp_path)
+    diverged = run / "rows" / _trials()[1]["trial_id"] / "epoch-0002.parquet"   # never chosen: not "ok"
+    t = pq.read_table(diverged)
+    pq.write_table(t.append_column("probe", pa.array(np.ones(t.num_rows))), diverged)
+    src = Source(run, lazy=True)
+    src.materialise(CONFIG + ["worst_group_acc", "probe"], every_epoch=["worst_group_acc"])
+    assert src.late == ["probe"]
+    tt = trial_table_from(src, trial_records(run), "final", ["test_probe", "test_worst_group_acc"], CONFIG)
+    src.close()
+    assert tt["test_probe"].isna().all() and tt["test_worst_group_acc"].notna().sum() >= 10
