@@ -6,7 +6,8 @@
       lock.json                the driver holding the directory (host, pid, start) — sweeps.lock
       ray_procs.json           the Ray processes that driver started (pid, start) — sweeps.procs
       rows/<trial_id>/epoch-0003.parquet   one file per (trial, epoch), atomically replaced;
-      rows/<trial_id>/trial.parquet        a finished trial's epochs merged into one file
+      rows/<trial_id>/trial.parquet        the trial's epochs merged into one file: every ROLL_EVERY
+                                           epochs while it runs, and when it ends
       trials/<trial_id>.json   one record per trial: config, status, attempts, error, times
       trials.parquet           the trials table, rebuilt from the records
       checkpoints/<trial_id>/state.pt      nccore trial checkpoints (resume)
@@ -76,6 +77,7 @@ def atomic_write_json(path: Path, obj, step: str | None = None) -> None:
 # An epoch file holds a few rows: dictionary pages and min/max statistics only add footer and page
 # decoding to every read (a reader of 10^5 such files spends ~35% less CPU without them).
 EPOCH_FILE_OPTIONS = {"use_dictionary": False, "write_statistics": False}
+ROLL_EVERY = 10   # epoch files after which a running trial merges them into its trial.parquet
 
 
 def atomic_write_table(path: Path, table: pa.Table, step: str | None = None, **options) -> str:
@@ -145,10 +147,20 @@ class RunDir:
 
     # ------------------------------------------------------------------ results
     def write_epoch(self, trial_id: str, epoch: int, rows: list[dict], extra: dict) -> Path:
+        """Write one epoch's rows (the worker, before the epoch's checkpoint); once the trial has
+        ROLL_EVERY epoch files, merge them into its trial.parquet (`compact`), so that a sweep in
+        progress holds at most ROLL_EVERY + 1 result files per running trial. Returns the file
+        that holds the rows."""
         table = rows_table(rows, {**extra, "schema_version": SCHEMA_VERSION})
         path = self.path / "rows" / trial_id / f"epoch-{epoch:04d}.parquet"
         atomic_write_table(path, table, "epoch.tmp", **EPOCH_FILE_OPTIONS)
         fault("epoch.renamed")
+        if len(self.epoch_files(trial_id)) >= ROLL_EVERY:
+            try:
+                self.compact(trial_id, driver=False)
+                return self.merged_path(trial_id)
+            except DamagedRows:
+                pass   # left as they are: the driver's compaction when the trial ends names the file
         return path
 
     def row_files(self) -> list[Path]:
@@ -178,7 +190,7 @@ class RunDir:
     def epoch_files(self, trial_id: str) -> list[Path]:
         return sorted(self.rows_dir(trial_id).glob("epoch-*.parquet"))
 
-    def compact(self, trial_id: str) -> dict:
+    def compact(self, trial_id: str, driver: bool = True) -> dict:
         """Merge a trial's epoch files into rows/<trial_id>/trial.parquet, then delete them.
         Returns {"rows", "sha256", "epochs"} of the merged file (zeros if the trial has no rows).
 
@@ -186,7 +198,8 @@ class RunDir:
         Safe to repeat after a crash at any point: the merge keeps each key once (`merge_epochs`).
         A reader that lists the directory between the rename and the deletes sees each row twice
         with the same attempt; `analysis.load` keeps one of each (trial_id, epoch, split, group).
-        Raises `DamagedRows` naming an unreadable file (then nothing is changed)."""
+        Raises `DamagedRows` naming an unreadable file (then nothing is changed). driver: False for
+        a running trial's own roll-up (`write_epoch`), which passes no driver fault points."""
         merged, parts = self.merged_path(trial_id), self.epoch_files(trial_id)
         old = read_rows(merged) if merged.exists() else None
         if not parts:
@@ -197,10 +210,11 @@ class RunDir:
         table = merge_epochs(old, [read_rows(p) for p in parts])
         table = table.replace_schema_metadata({b"ncsweep_schema_version": str(SCHEMA_VERSION).encode()})
         sha = atomic_write_table(merged, table)
-        fault("compact.merged")
+        if driver:
+            fault("compact.merged")
         for i, p in enumerate(parts):
             p.unlink(missing_ok=True)
-            if i == 0:
+            if i == 0 and driver:
                 fault("compact.partial")
         return {"rows": table.num_rows, "sha256": sha, "epochs": sorted(set(table.column("epoch").to_pylist()))}
 

@@ -191,3 +191,18 @@ def test_a_late_column_no_chosen_file_holds_is_missing_not_an_error(tmp_path):
     tt = trial_table_from(src, trial_records(run), "final", ["test_probe", "test_worst_group_acc"], CONFIG)
     src.close()
     assert tt["test_probe"].isna().all() and tt["test_worst_group_acc"].notna().sum() >= 10
+
+
+@pytest.mark.parametrize("select", ["final", "best:worst_group_acc"])
+def test_a_sweep_in_progress_with_rolled_up_trials_gives_the_same_table(tmp_path, select, keyed_by_path):
+    run = _run(tmp_path)
+    for d in (run / "rows").iterdir():           # as a running trial leaves them: early epochs merged
+        early = sorted(d.glob("epoch-*.parquet"))[:2]
+        if len(early) == 2:
+            pq.write_table(pa.concat_tables([pq.read_table(f) for f in early], promote_options="default"),
+                           d / "trial.parquet")
+            for f in early:
+                f.unlink()
+    one, two = _table(run, select, False), _table(run, select, True)
+    pd.testing.assert_frame_equal(one, two)
+    assert two["test_gap"].notna().sum() > 10

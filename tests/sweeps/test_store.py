@@ -74,3 +74,38 @@ def test_files_per_trial_lists_result_files_without_temporaries(tmp_path):
     store.write_epoch("b", 0, _epoch(0, 0.1).to_pylist(), {})
     (tmp_path / "rows" / "b" / ".epoch-0001.parquet.1.ab.tmp").write_bytes(b"half")
     assert store.files_per_trial() == {"a": 3, "b": 1}
+
+
+def _keys(store: RunDir, tid: str) -> list[tuple]:
+    out = []
+    for f in sorted(store.rows_dir(tid).glob("*.parquet")):
+        out += [(r["epoch"], r["group"], r["acc"]) for r in read_rows(f).to_pylist()]
+    return out
+
+
+def test_a_running_trial_merges_its_epoch_files_every_roll_every_epochs(tmp_path):
+    from sweeps.store import ROLL_EVERY
+
+    store = RunDir(tmp_path)
+    n = 2 * ROLL_EVERY + 5
+    for e in range(n):
+        held = store.write_epoch("t", e, _epoch(e, 0.1).to_pylist(), {})
+        assert held.exists() and len(store.epoch_files("t")) < ROLL_EVERY
+    assert len(store.epoch_files("t")) == 5 and store.merged_path("t").exists()
+    keys = _keys(store, "t")
+    assert len(keys) == len(set(keys)) == 2 * n                    # every row once, across the files
+    store.write_epoch("t", 3, _epoch(3, 0.9).to_pylist(), {})      # a re-run epoch after its merge
+    info = store.compact("t")                                      # as the driver does when it ends
+    assert info["rows"] == 2 * n and info["epochs"] == list(range(n)) and not store.epoch_files("t")
+    assert sorted(a for e, _, a in _keys(store, "t") if e == 3) == [0.9, 0.9]
+
+
+def test_a_damaged_epoch_file_stops_the_roll_up_not_the_trial(tmp_path):
+    from sweeps.store import ROLL_EVERY
+
+    store = RunDir(tmp_path)
+    bad = store.write_epoch("t", 0, _epoch(0, 0.1).to_pylist(), {})
+    bad.write_bytes(bad.read_bytes()[:50])
+    for e in range(1, ROLL_EVERY + 1):
+        store.write_epoch("t", e, _epoch(e, 0.1).to_pylist(), {})
+    assert len(store.epoch_files("t")) == ROLL_EVERY + 1 and not store.merged_path("t").exists()
