@@ -52,13 +52,19 @@ def test_two_pass_equals_one_pass_per_epoch_files(tmp_path, select):
     assert one["test_gap"].notna().sum() > 10 and one.loc[one.epoch.notna(), "val_majority_acc"].notna().all()
 
 
-def test_two_pass_with_merged_files_and_a_directory_not_named_after_its_trial(tmp_path):
-    run = _run(tmp_path)
+def _add_merged_trial(tmp_path, runs) -> None:
+    """Copy a finished (merged-file) densenet121 trial, rows and record, into each run directory."""
     merged = synthetic.write_run(tmp_path / "merged", synthetic.grid(arch=["densenet121"], lr=[1e-2], bias_level=[0.9]),
                                  epochs=4)
-    for d in (merged / "rows").iterdir():
-        shutil.copytree(d, run / "rows" / d.name)
-        shutil.copy(merged / "trials" / f"{d.name}.json", run / "trials")
+    for run in runs:
+        for d in (merged / "rows").iterdir():
+            shutil.copytree(d, run / "rows" / d.name)
+            shutil.copy(merged / "trials" / f"{d.name}.json", run / "trials")
+
+
+def test_two_pass_with_merged_files_and_a_directory_not_named_after_its_trial(tmp_path):
+    run = _run(tmp_path)
+    _add_merged_trial(tmp_path, [run])
     first = sorted((run / "rows").iterdir())[3]
     first.rename(first.with_name("renamed-by-hand"))          # read whole: no trial is called that
     for select in ("final", "best:worst_group_acc"):
@@ -115,15 +121,8 @@ def keyed_by_path(monkeypatch):
 @pytest.mark.parametrize("select", ["final", "best:worst_group_acc"])
 def test_keys_from_epoch_file_paths_give_the_same_table(tmp_path, select, keyed_by_path):
     run = _run(tmp_path)
-    merged = synthetic.write_run(tmp_path / "merged", synthetic.grid(arch=["densenet121"], lr=[1e-2], bias_level=[0.9]),
-                                 epochs=4)
-    for d in (merged / "rows").iterdir():
-        shutil.copytree(d, run / "rows" / d.name)
-        shutil.copy(merged / "trials" / f"{d.name}.json", run / "trials")
     plain = synthetic.write_run(tmp_path / "plain", _trials(), epochs=4, per_epoch=False, noise_sd=0.05)
-    for d in (merged / "rows").iterdir():
-        shutil.copytree(d, plain / "rows" / d.name)
-        shutil.copy(merged / "trials" / f"{d.name}.json", plain / "trials")
+    _add_merged_trial(tmp_path, [run, plain])
     pd.testing.assert_frame_equal(_table(plain, select, False), _table(run, select, True))
 
 
