@@ -189,11 +189,14 @@ def paths_name_their_rows(con, epoch_files: list[str]) -> bool:
     path names (the runner writes them so; a hand-made layout may not)."""
     newest = newest_per_trial(epoch_files)
     con.register("_named", epoch_file_keys(newest))
+    sql = """select count(*) from (select distinct trial_id, epoch, file_index from read_parquet(?{})) r
+             join _named k using (file_index)
+             where r.trial_id::varchar is distinct from k.trial_id or r.epoch::bigint is distinct from k.epoch"""
     try:
-        bad = con.execute("""select count(*) from (select distinct trial_id, epoch, file_index
-                             from read_parquet(?, union_by_name=true)) r join _named k using (file_index)
-                             where r.trial_id::varchar is distinct from k.trial_id
-                                or r.epoch::bigint is distinct from k.epoch""", [newest]).fetchall()[0][0]
+        try:
+            bad = con.execute(sql.format(""), [newest]).fetchall()[0][0]
+        except duckdb.Error:       # files that differ in columns
+            bad = con.execute(sql.format(", union_by_name=true"), [newest]).fetchall()[0][0]
     except duckdb.Error:   # other types, or a damaged file (the plain scan's fallback names it)
         return False
     finally:
