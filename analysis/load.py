@@ -92,8 +92,14 @@ def readable(files: list[str], columns: list[str] | None = None) -> list[str]:
 
 
 def newest_per_trial(files: list[str]) -> list[str]:
-    """The last file of each trial directory in sorted `files`: its merged file, or its newest epoch."""
-    return list({os.path.dirname(f): f for f in files}.values())
+    """The newest file of each trial directory in sorted `files`: its latest epoch file while it has
+    any (a running trial's merged file holds its earlier epochs), else its merged file."""
+    last: dict[str, str] = {}
+    for f in files:
+        d = os.path.dirname(f)
+        if d not in last or EPOCH_FILE.fullmatch(os.path.basename(f)) or not EPOCH_FILE.fullmatch(os.path.basename(last[d])):
+            last[d] = f
+    return list(last.values())
 
 
 def chosen_files(files: list[str], picks: dict[str, int], trials: set[str]) -> list[str]:

@@ -205,3 +205,18 @@ def test_a_sweep_in_progress_with_rolled_up_trials_gives_the_same_table(tmp_path
     one, two = _table(run, select, False), _table(run, select, True)
     pd.testing.assert_frame_equal(one, two)
     assert two["test_gap"].notna().sum() > 10
+
+
+def test_a_running_trials_host_comes_from_its_latest_epoch_not_its_merged_file(tmp_path):
+    run = _run(tmp_path)
+    d = run / "rows" / _trials()[5]["trial_id"]
+    files = sorted(d.glob("epoch-*.parquet"))
+    merged = pa.concat_tables([pq.read_table(f) for f in files[:2]])
+    pq.write_table(merged.set_column(merged.schema.get_field_index("hostname"), "hostname",
+                                     pa.array(["old-host"] * merged.num_rows)), d / "trial.parquet")
+    for f in files[:2]:
+        f.unlink()
+    src = Source(run, ["acc", "hostname"])
+    hosts = src.query("select distinct hostname from rows where trial_id = ?", [d.name])
+    src.close()
+    assert list(hosts.hostname) == ["synthhost"]
