@@ -124,8 +124,8 @@ def chosen_files(files: list[str], picks: dict[str, int], trials: set[str]) -> l
 
 
 def schema_names(files: list[str]) -> list[str]:
-    """Column names over the last file of each trial directory (its compacted file, or its newest
-    epoch, which holds the last-epoch-only metrics), in first-seen order."""
+    """Column names over the newest file of each trial directory (`newest_per_trial`: a finished
+    trial's merged file holds its last-epoch-only metrics), in first-seen order."""
     last = newest_per_trial(files)
     con = duckdb.connect()
     try:
@@ -178,15 +178,19 @@ def manifests(run_dirs) -> list[dict]:
 PARALLEL_SCAN_FILES = 5000    # from this many files, split the scan over processes (1 duckdb thread each)
 
 
-def _create_rows(con, names: list[str], cols: str, table: str = "rows") -> None:
-    """`table` from the files. Files that share the needed columns need no per-file schema pass
-    (much faster for 10^5 files); a schema mismatch retries with union_by_name (a damaged file
-    then raises duckdb.Error for the caller's fallback)."""
+def over_files(con, before: str, after: str, files: list[str]):
+    """Execute `before` read_parquet(files) `after`. Files that share the needed columns need no
+    per-file schema pass (much faster for 10^5 files); a schema mismatch retries with union_by_name
+    (a damaged file then raises duckdb.Error for the caller's fallback)."""
     try:
-        con.execute(f"create temp table {table} as select {cols} from read_parquet(?)", [names])
+        return con.execute(f"{before}read_parquet(?){after}", [files])
     except duckdb.Error:
-        con.execute(f"drop table if exists {table}")
-        con.execute(f"create temp table {table} as select {cols} from read_parquet(?, union_by_name=true)", [names])
+        return con.execute(f"{before}read_parquet(?, union_by_name=true){after}", [files])
+
+
+def _create_rows(con, names: list[str], cols: str, table: str = "rows") -> None:
+    """`table` (`cols`) from the files."""
+    over_files(con, f"create or replace temp table {table} as select {cols} from ", "", names)
 
 
 def epoch_file_keys(files: list[str]) -> pa.Table:
@@ -202,14 +206,10 @@ def paths_name_their_rows(con, epoch_files: list[str]) -> bool:
     path names (the runner writes them so; a hand-made layout may not)."""
     newest = newest_per_trial(epoch_files)
     con.register("_named", epoch_file_keys(newest))
-    sql = """select count(*) from (select distinct trial_id, epoch, file_index from read_parquet(?{})) r
-             join _named k using (file_index)
-             where r.trial_id::varchar is distinct from k.trial_id or r.epoch::bigint is distinct from k.epoch"""
     try:
-        try:
-            bad = con.execute(sql.format(""), [newest]).fetchall()[0][0]
-        except duckdb.Error:       # files that differ in columns
-            bad = con.execute(sql.format(", union_by_name=true"), [newest]).fetchall()[0][0]
+        bad = over_files(con, "select count(*) from (select distinct trial_id, epoch, file_index from ",
+                         """) r join _named k using (file_index) where r.trial_id::varchar is distinct from k.trial_id
+                            or r.epoch::bigint is distinct from k.epoch""", newest).fetchall()[0][0]
     except duckdb.Error:   # other types, or a damaged file (the plain scan's fallback names it)
         return False
     finally:
@@ -233,14 +233,9 @@ def create_rows(con, files: list[str], columns: list[str]) -> None:
     inner = ", ".join(["file_index", *map(ident, rest)])
     outer = ", ".join(("k." if c in ("trial_id", "epoch") else "r.") + ident(c) for c in columns)
     con.register("_path_keys", epoch_file_keys(epoch_files))
-    sql = (f"create temp table rows as select {outer} from (select {inner} from read_parquet(?{{}})) r "
-           "join _path_keys k using (file_index)")
     try:
-        try:
-            con.execute(sql.format(""), [epoch_files])
-        except duckdb.Error:       # files that differ in columns; a damaged one raises again
-            con.execute("drop table if exists rows")
-            con.execute(sql.format(", union_by_name=true"), [epoch_files])
+        over_files(con, f"create or replace temp table rows as select {outer} from (select {inner} from ",
+                   ") r join _path_keys k using (file_index)", epoch_files)
     finally:
         con.unregister("_path_keys")
     others = [f for f in files if not is_epoch_file(f)]
@@ -252,8 +247,8 @@ def create_rows(con, files: list[str], columns: list[str]) -> None:
 
 def join_trial_columns(con, files: list[str], columns: list[str], trial_cols: list[str]) -> None:
     """Add `trial_cols` to `rows` (whose other columns are `columns`, in order) from the newest
-    file of each trial directory (its merged file, or its last epoch): one file per trial instead of
-    every epoch's. A file costs ~0.12 ms to open and ~0.01 ms more per column read."""
+    file of each trial directory (`newest_per_trial`): one file per trial instead of every epoch's.
+    A file costs ~0.12 ms to open and ~0.01 ms more per column read."""
     if not trial_cols:
         return
     _create_rows(con, newest_per_trial(files), ", ".join(ident(c) for c in ["trial_id", "epoch", *trial_cols]), "newest")
@@ -409,12 +404,8 @@ class Source:
         missing; damaged files are skipped with a warning naming each (their late values stay missing)."""
         def create(fs: list[str], cols: list[str]) -> None:
             sel = ", ".join(ident(c) for c in KEY + cols)
-            sql = f"""create or replace temp table _late as select {sel} from read_parquet(?{{}}) r
-                      semi join _chosen c on r.trial_id = c.trial_id and r.epoch = c.sel"""
-            try:
-                self.con.execute(sql.format(""), [fs])
-            except duckdb.Error:       # files that differ in columns (no per-file schema pass otherwise)
-                self.con.execute(sql.format(", union_by_name=true"), [fs])
+            over_files(self.con, f"create or replace temp table _late as select {sel} from ",
+                       " r semi join _chosen c on r.trial_id = c.trial_id and r.epoch = c.sel", fs)
 
         cols = list(self.late)
         try:
