@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -22,7 +23,8 @@ EXAMPLES = {
     "run": "ncsweep run sweeps/specs/demo.yaml --out runs/demo\n"
            "  ncsweep run sweeps/specs/demo.yaml --out runs/demo --dry-run    # the plan, without Ray",
     "resume": "ncsweep resume runs/demo\n  ncsweep resume runs/demo --dry-run    # what is left to run, without Ray",
-    "status": "ncsweep status runs/demo\n  ncsweep status runs/demo --json | python -m json.tool",
+    "status": "ncsweep status runs/demo\n  ncsweep status runs/demo --json | python -m json.tool\n"
+              "  ncsweep status runs/demo --trials    # one line per trial: swept values, latest metric",
     "logs": "ncsweep logs runs/demo              # the driver's log\n"
             "  ncsweep logs runs/demo 3f2a        # one trial (any unique prefix of its id)",
     "keys": "ncsweep keys",
@@ -156,6 +158,11 @@ def cmd_status(a) -> int:
         print(f"  problem: {p['what']}: {p['detail']} (`ncsweep repair {a.dir}`: {p['fix']})")
     if s["mean_trial_wall_s"] is not None:
         print(f"  mean trial wall {s['mean_trial_wall_s']:.1f}s, mean overhead {(s['mean_trial_overhead_s'] or 0):.2f}s")
+    if a.trials:
+        from .summary import aligned, trial_rows
+
+        header, rows = trial_rows(_run_dir(a.dir))
+        print(aligned(header, rows) if rows else "  no trial records yet")
     return 0
 
 
@@ -208,7 +215,9 @@ def add_core_commands(sub) -> None:
             (("--allow-large",), {"action": "store_true", "help": "accept a plan above the trial cap (see docs/spec.md)"}))
     command(sub, "resume", cmd_resume, "finish an interrupted run directory with the spec stored in it", DIR, ADDRESS,
             (("--dry-run",), {"action": "store_true", "help": "print what a resume would run, without starting Ray"}))
-    command(sub, "status", cmd_status, "trials finished, running and failed; epochs and rows written", DIR, JSON)
+    command(sub, "status", cmd_status, "trials finished, running and failed; epochs and rows written", DIR, JSON,
+            (("--trials",), {"action": "store_true",
+                             "help": "also one line per trial: status, epochs, swept values, latest headline metric"}))
     command(sub, "logs", cmd_logs, "the driver's log (RUN_DIR/ncsweep.log), or one trial's error and log lines", DIR,
             (("trial",), {"nargs": "?", "help": "a trial id or a unique prefix of one (see `ncsweep status`)"}))
 
@@ -271,7 +280,12 @@ def main(argv=None) -> int:
         return 2
     a = p.parse_args(argv)
     try:
-        return a.fn(a)
+        code = a.fn(a)
+        sys.stdout.flush()        # here, so that a closed pipe is caught below and not at exit
+        return code
+    except BrokenPipeError:       # `ncsweep keys --metrics | head`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141                # as a program ended by SIGPIPE
     except (SpecError, ValueError, FileNotFoundError) as e:
         print(f"ncsweep: error: {e}", file=sys.stderr)
         return 2

@@ -13,6 +13,9 @@ import json
 import logging
 from pathlib import Path
 
+from .store import RunDir
+from .summary import aligned, trial_rows
+
 LOG_NAME = "ncsweep.log"
 LOGGERS = ("ncsweep", "ray")
 FORMAT = "%(asctime)s %(name)s %(levelname)s %(message)s"
@@ -51,7 +54,10 @@ def show_logs(run_dir, trial: str | None = None) -> str:
     lines = log_file.read_text().splitlines() if log_file.exists() else []
     if trial is None:
         return "\n".join(lines) if lines else f"{log_file}: empty (nothing was logged)"
-    tid = _find_trial(run_dir, trial)
+    match = _matching(run_dir, trial)
+    if len(match) > 1:
+        return _listing(run_dir, trial, match)
+    tid = match[0]
     rec = json.loads((run_dir / "trials" / f"{tid}.json").read_text())
     out = [f"trial {tid}: {rec.get('status')}, {rec.get('attempts', 0)} attempts, "
            f"{rec.get('epochs_done', 0)} epochs"]
@@ -59,17 +65,43 @@ def show_logs(run_dir, trial: str | None = None) -> str:
         out.append(f"error: {rec['error']}")
     if rec.get("traceback"):
         out.append(rec["traceback"].rstrip())
+    out += _key_values("config", {k: v for k, v in (rec.get("config") or {}).items() if k != "trial_id"})
+    final = dict(rec.get("final") or {})
+    epoch = final.pop("epoch", None)
+    out += _key_values("metrics at its latest epoch" + (f" ({epoch})" if epoch is not None else ""), final)
     mentions = [ln for ln in lines if tid in ln]
     if mentions:
         out += ["", f"{LOG_NAME} lines naming {tid}:", *mentions]
     return "\n".join(out)
 
 
-def _find_trial(run_dir: Path, prefix: str) -> str:
+def _key_values(title: str, d: dict) -> list[str]:
+    """`title:` then one `  key = value` line per entry, sorted; nothing when d is empty."""
+    if not d:
+        return []
+    width = max(len(k) for k in d)
+    return ["", f"{title}:", *(f"  {k.ljust(width)} = {json.dumps(v) if isinstance(v, (dict, list)) else v}"
+                               for k, v in sorted(d.items()))]
+
+
+def _listing(run_dir: Path, prefix: str, match: list[str]) -> str:
+    """Several trials start with `prefix`: how many, and only those, one line each (status, epochs,
+    swept values, the headline metric at the latest epoch)."""
+    store = RunDir(run_dir)
+    header, rows = trial_rows(store, {t: store.read_record(t) or {} for t in match})
+    return (f"{len(match)} trials of {run_dir} start with {prefix!r} (give more of the id for one trial's "
+            f"log):\n{aligned(header, rows)}")
+
+
+SHOWN = 10    # trial ids an error message lists
+
+
+def _matching(run_dir: Path, prefix: str) -> list[str]:
+    """The trial ids starting with `prefix` (at least one, else an error listing some of the run's ids)."""
     ids = sorted(p.stem for p in (run_dir / "trials").glob("*.json"))
     match = [t for t in ids if t.startswith(prefix)]
-    if len(match) != 1:
-        what = "no trial" if not match else f"{len(match)} trials"
-        raise ValueError(f"trial {prefix!r}: {what} of {run_dir} match; its trials are "
-                         f"{', '.join(ids[:10]) or 'none'}{' …' if len(ids) > 10 else ''} (see `ncsweep status {run_dir}`)")
-    return match[0]
+    if match:
+        return match
+    names = f"{', '.join(ids[:SHOWN]) or 'none'}{f' … ({len(ids) - SHOWN} more)' if len(ids) > SHOWN else ''}"
+    raise ValueError(f"trial {prefix!r}: no trial of {run_dir} matches; its {len(ids)} trials are {names} "
+                     f"(see `ncsweep status {run_dir} --trials`)")

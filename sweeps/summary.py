@@ -74,3 +74,54 @@ def failure_line(summary: dict) -> str | None:
     parts = [f"{counts.get(k, 0)} {k}" for k in FAILED if counts.get(k)]
     return (f"{len(fails)} of {summary.get('planned') or len(fails)} trials did not finish ({', '.join(parts)}); "
             f"see `ncsweep status {summary['run_dir']}`")
+
+
+def swept_keys(manifest: dict | None) -> list[str]:
+    """The keys a run's spec sweeps (its `space` and every variant's), in spec order, seed included."""
+    spec = (manifest or {}).get("spec") or {}
+    spaces = [spec.get("space") or {}] + [v for v in spec.get("variants") or [] if isinstance(v, dict)]
+    return list(dict.fromkeys(k for s in spaces if isinstance(s, dict) for k in s))
+
+
+def headline_metric(manifest: dict | None, records: dict[str, dict]) -> str | None:
+    """The metric `status --trials` shows: the spec's search metric, else its scheduler's, else the
+    first of val_worst_group_acc / val_acc that a trial reported."""
+    spec = (manifest or {}).get("spec") or {}
+    for part in ("search", "scheduler"):
+        m = (spec.get(part) or {}).get("metric")
+        if m:
+            return m
+    seen = {k for r in records.values() for k in (r.get("final") or {})}
+    return next((m for m in ("val_worst_group_acc", "val_acc") if m in seen), None)
+
+
+def trial_rows(store: RunDir, records: dict[str, dict] | None = None) -> tuple[list[str], list[list[str]]]:
+    """(header, one row per trial): id, status, epochs, each swept key's value and the headline
+    metric at the trial's latest epoch, from the records only (no result file is opened)."""
+    recs = store.records() if records is None else records
+    manifest = store.read_manifest()
+    keys = swept_keys(manifest)
+    metric = headline_metric(manifest, recs)
+    header = ["trial_id", "status", "epochs", *keys] + ([f"{metric} (latest)"] if metric else [])
+    rows = []
+    for tid, r in sorted(recs.items()):
+        cfg = r.get("config") or {}
+        row = [tid, str(r.get("status", "?")), str(r.get("epochs_done", 0)), *(_fmt(cfg.get(k)) for k in keys)]
+        if metric:
+            row.append(_fmt((r.get("final") or {}).get(metric)))
+        rows.append(row)
+    return header, rows
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e-3 or abs(v) >= 1e4 else f"{v:.4f}".rstrip("0").rstrip(".")
+    return str(v)
+
+
+def aligned(header: list[str], rows: list[list[str]], indent: str = "  ") -> str:
+    """Rows as left-aligned text columns."""
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    return "\n".join(indent + "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip() for r in [header, *rows])
