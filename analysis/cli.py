@@ -1,6 +1,15 @@
-"""`ncsweep analyze` / `ncsweep report` entry points (argparse lines live in sweeps/cli.py)."""
+"""`ncsweep analyze` / `ncsweep report` entry points (argparse lines live in sweeps/cli.py).
+
+Where the files go: `--out X` puts everything the command writes into X (analyze: the tables;
+report: report.html, summary.md and the tables). Without it, one run directory DIR gets
+DIR/analysis (tables) and DIR/report; several run directories get the same two folders under a
+new folder beside them named after them (`runs/a` + `runs/b` → `runs/a+b/`), never the first's.
+"""
 from __future__ import annotations
 
+import hashlib
+import os
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -9,9 +18,25 @@ from .filters import parse_statuses
 from .pipeline import analyse
 from .report import spec_name, write_report, write_tables
 
+MAX_NAME = 80      # characters of a combined folder's name; longer: the first run's name, a count and a hash
+
 
 def _metrics(text):
     return [m.strip() for m in text.split(",") if m.strip()] if text else None
+
+
+def results_root(dirs) -> Path:
+    """The folder whose analysis/ and report/ receive a command's files when --out is not given:
+    the run directory itself, or for several a folder in their common parent named after them."""
+    paths = [Path(d).resolve() for d in dirs]
+    if len(set(paths)) == 1:
+        return paths[0]
+    parent = Path(os.path.commonpath([str(p.parent) for p in paths]))
+    name = "+".join(p.name for p in paths)
+    if len(name) > MAX_NAME:
+        digest = hashlib.sha1("\n".join(map(str, paths)).encode()).hexdigest()[:8]
+        name = f"{paths[0].name}+{len(paths) - 1}-more-{digest}"
+    return parent / name
 
 
 def _run(dirs, select, metrics, include_status, correction, interactions, axes):
@@ -21,15 +46,15 @@ def _run(dirs, select, metrics, include_status, correction, interactions, axes):
                       correction=correction or "holm", interactions=interactions, axes=_metrics(axes))
     for w in caught:
         if "damaged" in str(w.message) or "unreadable" in str(w.message):
-            print(f"ncsweep: warning: {w.message}", flush=True)
+            print(f"ncsweep: warning: {w.message}", file=sys.stderr, flush=True)
     return res
 
 
 def analyze(dirs, select="final", metrics=None, include_status=None, correction="holm", interactions=None,
-            axes=None) -> int:
+            axes=None, out=None) -> int:
     t = time.perf_counter()
     res = _run(dirs, select, metrics, include_status, correction, interactions, axes)
-    out = Path(dirs[0]) / "analysis"
+    out = Path(out) if out else results_root(dirs) / "analysis"
     write_tables(res, out)
     left = "; ".join(f"{n} {k}" for k, n in res["excluded"].items()) or "none"
     print(f"analysed {len(res['trials'])} trials ({res['n_rows']} rows) in {time.perf_counter() - t:.1f}s; "
@@ -38,12 +63,15 @@ def analyze(dirs, select="final", metrics=None, include_status=None, correction=
 
 
 def report(dirs, select="final", metrics=None, include_status=None, correction="holm", interactions=None,
-           axes=None) -> int:
+           axes=None, out=None) -> int:
     from .studies import study_sections
 
     res = _run(dirs, select, metrics, include_status, correction, interactions, axes)
-    write_tables(res, Path(dirs[0]) / "analysis")
-    name = spec_name(dirs[0])
-    page, summary = write_report(res, Path(dirs[0]) / "report", f"ncsweep report — {name}", study_sections(name, res))
-    print(f"report: {page}\nsummary: {summary}")
+    root = results_root(dirs)
+    tables, pages = (Path(out), Path(out)) if out else (root / "analysis", root / "report")
+    write_tables(res, tables)
+    names = [spec_name(d) for d in dirs]
+    name = names[0] if len(set(names)) == 1 else " + ".join(names)
+    page, summary = write_report(res, pages, f"ncsweep report — {name}", study_sections(names[0], res))
+    print(f"report: {page}\nsummary: {summary}\ntables: {tables}")
     return 0

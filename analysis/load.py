@@ -378,7 +378,7 @@ class Source:
         if dups:
             self.late = []
             trial_cols = [c for c in self.columns if per_trial(c)]
-            self._dedup(files, ", ".join(ident(c) for c in self.columns if c not in trial_cols))
+            self._dedup(files, [c for c in self.columns if c not in trial_cols])
             join_trial_columns(self.con, files, self.columns, trial_cols)
 
     def at_chosen(self, chosen: str, columns: list[str]) -> str:
@@ -431,11 +431,15 @@ class Source:
             if c not in cols:
                 self.con.execute(f"alter table _late add column {ident(c)} double")
 
-    def _dedup(self, names: list[str], cols: str) -> None:
+    def _dedup(self, names: list[str], columns: list[str]) -> None:
+        """`rows` (`columns`) keeping the newest of each key: by recorded time, then attempt, then
+        file name. The ordering columns are read for the ordering even when not kept."""
         self.con.register("_mtimes", pa.table({"filename": names, "_mtime": [os.stat(f).st_mtime for f in names]}))
         newest = (f"coalesce(cast({ident(self.time_col)} as double), _mtime)" if self.time_col else "_mtime")
         attempt = "attempt desc nulls last, " if "attempt" in self.available else ""
-        extra = f", {ident(self.time_col)}" if self.time_col else ""
+        cols = ", ".join(ident(c) for c in columns)
+        extra = "".join(f", {ident(c)}" for c in (self.time_col, "attempt" if attempt else None)
+                        if c and c not in columns)
         self.con.execute("drop table if exists rows")
         self.con.execute(
             f"""create temp table rows as

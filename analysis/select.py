@@ -105,7 +105,8 @@ def trial_table_from(src, records: pd.DataFrame, rule: str, metrics: list[str], 
     acc = out["val_acc"] if "val_acc" in out else pd.Series(np.nan, index=out.index)
     maj = out[f"val_{majority}"] if majority and f"val_{majority}" in out else pd.Series(np.nan, index=out.index)
     out["learned_nothing"] = [vocab.learned_nothing(float(a), float(m)) for a, m in zip(acc, maj)]
-    return out.assign(selection=rule)
+    out = out.assign(selection=rule)
+    return out[[c for c in out if c != "run_dir"] + ["run_dir"]]      # a column added later: last
 
 
 def _with_records(base: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
@@ -118,10 +119,12 @@ def _with_records(base: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
     base["status"] = st.fillna(pd.Series(from_rows, index=base.index))
     base.loc[base["_diverged"].fillna(False).astype(bool) & base.status.eq("completed"), "status"] = "diverged"
     base["trial_status"] = base.trial_id.map(rec["trial_status"]) if "trial_status" in rec else base["status"]
+    base["run_dir"] = base.trial_id.map(rec["run_dir"]) if "run_dir" in rec else np.nan   # its newest record's
     have = set(base.trial_id)
     missing = [t for t in rec.index if t not in have]
     if missing:
         extra = pd.DataFrame([{"trial_id": t, "status": rec.loc[t, "status"], "trial_status": rec.loc[t, "trial_status"],
+                               "run_dir": rec.loc[t, "run_dir"],
                                "epochs_run": 0, **{k: v for k, v in (rec.loc[t, "config"] or {}).items()
                                                    if k in base.columns and k != "trial_id"}} for t in missing])
         base = pd.concat([base, extra], ignore_index=True)

@@ -16,6 +16,7 @@ from pathlib import Path
 from nccore.catalogue import did_you_mean
 
 from .spec import SpecError, load_spec, parse_spec
+from .stop import Stopped
 
 # One example per command, shown at the end of its --help (tests/test_cli.py checks each runs or parses).
 EXAMPLES = {
@@ -30,6 +31,7 @@ EXAMPLES = {
     "keys": "ncsweep keys",
     "verify": "ncsweep verify runs/demo",
     "repair": "ncsweep repair runs/demo    # then `ncsweep resume runs/demo` re-runs what was re-planned",
+    "unlock": "ncsweep unlock runs/demo    # after its driver's host died; refused while the lock is live",
     "submit": "ncsweep submit sweeps/specs/demo.yaml --address http://HEAD:8265 --out /mnt/shared/runs/demo",
     "analyze": "ncsweep analyze runs/demo --select best:worst_group_acc",
     "report": "ncsweep report runs/demo    # then open runs/demo/report/report.html",
@@ -166,6 +168,17 @@ def cmd_status(a) -> int:
     return 0
 
 
+def cmd_unlock(a) -> int:
+    from .lock import describe, unlock
+
+    info = unlock(a.dir, force=a.force)
+    if info is None:
+        print(f"{a.dir}: not locked")
+    else:
+        print(f"{a.dir}: removed the lock of {describe(info) if info else 'an unreadable lock file'}")
+    return 0
+
+
 def cmd_logs(a) -> int:
     from .logs import show_logs
 
@@ -176,13 +189,13 @@ def cmd_logs(a) -> int:
 def cmd_analyze(a) -> int:
     from analysis.cli import analyze
 
-    return analyze(a.dir, a.select, a.metrics, a.include_status, a.correction, a.interactions)
+    return analyze(a.dir, a.select, a.metrics, a.include_status, a.correction, a.interactions, out=a.out)
 
 
 def cmd_report(a) -> int:
     from analysis.cli import report
 
-    return report(a.dir, a.select, a.metrics, a.include_status, a.correction, a.interactions)
+    return report(a.dir, a.select, a.metrics, a.include_status, a.correction, a.interactions, out=a.out)
 
 
 # ---------------------------------------------------------------------- the parser
@@ -218,6 +231,9 @@ def add_core_commands(sub) -> None:
     command(sub, "status", cmd_status, "trials finished, running and failed; epochs and rows written", DIR, JSON,
             (("--trials",), {"action": "store_true",
                              "help": "also one line per trial: status, epochs, swept values, latest headline metric"}))
+    command(sub, "unlock", cmd_unlock, "remove a run directory's lock left by a driver that is gone (any host)", DIR,
+            (("--force",), {"action": "store_true",
+                            "help": "remove it even if its heartbeat is fresh (only when you know that driver is gone)"}))
     command(sub, "logs", cmd_logs, "the driver's log (RUN_DIR/ncsweep.log), or one trial's error and log lines", DIR,
             (("trial",), {"nargs": "?", "help": "a trial id or a unique prefix of one (see `ncsweep status`)"}))
 
@@ -236,6 +252,9 @@ def add_analysis_commands(sub) -> None:
         an.add_argument("--correction", default="holm", choices=["none", "holm", "bh"],
                         help="multiple-comparison correction of each table's p-values (default holm)")
         an.add_argument("--interactions", default=None, help="pairwise interactions to fit: AXIS:AXIS,... or all")
+        an.add_argument("--out", default=None, help="write every file of the command into this folder (default: "
+                        "DIR/analysis and DIR/report; for several runs, a new folder beside them named after them, "
+                        "e.g. runs/a+runs/b → runs/a+b/analysis)")
         an.set_defaults(fn=fn)
 
 
@@ -289,6 +308,9 @@ def main(argv=None) -> int:
     except (SpecError, ValueError, FileNotFoundError) as e:
         print(f"ncsweep: error: {e}", file=sys.stderr)
         return 2
+    except Stopped as e:          # SIGTERM (exit 143) or a lost lock: the message says how to resume
+        print(f"ncsweep: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def _table(run, select, two_pass: bool) -> pd.DataFrame:
         out = trial_table_from(src, trial_records(run), select, METRICS, CONFIG, vocab.MAJORITY)
     finally:
         src.close()
-    return out.sort_values("trial_id").reset_index(drop=True)
+    return out.drop(columns="run_dir").sort_values("trial_id").reset_index(drop=True)   # the runs compared differ there
 
 
 def _run(tmp_path, per_epoch=True):
