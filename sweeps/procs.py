@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import psutil
@@ -31,7 +32,8 @@ def record(run_dir) -> list[dict]:
             pass
     path = Path(run_dir) / FILE
     tmp = path.parent / f".{FILE}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"driver": me.pid, "driver_started": me.create_time(), "procs": procs}))
+    tmp.write_text(json.dumps({"host": socket.gethostname(), "driver": me.pid, "driver_started": me.create_time(),
+                               "procs": procs}))
     os.replace(tmp, path)
     return procs
 
@@ -59,6 +61,9 @@ def cleanup(run_dir) -> list[int]:
     try:
         info = json.loads(path.read_text())
     except (FileNotFoundError, json.JSONDecodeError):
+        return []
+    if info.get("host", socket.gethostname()) != socket.gethostname():
+        path.unlink(missing_ok=True)   # another host's processes (its lock was taken over): not ours to end
         return []
     if alive(info.get("driver"), info.get("driver_started")):
         return []   # that driver is alive: its Ray is in use

@@ -36,6 +36,7 @@ from nccore.config import DEFAULTS
 
 from . import faults, fuse, procs
 from .lock import RunLock
+from .stop import StopOnSignal, Stopped
 from .loggers import logger_callbacks, logger_env
 from .logs import driver_log
 from .plan import chunks, optuna_space, planned_configs, tune_trial_config
@@ -215,14 +216,27 @@ def run_sweep(spec: Spec, out, address: str | None = None, resources: dict | Non
     store = RunDir(out)
     store.path.mkdir(parents=True, exist_ok=True)
     env = {**{k: os.environ.get(k, v) for k, v in RAY_ENV.items()}, **logger_env(spec.loggers)}
-    with RunLock(store.path), driver_log(store.path), _environ(env):
-        killed = procs.cleanup(store.path)   # the Ray of a driver that died holding this directory
-        if killed:
-            log.warning("ended %d Ray processes left by a driver that died: pids %s", len(killed), killed)
-        return _run_locked(spec, store, address, resources, quiet, callbacks or [])
+    # SIGTERM, or a lock this driver can no longer renew, stops the sweep: Tune's loop ends, the lock
+    # is released, and sweeps.stop.Stopped (exit 143 / 2) reaches the CLI (sweeps/stop.py, sweeps/lock.py)
+    try:
+        with StopOnSignal() as stop, RunLock(store.path, on_lost=stop.request) as held, \
+                driver_log(store.path), _environ(env):
+            if held.previous:
+                log.warning("took over the lock of a driver that is gone: %s", held.previous)
+            killed = procs.cleanup(store.path)   # the Ray of a driver that died holding this directory
+            if killed:
+                log.warning("ended %d Ray processes left by a driver that died: pids %s", len(killed), killed)
+            try:
+                return _run_locked(spec, store, address, resources, quiet, callbacks or [], stop)
+            finally:
+                if stop.requested:
+                    log.warning("driver %s; stopping its trials", stop.reason)
+    except Stopped as e:
+        raise Stopped(f"{e}: finished trials and every finished epoch are kept in {store.path}; continue with "
+                      f"`ncsweep resume {store.path}`", e.exit_code) from None
 
 
-def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks) -> dict:
+def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks, stop: StopOnSignal) -> dict:
     manifest = store.read_manifest()
     if manifest and manifest.get("digest") != spec.digest:
         raise SpecError(f"{store.path} holds results of a different spec ({manifest.get('name')!r}, digest "
@@ -236,7 +250,10 @@ def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks)
     for tid, why in replan_damaged(store).items():
         log.warning("trial %s re-planned: %s", tid, why)
     t0 = time.perf_counter()
-    ray_s = init_ray(address)
+    try:
+        ray_s = init_ray(address)
+    finally:
+        stop.hook()   # ray.init replaced our SIGTERM handler with one that exits without cleaning up
     if not address:
         procs.record(store.path)
     progress = SweepProgress.for_run(spec, store, planned, TERMINAL, quiet)
@@ -244,22 +261,26 @@ def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks)
     callbacks.append(finisher(store, spec.base_config()))
     if not address:
         callbacks.append(procs.recorder(store.path))
-    for _ in range(MAX_PASSES):
-        if planned is not None:
-            todo = [c for c in planned if (store.read_record(c["trial_id"]) or {}).get("status") not in TERMINAL]
-            todo = fuse.units(todo, spec.fuse, store)
-            for part in chunks(todo, spec.chunk_size):
-                _fit(spec, store, res, {"trial": _grid(part)}, len(part), None, callbacks)
-        else:
-            _run_optuna(spec, store, res, callbacks)
-        if not unfinished(store, planned):
-            break
-    store.write_trials_table()
-    if not address:
-        import ray
+    try:
+        for _ in range(MAX_PASSES):
+            if planned is not None:
+                todo = [c for c in planned if (store.read_record(c["trial_id"]) or {}).get("status") not in TERMINAL]
+                todo = fuse.units(todo, spec.fuse, store)
+                for part in chunks(todo, spec.chunk_size):
+                    stop.check()
+                    _fit(spec, store, res, {"trial": _grid(part)}, len(part), None, callbacks, stop)
+            else:
+                _run_optuna(spec, store, res, callbacks, stop)
+            stop.check()
+            if not unfinished(store, planned):
+                break
+        store.write_trials_table()
+    finally:
+        if not address:
+            import ray
 
-        ray.shutdown()
-        procs.forget(store.path)
+            ray.shutdown()
+            procs.forget(store.path)
     summary = sweep_summary(store)
     summary.update(wall_s=time.perf_counter() - t0, ray_init_s=ray_s, mean_tune_trial_s=progress.mean_trial_s)
     progress.close()
@@ -291,12 +312,13 @@ def _grid(configs: list[dict]):
     return tune.grid_search(configs)
 
 
-def _run_optuna(spec: Spec, store: RunDir, res: dict, callbacks: list) -> None:
+def _run_optuna(spec: Spec, store: RunDir, res: dict, callbacks: list, stop: StopOnSignal) -> None:
     from ray.tune.search.optuna import OptunaSearch
 
     interrupted = [r["config"] for r in store.records().values() if r.get("status") not in TERMINAL and r.get("config")]
     if interrupted:   # finish them first, from their checkpoints
-        _fit(spec, store, res, {"trial": _grid(interrupted)}, len(interrupted), None, callbacks)
+        _fit(spec, store, res, {"trial": _grid(interrupted)}, len(interrupted), None, callbacks, stop)
+        stop.check()
     metric, mode = spec.search["metric"], spec.search["mode"]
     done = [r for r in store.records().values() if r.get("status") in TERMINAL]
     left = spec.search["num_samples"] - len(done)
@@ -308,7 +330,7 @@ def _run_optuna(spec: Spec, store: RunDir, res: dict, callbacks: list) -> None:
     searcher = OptunaSearch(optuna_space(spec), metric=metric, mode=mode, seed=spec.search["seed"],
                             points_to_evaluate=[p for p, _ in seen] or None,
                             evaluated_rewards=[v for _, v in seen] or None)
-    _fit(spec, store, res, {}, left, searcher, callbacks)
+    _fit(spec, store, res, {}, left, searcher, callbacks, stop)
 
 
 def make_tuner(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: int, searcher,
@@ -339,8 +361,10 @@ def make_tuner(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samp
     )
 
 
-def _fit(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: int, searcher, callbacks) -> None:
+def _fit(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: int, searcher, callbacks,
+         stop: StopOnSignal) -> None:
     results = make_tuner(spec, store, res, param_space, num_samples, searcher, callbacks).fit()
+    stop.check()   # interrupted: trials that did not end stay `running` (resumed from their checkpoints)
     for r in results:
         cfg = tune_trial_config(r.config, spec.base_config())
         if fuse.is_unit(cfg):

@@ -197,8 +197,10 @@ def test_a_stale_lock_of_this_host_is_taken_over_with_a_warning(tmp_path):
     with pytest.warns(RuntimeWarning, match="taking over the lock"):
         with lock.RunLock(tmp_path) as held:
             assert held.previous["pid"] == dead.pid
-    (tmp_path / lock.FILE).write_text(json.dumps({"host": "elsewhere", "pid": 1, "started": 1.0, "locked_at": 0}))
-    with pytest.raises(lock.LockHeld, match="host 'elsewhere'"):   # another host's lock is never taken over
+    now = time.time()   # another host's lock with a fresh heartbeat: refused (tests/sweeps/test_lock.py: leases)
+    (tmp_path / lock.FILE).write_text(json.dumps({"host": "elsewhere", "pid": 1, "started": 1.0, "locked_at": now,
+                                                  "heartbeat": now}))
+    with pytest.raises(lock.LockHeld, match="host 'elsewhere'"):
         lock.RunLock(tmp_path).acquire()
 
 
