@@ -18,6 +18,7 @@ from .filters import parse_statuses
 from .pipeline import analyse
 from .report import spec_name, write_report, write_tables
 
+TOP = 10           # leaderboard rows per data condition in the report (the CSV keeps every row)
 MAX_NAME = 80      # characters of a combined folder's name; longer: the first run's name, a count and a hash
 
 
@@ -39,11 +40,12 @@ def results_root(dirs) -> Path:
     return parent / name
 
 
-def _run(dirs, select, metrics, include_status, correction, interactions, axes):
+def _run(dirs, select, metrics, include_status, correction, interactions, axes, rank_by=None):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         res = analyse(dirs, select, _metrics(metrics), include_status=parse_statuses(include_status),
-                      correction=correction or "holm", interactions=interactions, axes=_metrics(axes))
+                      correction=correction or "holm", interactions=interactions, axes=_metrics(axes),
+                      rank_by=rank_by)
     for w in caught:
         if "damaged" in str(w.message) or "unreadable" in str(w.message):
             print(f"ncsweep: warning: {w.message}", file=sys.stderr, flush=True)
@@ -51,9 +53,9 @@ def _run(dirs, select, metrics, include_status, correction, interactions, axes):
 
 
 def analyze(dirs, select="final", metrics=None, include_status=None, correction="holm", interactions=None,
-            axes=None, out=None) -> int:
+            axes=None, out=None, rank_by=None) -> int:
     t = time.perf_counter()
-    res = _run(dirs, select, metrics, include_status, correction, interactions, axes)
+    res = _run(dirs, select, metrics, include_status, correction, interactions, axes, rank_by)
     out = Path(out) if out else results_root(dirs) / "analysis"
     write_tables(res, out)
     left = "; ".join(f"{n} {k}" for k, n in res["excluded"].items()) or "none"
@@ -63,10 +65,11 @@ def analyze(dirs, select="final", metrics=None, include_status=None, correction=
 
 
 def report(dirs, select="final", metrics=None, include_status=None, correction="holm", interactions=None,
-           axes=None, out=None) -> int:
+           axes=None, out=None, rank_by=None, top=TOP) -> int:
     from .studies import study_sections
 
-    res = _run(dirs, select, metrics, include_status, correction, interactions, axes)
+    res = _run(dirs, select, metrics, include_status, correction, interactions, axes, rank_by)
+    res["leaderboard_top"] = top
     root = results_root(dirs)
     tables, pages = (Path(out), Path(out)) if out else (root / "analysis", root / "report")
     write_tables(res, tables)

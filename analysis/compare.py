@@ -7,7 +7,8 @@ configurations (clusters of seeds), never single trials:
   CI over configurations (`scipy.stats.bootstrap`, BCa);
 - paired: for every pair of architectures, the difference on matching configurations (same value
   of every other axis and same seed), averaged per configuration, with the same CI;
-- leaderboard: each configuration's mean ± 95% t-interval over its seeds;
+- leaderboard: configurations ranked on a validation metric within each data condition, each
+  with its test metric's mean ± 95% t-interval over its seeds;
 - Spearman ρ of NC1 (overall / per group) with a fairness gap across trials, with a cluster
   bootstrap 95% CI over configurations.
 """
@@ -110,19 +111,43 @@ def paired_differences(trials: pd.DataFrame, metrics: list[str], axes: list[str]
     return pd.DataFrame(rows, columns=cols)
 
 
-def leaderboard(trials: pd.DataFrame, metric: str, axes: list[str] | None = None, top: int = 10) -> pd.DataFrame:
-    """The best configurations on `metric` (direction from the catalogue): mean ± 95% t-CI over seeds."""
+LEADERBOARD_COLUMNS = ["mean", "ci_low", "ci_high", "seeds", "metric", "rank_by", "rank_mean", "condition", "rank",
+                       "trial_ids"]
+
+
+def leaderboard(trials: pd.DataFrame, metric: str, axes: list[str] | None = None, rank_by: str | None = None,
+                top: int | None = None) -> pd.DataFrame:
+    """Model selection as DomainBed does it: within each data condition (one value of every
+    condition axis, `vocab.is_condition`), configurations (one value of every other axis) are
+    ranked on the mean over seeds of `rank_by` (a validation metric; default `metric`), and
+    `metric` (a test metric) is reported: mean ± 95% t-interval over seeds (no interval from one
+    seed). One row per (condition, configuration), ordered by condition then rank (1 = best,
+    direction of `rank_by` from the catalogue); `trial_ids` names the seeds' trials. top: keep
+    the best `top` of each condition (None: every row)."""
     axes = [a for a in _axes(trials, axes) if a in trials]
-    t = trials[np.isfinite(trials[metric].astype(float))]
+    rank_by = rank_by or metric
+    cols = axes + LEADERBOARD_COLUMNS
+    t = trials[np.isfinite(trials[metric].astype(float))] if metric in trials else trials.iloc[:0]
     if t.empty or not axes:
-        return pd.DataFrame(columns=axes + ["mean", "ci_low", "ci_high", "seeds"])
+        return pd.DataFrame(columns=cols)
+    conditions = [a for a in axes if vocab.is_condition(a)]
+    rank_vals = t[rank_by].astype(float) if rank_by in t else pd.Series(np.nan, index=t.index)
     rows = []
     for key, g in t.groupby(axes, dropna=False):
+        vals = dict(zip(axes, key if isinstance(key, tuple) else (key,)))
         mean, lo, hi, n = mean_ci(g[metric])
-        rows.append({**dict(zip(axes, key if isinstance(key, tuple) else (key,))), "mean": mean, "ci_low": lo,
-                     "ci_high": hi, "seeds": n})
-    asc = not vocab.metric_meta(metric)["higher_is_better"]
-    return pd.DataFrame(rows).sort_values("mean", ascending=asc, kind="stable").head(top).reset_index(drop=True)
+        r = rank_vals.loc[g.index]
+        rows.append({**vals, "mean": mean, "ci_low": lo, "ci_high": hi, "seeds": n, "metric": metric,
+                     "rank_by": rank_by, "rank_mean": float(r.mean()) if np.isfinite(r).any() else np.nan,
+                     "condition": ", ".join(f"{c}={vals[c]}" for c in conditions) or "all",
+                     "trial_ids": " ".join(sorted(map(str, g["trial_id"]))) if "trial_id" in g else ""})
+    out = pd.DataFrame(rows, columns=cols)
+    asc = not vocab.metric_meta(rank_by)["higher_is_better"]
+    out = out.sort_values(["condition", "rank_mean"], ascending=[True, asc], kind="stable", na_position="last")
+    out["rank"] = out.groupby("condition", sort=False).cumcount() + 1
+    if top is not None:
+        out = out[out["rank"] <= top]
+    return out.reset_index(drop=True)
 
 
 def _weighted_ranks(v: np.ndarray, w: np.ndarray) -> np.ndarray:

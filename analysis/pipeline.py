@@ -82,24 +82,27 @@ def check_axes(names, valid: list[str], what: str) -> None:
 
 def analyse(run_dirs, select: str = "final", metrics: list[str] | None = None, include_status=DEFAULT_STATUS,
             correction: str = "holm", interactions: str | None = None, keep_learned_nothing: bool = False,
-            workers: int | None = None, fanova: bool = True, axes: list[str] | None = None) -> Result:
+            workers: int | None = None, fanova: bool = True, axes: list[str] | None = None,
+            rank_by: str | None = None) -> Result:
     dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
     records = trial_records(dirs)
     src = Source(dirs, columns=None, lazy=True)
     try:
         return _analyse(src, dirs, records, select, metrics, include_status, correction, interactions,
-                        keep_learned_nothing, workers, fanova, axes)
+                        keep_learned_nothing, workers, fanova, axes, rank_by)
     finally:
         src.close()
 
 
 def _analyse(src, dirs, records, select, metrics, include_status, correction, interactions, keep_ln, workers,
-             fanova, axes_override) -> Result:
+             fanova, axes_override, rank_by) -> Result:
     t0 = time.perf_counter()
     cols = src.available
     if metrics:
         check_metrics(metrics, cols)
-    bases = {parse_metric(m)[1] for m in (metrics or default_metrics(cols, []))}   # read only what is tabulated
+    man = manifests(dirs)
+    rank = rank_metric(rank_by, lead_metric(select, metrics or default_metrics(cols, []), man), cols)
+    bases = {parse_metric(m)[1] for m in (metrics or default_metrics(cols, [])) + ([rank] if rank else [])}
     config = [c for c in cols if vocab.is_axis(c)] + [c for c in ("family",) if c in cols]
     every_epoch = {c for c, _, _ in CURVES} | ({select.split(":", 1)[1].removeprefix("val_")}
                                                if select.startswith("best:") else set())
@@ -107,7 +110,8 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
     src.materialise(config + metric_cols + list(HOST_COLUMNS), every_epoch=sorted(every_epoch))
     groups = sorted(g for g in src.groups() if g != "all")
     wanted = list(metrics) if metrics else default_metrics(cols, groups)
-    trials = trial_table_from(src, records, select, wanted, config, vocab.MAJORITY)
+    trials = trial_table_from(src, records, select, list(dict.fromkeys(wanted + ([rank] if rank else []))), config,
+                              vocab.MAJORITY)
     axes, axes_from = run_axes(dirs, trials)
     if axes_override:
         check_axes(axes_override, axes, "--axes")
@@ -124,20 +128,19 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
     used, excluded = usable(trials, include_status, keep_ln)
     has_arch = "arch" in used and used["arch"].nunique() > 1
     gap = next((m for m in present if m.endswith("_gap")), None)
-    man = manifests(dirs)
     lead = lead_metric(select, present, man)
     empty = (pd.DataFrame, (), {})
     side = {"arch": (arch_summary, (used, present, axes), {}) if has_arch else empty,
             "paired": (paired_differences, (used, present, axes), {}) if has_arch else empty,
             "nc_fair": (nc_vs_fairness, (used, gap, axes), {}) if gap else empty,
-            "leaderboard": (leaderboard, (used, lead, axes), {}) if lead else empty}
+            "leaderboard": (leaderboard, (used, lead, axes), {"rank_by": rank}) if lead else empty}
     jobs = [(run_job, (trials, m, s), kw) for m, s in table_jobs(trials, present)] + list(side.values())
     out = run_all(jobs, workers)
     tables = out[:len(jobs) - len(side)]
     res = Result(run_dirs=dirs, trials=trials, used=used, excluded=excluded, metrics=present, requested=wanted,
                  select=select, tables=tables, axes=axes, axes_from=axes_from, interactions=pairs,
                  correction=correction, include_status=tuple(include_status), records=records, manifests=man,
-                 lead_metric=lead, **scan, **dict(zip(side, out[len(tables):])))
+                 lead_metric=lead, rank_by=rank, **scan, **dict(zip(side, out[len(tables):])))
     note = describe_exclusions(excluded)
     for k in ("arch", "paired", "nc_fair", "leaderboard"):
         if not res[k].empty:
@@ -156,6 +159,23 @@ def lead_metric(select: str, present: list[str], manifests_: list[dict] = ()) ->
         if f"test_{base}" in present:
             return f"test_{base}"
     return present[0] if present else None
+
+
+def rank_metric(rank_by: str | None, lead: str | None, columns) -> str | None:
+    """The metric the leaderboard ranks configurations on: `rank_by` (`worst_group_acc` means
+    val_worst_group_acc), else the validation twin of the lead metric (DomainBed: select on
+    validation, report test), else the lead metric itself when the rows hold no validation twin."""
+    if rank_by:
+        name = rank_by if rank_by.split("_", 1)[0] in SPLITS else f"val_{rank_by}"
+        try:
+            check_metrics([name], columns)
+        except ValueError as e:
+            raise ValueError(str(e).replace("--metrics", "--rank-by", 1)) from None
+        return name
+    if not lead:
+        return None
+    split, col, _ = parse_metric(lead)
+    return f"val_{lead.split('_', 1)[1]}" if split != "val" and "val" in vocab.metric_splits(col) else lead
 
 
 def curves(src) -> pd.DataFrame:

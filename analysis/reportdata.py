@@ -153,13 +153,32 @@ def _frame_rows(df: pd.DataFrame, columns: list[str] | None = None) -> dict:
     return {"columns": cols, "rows": [[fmt(v) for v in r] for r in df[cols].itertuples(index=False, name=None)]}
 
 
+def mean_ci_text(mean, lo, hi, n) -> str:
+    """'0.84 (0.80 to 0.88)', or '0.84 (1 seed: no CI)'."""
+    return f"{fmt(mean)} ({ci(lo, hi)})" if n and n > 1 else f"{fmt(mean)} ({int(n or 0)} seed: no CI)"
+
+
 def _leaderboard(result: dict) -> dict:
+    """The leaderboard as the report shows it: per data condition, its best `leaderboard_top`
+    configurations (rank, the axes that are not conditions, the validation mean they were ranked
+    on, the test metric with its CI over seeds, the seeds and their trial ids)."""
     lb, metric = result.get("leaderboard"), result.get("lead_metric")
+    empty = {"metric": metric, "label": _label(metric) if metric else "", "rank_label": "", "columns": [], "rows": [],
+             "shown": 0, "total": 0, "top": result.get("leaderboard_top")}
     if lb is None or lb.empty or not metric:
-        return {"metric": metric, "label": _label(metric) if metric else "", "columns": [], "rows": []}
-    lb = lb.assign(**{"mean ± 95% CI": [f"{fmt(m)} ({ci(lo, hi)})" for m, lo, hi in zip(lb["mean"], lb.ci_low, lb.ci_high)]})
-    cols = [c for c in lb.columns if c not in ("mean", "ci_low", "ci_high", "mean ± 95% CI", "seeds", "excluded")]
-    return {"metric": metric, "label": _label(metric), **_frame_rows(lb, cols + ["mean ± 95% CI", "seeds"])}
+        return empty
+    top = result.get("leaderboard_top")
+    rank_by = lb["rank_by"].iloc[0] if "rank_by" in lb else metric
+    shown = lb[lb["rank"] <= top] if top and "rank" in lb else lb
+    extra = {"mean", "ci_low", "ci_high", "seeds", "excluded", "metric", "rank_by", "rank_mean", "condition", "rank",
+             "trial_ids", "selection"}
+    axes = [c for c in lb.columns if c not in extra and not vocab.is_condition(c)]
+    rank_col, test_col = f"{_label(rank_by)} (ranked on)", f"{_label(metric)} ± 95% CI"
+    shown = shown.assign(**{rank_col: shown["rank_mean"].map(fmt), test_col: [
+        mean_ci_text(*v) for v in zip(shown["mean"], shown.ci_low, shown.ci_high, shown.seeds)]})
+    cols = ["condition", "rank", *axes, rank_col, test_col, "seeds", "trial_ids"]
+    return {**empty, "rank_label": _label(rank_by), "shown": len(shown), "total": len(lb),
+            **_frame_rows(shown, [c for c in cols if c in shown])}
 
 
 def _arch(result: dict, metric: str | None) -> dict:

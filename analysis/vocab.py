@@ -6,7 +6,7 @@ imports only the standard library, so neither torch nor Ray is loaded), and `ana
 list of names of its own:
 
 - `swept_axes(manifest)`: the keys a run actually swept (its stored spec's `space`), seed excluded;
-- `is_axis`, `is_categorical`, `log_scale`: how a key enters a model;
+- `is_axis`, `is_categorical`, `log_scale`: how a key enters a model; `is_condition`: a data condition;
 - `metric_meta(name)`: label, unit, higher-is-better and meaning of `nc1` or `test_nc1_g0`;
 - `status_class(status)`: one of completed / stopped / failed / oom / diverged (older runs wrote `done`);
 - `learned_nothing(val_acc, majority_acc)`: the catalogue's "trial learned nothing" rule.
@@ -48,6 +48,13 @@ def is_axis(key: str) -> bool:
     return bool(k is not None and k.axis)
 
 
+def is_condition(key: str) -> bool:
+    """A data condition (bias level, dataset, …): model selection compares configurations within each
+    of its values, never across them (a configuration is how the model is trained, not the data)."""
+    k = catalogue.CONFIG.get(key)
+    return bool(k is not None and k.condition)
+
+
 def is_categorical(key: str) -> bool:
     k = catalogue.CONFIG.get(key)
     return k is not None and k.type in ("str", "bool", "path", "list[str]")
@@ -78,6 +85,14 @@ def metric_meta(name: str) -> dict:
     hib = True if m.higher_is_better is None else m.higher_is_better
     return {"label": lab, "unit": m.unit, "higher_is_better": hib, "meaning": m.meaning, "source": m.source,
             "direction": m.higher_is_better}
+
+
+def metric_splits(name: str) -> tuple[str, ...]:
+    """The splits a metric (base or full name) has rows on; () for a name the catalogue lacks."""
+    try:
+        return tuple(catalogue.metric_info(name).splits)
+    except KeyError:
+        return ()
 
 
 def learned_nothing(val_acc: float, majority_acc: float) -> bool:

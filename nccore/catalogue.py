@@ -70,9 +70,13 @@ class Key:
     required: bool = False
     used_by: tuple = ()            # methods / datasets that read it; () = all
     axis: bool = False             # an analysis factor (and row column) when swept
+    condition: bool = False        # a data condition (what the data is, not how it is learned): model
+                                   # selection ranks configurations within each of its values
     sweepable: bool = True         # may appear in a spec's `space`
     reserved: bool = False         # set by the runner; refused in a spec
     in_id: bool = True             # part of the trial id
+    id_if_set: bool = False        # in the trial id only when not at its default (a key added after
+                                   # trials were run: their ids, and so their resume, stay the same)
     aliases: tuple = ()            # common misspellings, for did-you-mean
     item: str = "entry"            # what a list entry is, for messages
     per_method: dict = field(default_factory=dict, hash=False)     # method -> what the value means
@@ -271,14 +275,17 @@ _TRANSFER_METHODS = ("transfer", "gc_reg")   # gc_reg: transfer pre-training + �
 # --------------------------------------------------------------------------- config keys
 _K = [
     _key("dataset", "str", "biased_shapes", "dataset registry name (a spec sets it with dataset.name)",
-         choices=tuple(DATASET_OPTIONS), sweepable=False, axis=True),
+         choices=tuple(DATASET_OPTIONS), sweepable=False, axis=True, condition=True),
     _key("data", "mapping", {}, "dataset options (a spec sets them with dataset.options)", sweepable=False),
     _num("bias_level", "float", 0.0, "β of the spurious correlation (bias_kind=spurious) or label-flip rate of "
-         "positives in subgroup a=1 (bias_kind=label)", low=0.0, high=1.0, axis=True, aliases=("bias",)),
-    _key("bias_kind", "str", "spurious", "what bias_level controls", choices=("spurious", "label"), axis=True),
+         "positives in subgroup a=1 (bias_kind=label)", low=0.0, high=1.0, axis=True, aliases=("bias",),
+         condition=True),
+    _key("bias_kind", "str", "spurious", "what bias_level controls", choices=("spurious", "label"), axis=True,
+         condition=True),
     _key("group_by", "str", "spurious", "attribute of the per-subgroup rows: spurious p or sensitive a",
-         choices=("spurious", "sensitive"), axis=True),
-    _key("coarse", "bool", False, "train on coarse labels; fine-label recovery is then measured", axis=True),
+         choices=("spurious", "sensitive"), axis=True, condition=True),
+    _key("coarse", "bool", False, "train on coarse labels; fine-label recovery is then measured", axis=True,
+         condition=True),
     _key("arch", "str", "resnet18", "architecture registry name", choices=tuple(ARCH_FAMILIES), axis=True,
          aliases=("architecture", "model")),
     _num("width", "float", 0.25, "channel-width multiplier of the architecture", low=0.0, low_open=True,
@@ -316,6 +323,9 @@ _K = [
     _key("channels_last", "bool", "auto", "channels-last memory format (auto: on CUDA)",
          choices=("auto", True, False)),
     _key("compile", "bool", False, "torch.compile the training forward"),
+    _key("deterministic", "bool", False, "deterministic kernels: torch deterministic algorithms, oneDNN off on "
+         "the CPU, cuDNN deterministic without autotuning, a fixed cuBLAS workspace (slower; docs/fused.md "
+         "says how far default kernels drift)", id_if_set=True),
     _key("metrics", "list[str]", ["nc", "fairness"], "metric sets computed each epoch (fine is added with "
          "coarse, gc with method transfer)", choices=METRIC_SETS, item="metric set"),
     _num("metrics_train_samples", "int", 5000, "stratified train subsample for train-split metrics", low=1,
@@ -482,6 +492,9 @@ _M = [
     _m("dfr_worst_group_acc", "trial", True, "test worst-group accuracy after DFR", methods=("dfr",), every_epoch=False,
        reported=True, source="Kirichenko et al., ICLR 2023"),
     _m("dfr_C", "trial", None, "chosen inverse L1 strength", methods=("dfr",), every_epoch=False),
+    *[_m(f"{h}_acc_g{g}", "trial", True, f"test accuracy of the {name} in group g = 2y + p = {g}", methods=("dfr",),
+         every_epoch=False, source="Le, Schlötterer, Seifert 2023")
+      for h, name in (("erm", "ERM head before DFR"), ("dfr", "DFR head")) for g in range(4)],
     _m("dfr_l1_bal_wga", "trial", True, "test worst-group accuracy of the L1 head on the group-balanced val set", methods=("dfr",),
        source="Le, Schlötterer, Seifert 2023"),
     _m("dfr_l1_bal_sparsity", "trial", None, "share of zero weights of the L1 head on the group-balanced val set", methods=("dfr",)),
@@ -523,6 +536,7 @@ ROW_FIELDS: dict[str, tuple[str, str]] = {
     "family": ("str", "architecture family"),
     "device": ("str", "device name the trial ran on"),
     "amp": ("str", "precision actually used"),
+    "deterministic": ("bool", "the trial ran with deterministic kernels (config key deterministic)"),
     "metrics_train_samples": ("int", "train rows the train-split metrics used"),
     "attempt": ("int", "attempt number of the trial"),
     "attempt_started_at": ("float", "when the attempt started (Unix time)"),

@@ -17,7 +17,6 @@ from nccore.catalogue import did_you_mean
 
 from .spec import SpecError, load_spec, parse_spec
 from .stop import Stopped
-from .stop import Stopped
 
 # One example per command, shown at the end of its --help (tests/test_cli.py checks each runs or parses).
 EXAMPLES = {
@@ -33,10 +32,10 @@ EXAMPLES = {
     "verify": "ncsweep verify runs/demo",
     "repair": "ncsweep repair runs/demo    # then `ncsweep resume runs/demo` re-runs what was re-planned",
     "unlock": "ncsweep unlock runs/demo    # after its driver's host died; refused while the lock is live",
-    "unlock": "ncsweep unlock runs/demo    # after its driver's host died; refused while the lock is live",
     "submit": "ncsweep submit sweeps/specs/demo.yaml --address http://HEAD:8265 --out /mnt/shared/runs/demo",
     "analyze": "ncsweep analyze runs/demo --select best:worst_group_acc",
     "report": "ncsweep report runs/demo    # then open runs/demo/report/report.html",
+    "study": "ncsweep study runs/nc_fairness_label_bias    # the study's verdicts (docs/studies-collapse.md)",
 }
 # Help for the arguments every command names the same way (used where a command gives none).
 ARG_HELP = {"dir": "a run directory, e.g. runs/demo", "spec": "a YAML sweep spec, e.g. sweeps/specs/demo.yaml"}
@@ -181,17 +180,6 @@ def cmd_unlock(a) -> int:
     return 0
 
 
-def cmd_unlock(a) -> int:
-    from .lock import describe, unlock
-
-    info = unlock(a.dir, force=a.force)
-    if info is None:
-        print(f"{a.dir}: not locked")
-    else:
-        print(f"{a.dir}: removed the lock of {describe(info) if info else 'an unreadable lock file'}")
-    return 0
-
-
 def cmd_logs(a) -> int:
     from .logs import show_logs
 
@@ -202,13 +190,21 @@ def cmd_logs(a) -> int:
 def cmd_analyze(a) -> int:
     from analysis.cli import analyze
 
-    return analyze(a.dir, a.select, a.metrics, a.include_status, a.correction, a.interactions, out=a.out)
+    return analyze(a.dir, a.select, a.metrics, a.include_status, a.correction, a.interactions, out=a.out,
+                   rank_by=a.rank_by)
+
+
+def cmd_study(a) -> int:
+    from analysis.studies import study_command
+
+    return study_command(a.dir)
 
 
 def cmd_report(a) -> int:
     from analysis.cli import report
 
-    return report(a.dir, a.select, a.metrics, a.include_status, a.correction, a.interactions, out=a.out)
+    return report(a.dir, a.select, a.metrics, a.include_status, a.correction, a.interactions, out=a.out,
+                  rank_by=a.rank_by, top=a.top)
 
 
 # ---------------------------------------------------------------------- the parser
@@ -247,9 +243,6 @@ def add_core_commands(sub) -> None:
     command(sub, "unlock", cmd_unlock, "remove a run directory's lock left by a driver that is gone (any host)", DIR,
             (("--force",), {"action": "store_true",
                             "help": "remove it even if its heartbeat is fresh (only when you know that driver is gone)"}))
-    command(sub, "unlock", cmd_unlock, "remove a run directory's lock left by a driver that is gone (any host)", DIR,
-            (("--force",), {"action": "store_true",
-                            "help": "remove it even if its heartbeat is fresh (only when you know that driver is gone)"}))
     command(sub, "logs", cmd_logs, "the driver's log (RUN_DIR/ncsweep.log), or one trial's error and log lines", DIR,
             (("trial",), {"nargs": "?", "help": "a trial id or a unique prefix of one (see `ncsweep status`)"}))
 
@@ -268,10 +261,17 @@ def add_analysis_commands(sub) -> None:
         an.add_argument("--correction", default="holm", choices=["none", "holm", "bh"],
                         help="multiple-comparison correction of each table's p-values (default holm)")
         an.add_argument("--interactions", default=None, help="pairwise interactions to fit: AXIS:AXIS,... or all")
+        an.add_argument("--rank-by", default=None, help="the validation metric the leaderboard ranks configurations "
+                        "on, e.g. val_worst_group_acc (default: the validation twin of the reported test metric)")
+        if name == "report":
+            an.add_argument("--top", type=int, default=10, help="leaderboard rows per data condition shown in the "
+                            "report (default 10; leaderboard.csv keeps every row)")
         an.add_argument("--out", default=None, help="write every file of the command into this folder (default: "
                         "DIR/analysis and DIR/report; for several runs, a new folder beside them named after them, "
                         "e.g. runs/a+runs/b → runs/a+b/analysis)")
         an.set_defaults(fn=fn)
+    command(sub, "study", cmd_study, "the verdicts of the run's study (its spec's `study:` block): primary outcome, "
+            "secondary outcomes, manipulation checks, Holm-corrected", DIR)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -324,9 +324,6 @@ def main(argv=None) -> int:
     except (SpecError, ValueError, FileNotFoundError) as e:
         print(f"ncsweep: error: {e}", file=sys.stderr)
         return 2
-    except Stopped as e:          # SIGTERM (exit 143) or a lost lock: the message says how to resume
-        print(f"ncsweep: {e}", file=sys.stderr)
-        return e.exit_code
     except Stopped as e:          # SIGTERM (exit 143) or a lost lock: the message says how to resume
         print(f"ncsweep: {e}", file=sys.stderr)
         return e.exit_code

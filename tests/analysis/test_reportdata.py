@@ -27,8 +27,11 @@ def test_doc_is_plain_data_with_summary_statistics_and_metadata(result):
     sig = [e for e in eff if e["significant"]]
     assert eff and sig == eff[:len(sig)] and abs(sig[0]["effect"]) >= abs(sig[-1]["effect"])   # significant, largest first
     assert doc["summary"]["leaderboard"]["label"].startswith("test worst_group_acc")
-    lb = doc["summary"]["leaderboard"]["rows"]
-    assert lb[0][-2].split()[0] >= lb[-1][-2].split()[0]                           # best (higher) first
+    board = doc["summary"]["leaderboard"]
+    ranked = board["columns"].index("val worst_group_acc ↑ (ranked on)")
+    for cond in ("bias_level=0.0", "bias_level=0.9"):                              # best (higher) first in each
+        vals = [float(r[ranked]) for r in board["rows"] if r[0] == cond]
+        assert len(vals) >= 3 and vals == sorted(vals, reverse=True)
     failed = doc["metadata"]["failed"]["rows"]
     assert failed == [["tresnet18-0.001-0.0-s0", "oom", "CUDA out of memory: tried to allocate 2 GiB"]]
     assert [r for r in doc["metadata"]["statuses"] if r[0] == "oom"] == [["oom", 1]]
