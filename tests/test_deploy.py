@@ -7,7 +7,9 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
+import time
 import warnings
 from pathlib import Path
 
@@ -66,54 +68,133 @@ def test_sbatch_script_is_valid_bash_with_slurm_directives():
     subprocess.run(["bash", "-n", str(SBATCH)], check=True)
     directives = dict(re.findall(r"^#SBATCH --([\w-]+)=?(\S*)", SBATCH.read_text(), re.M))
     assert int(directives["nodes"]) >= 2 and directives["ntasks-per-node"] == "1"
-    assert "gpus-per-task" in directives and "time" in directives
+    assert "exclusive" in directives and directives["gres"].startswith("gpu:") and "time" in directives
+    assert directives["signal"] == "B:TERM@120"    # SIGTERM to the script (the driver) before the time limit
 
 
 STUBS = {
     # a two-node allocation: node-a (head, the batch host) and node-b
     "scontrol": 'echo node-a; echo node-b',
-    "hostname": 'echo 10.0.0.1',
-    # srun: drop its options (and -w HOST), run the command, note which host it was meant for
-    "srun": 'host=node-a; while [[ $1 == -* ]]; do [[ $1 == -w ]] && { host=$2; shift; }; shift; done\n'
-            'echo "srun@$host $*" >> "$LOG"; "$@"',
+    # what breaks `hostname -I | cut -d" " -f1`: an IPv6 address and Debian's 127.0.1.1 listed first
+    "hostname": 'echo "fe80::1c2b:3aff:fe4d:5e6f 127.0.1.1 10.0.0.1 172.17.0.1"',
+    # srun: note its options and the host it was meant for, then run the command
+    "srun": 'host=node-a; opts=()\n'
+            'while [[ $1 == -* ]]; do case $1 in -w) host=$2; shift;; -c) opts+=("-c" "$2"); shift;; '
+            '--nodes=*|--ntasks=*) ;; *) opts+=("$1");; esac; shift; done\n'
+            'echo "srun@$host ${opts[*]} :: $*" >> "$LOG"; "$@"',
     "ray": 'echo "ray $*" >> "$LOG"',
-    "python": 'echo 2',                 # the join check: two nodes alive
+    # the head's port answers; free ports (the script's socket probe); else the join check: 2 nodes alive
+    "python": 'case "$*" in *create_connection*) exit 0;; *socket*) echo 50011 50012 50013;; *) echo 2;; esac',
     "ncsweep": 'printf "%s\\n" "$@" > "$NCSWEEP_ARGV"; exit 0',
     "sleep": 'true',
 }
+ALLOCATION = {"SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_JOB_ID": "42", "SLURM_CPUS_PER_TASK": "8",
+              "SLURM_GPUS_ON_NODE": "1"}
 
 
-def fake_allocation(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess, list[str], list[str]]:
-    stubs = tmp_path / "bin"
-    stubs.mkdir()
-    for name, body in STUBS.items():
-        (stubs / name).write_text("#!/bin/bash\n" + body + "\n")
-        (stubs / name).chmod(0o755)
+def fake_allocation(tmp_path: Path, *args: str, slurm: dict | None = None, stubs: dict | None = None,
+                    popen: bool = False):
+    """Run the batch script on a stubbed two-node allocation; returns (result, log lines, ncsweep argv)."""
+    bin_ = tmp_path / "bin"
+    bin_.mkdir(exist_ok=True)
+    for name, body in {**STUBS, **(stubs or {})}.items():
+        (bin_ / name).write_text("#!/bin/bash\n" + body + "\n")
+        (bin_ / name).chmod(0o755)
     venv = tmp_path / "venv"
-    (venv / "bin").mkdir(parents=True)
+    (venv / "bin").mkdir(parents=True, exist_ok=True)
     (venv / "bin" / "activate").write_text("")
-    env = {"PATH": f"{stubs}:/usr/bin:/bin", "LOG": str(tmp_path / "log"), "NCSWEEP_ARGV": str(tmp_path / "argv"),
-           "NCSWEEP_VENV": str(venv), "SLURM_JOB_NODELIST": "node-[a-b]", "SLURM_JOB_ID": "42",
-           "SLURM_CPUS_PER_TASK": "8", "SLURM_GPUS_PER_TASK": "1", "SLURM_SUBMIT_DIR": str(ROOT), "HOME": str(tmp_path)}
-    r = subprocess.run(["bash", str(SBATCH), *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
+    env = {"PATH": f"{bin_}:/usr/bin:/bin", "LOG": str(tmp_path / "log"), "NCSWEEP_ARGV": str(tmp_path / "argv"),
+           "NCSWEEP_VENV": str(venv), "SLURM_SUBMIT_DIR": str(ROOT), "HOME": str(tmp_path), "TMP_PATH": str(tmp_path),
+           "NCSWEEP_JOIN_TIMEOUT_S": "10", **(ALLOCATION if slurm is None else slurm)}
+    cmd = ["bash", str(SBATCH), *args]
+    if popen:
+        return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    r = subprocess.run(cmd, env=env, cwd=ROOT, capture_output=True, text=True, timeout=30)
     log = (tmp_path / "log").read_text().splitlines() if (tmp_path / "log").exists() else []
     argv = (tmp_path / "argv").read_text().splitlines() if (tmp_path / "argv").exists() else []
     return r, log, argv
+
+
+def ray_starts(log: list[str]) -> list[tuple[str, str, dict]]:
+    """(host, srun options, parsed `ray start`) of each `ray start` the script ran through srun."""
+    out = []
+    for line in log:
+        if line.startswith("srun@") and ":: ray start " in line:
+            where, cmd = line.split(" :: ", 1)
+            host, _, opts = where.partition(" ")
+            out.append((host[len("srun@"):], opts, parse_ray_start(shlex.split(cmd))))
+    return sorted(out, key=lambda s: s[0])   # the steps run in the background: their log lines race
 
 
 def test_sbatch_script_starts_a_head_and_a_worker_then_runs_the_sweep_against_them(tmp_path):
     spec, out = "sweeps/specs/demo.yaml", "/shared/runs/demo"
     r, log, argv = fake_allocation(tmp_path, spec, out, "--resources", "cpu=2,gpu=0.25")
     assert r.returncode == 0, r.stdout + r.stderr
-    starts = [shlex.split(line.split(" ", 1)[1]) for line in log if line.startswith("srun@") and " ray start " in line]
-    hosts = [line.split(" ", 1)[0] for line in log if line.startswith("srun@") and " ray start " in line]
-    assert hosts == ["srun@node-a", "srun@node-b"], log
-    head, worker = (parse_ray_start(s) for s in starts)
-    assert head["head"] and head["block"] and head["node_ip_address"] == "10.0.0.1" and head["num_gpus"] == 1
-    assert worker["address"] == "10.0.0.1:6379" and worker["block"] and not worker["head"]
+    (h_host, h_opts, head), (w_host, w_opts, worker) = ray_starts(log)
+    assert (h_host, w_host) == ("node-a", "node-b"), log
+    assert h_opts == w_opts == "-c 8 --gres=gpu:1"          # each step gets the task's CPUs and the node's GPUs
+    assert head["head"] and head["block"] and head["node_ip_address"] == "10.0.0.1"   # IPv4, not loopback
+    assert (head["port"], head["dashboard_port"], head["ray_client_server_port"]) == (50011, 50012, 50013)
+    assert head["num_gpus"] == worker["num_gpus"] == 1 and head["num_cpus"] == worker["num_cpus"] == 8
+    assert worker["address"] == "10.0.0.1:50011" and worker["block"] and not worker["head"]
     a = parse_ncsweep(["ncsweep", *argv])
-    assert (a.cmd, a.spec, a.out, a.address, a.resources) == ("run", spec, out, "10.0.0.1:6379", "cpu=2,gpu=0.25")
+    assert (a.cmd, a.spec, a.out, a.address, a.resources) == ("run", spec, out, "10.0.0.1:50011", "cpu=2,gpu=0.25")
     load_spec(ROOT / a.spec)
+
+
+@pytest.mark.parametrize("slurm, gpus", [
+    ({"SLURM_GPUS_ON_NODE": "4"}, 4),                       # --gres=gpu:4 (SLURM_GPUS_PER_TASK unset)
+    ({"SLURM_GPUS_PER_NODE": "a100:2"}, 2),                 # --gpus-per-node=a100:2
+    ({"SLURM_GPUS_PER_TASK": "3"}, 3),                      # --gpus-per-task=3
+    ({"CUDA_VISIBLE_DEVICES": "0,1"}, 2),                   # an older SLURM: only the device list
+    ({}, 0),                                                # a CPU-only allocation
+])
+def test_sbatch_script_takes_the_gpus_from_the_allocation_however_they_were_asked_for(tmp_path, slurm, gpus):
+    alloc = {k: v for k, v in ALLOCATION.items() if k != "SLURM_GPUS_ON_NODE"}
+    r, log, _ = fake_allocation(tmp_path, "sweeps/specs/demo.yaml", "/shared/runs/demo", slurm={**alloc, **slurm})
+    assert r.returncode == 0, r.stdout + r.stderr
+    starts = ray_starts(log)
+    assert [s[2]["num_gpus"] for s in starts] == [gpus, gpus]
+    assert all(("--gres=gpu:" in s[1]) == (gpus > 0) for s in starts)
+    assert f"{gpus} GPU(s) and 8 CPUs each" in r.stdout
+
+
+def test_sbatch_script_stops_with_an_error_when_workers_do_not_join(tmp_path):
+    r, log, argv = fake_allocation(tmp_path, "sweeps/specs/demo.yaml", "/shared/runs/demo",
+                                   stubs={"python": STUBS["python"].replace("echo 2", "echo 1")})
+    assert r.returncode == 1 and "only 1 of 2 nodes joined the Ray cluster within 10 s (nodes: node-a node-b)" in r.stderr
+    assert not argv                                           # the sweep never started on the head alone
+
+
+def test_sbatch_script_starts_no_worker_when_the_head_never_answers(tmp_path):
+    r, log, argv = fake_allocation(tmp_path, "sweeps/specs/demo.yaml", "/shared/runs/demo",
+                                   stubs={"python": STUBS["python"].replace("*create_connection*) exit 0", "*create_connection*) exit 1")})
+    assert r.returncode == 1 and "the Ray head did not answer on 10.0.0.1:50011 within 10 s" in r.stderr
+    assert [s[0] for s in ray_starts(log)] == ["node-a"] and not argv
+
+
+def test_sbatch_script_refuses_a_head_without_a_reachable_ipv4_address(tmp_path):
+    r, log, argv = fake_allocation(tmp_path, "sweeps/specs/demo.yaml", "/shared/runs/demo",
+                                   stubs={"hostname": 'echo "::1 fe80::1 127.0.1.1"'})
+    assert r.returncode == 1 and "set NCSWEEP_HEAD_IP" in r.stderr and not argv and not ray_starts(log)
+
+
+def test_sbatch_script_passes_slurms_sigterm_to_the_driver_and_exits_143(tmp_path):
+    driver = ('trap \'echo "driver: SIGTERM" >> "$LOG"; exit 143\' TERM\ntouch "$TMP_PATH/ready"\n'
+              'while :; do /bin/sleep 0.05; done')
+    p = fake_allocation(tmp_path, "sweeps/specs/demo.yaml", "/shared/runs/demo", stubs={"ncsweep": driver}, popen=True)
+    try:
+        t0 = time.monotonic()
+        while not (tmp_path / "ready").exists():
+            assert p.poll() is None and time.monotonic() - t0 < 30, p.communicate()
+            time.sleep(0.05)
+        p.send_signal(signal.SIGTERM)            # what --signal=B:TERM@120 does
+        stdout, stderr = p.communicate(timeout=30)
+    finally:
+        p.kill()
+    assert p.returncode == 143, stdout + stderr
+    assert "driver: SIGTERM" in (tmp_path / "log").read_text()
+    assert "submit the same command again to continue" in stdout
 
 
 def test_sbatch_script_refuses_to_start_without_spec_and_out(tmp_path):
