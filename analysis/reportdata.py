@@ -3,8 +3,8 @@
 `build(result, title, studies)` returns everything the templates show — no HTML or Markdown is
 written here (see `analysis/render.py` and `analysis/templates/`):
 
-    summary       largest effect per metric with its CI; leaderboard of configurations (mean ± CI
-                  over seeds) on the lead metric; architecture comparison and paired differences
+    summary       findings that survive correction, each a sentence in the metric's units; the
+                  leaderboard (ranked on validation, test mean ± CI over seeds); architecture comparison
     statistics    estimator, CI methods, correction, reference levels, scales, units, exclusions
     families      one section per metric family (catalogue metric sets), one block per fitted table
     insufficient  tables without enough data, folded into one list saying what is missing
@@ -89,28 +89,65 @@ def effect_rows(t: SensitivityTable) -> list[dict]:
         axis = r.axis
         m = re.search(r"\[T\.(.+?)\]", r.term)
         vs = f"{m.group(1)} vs {refs.get(axis.split('×')[0], '?')}" if m else scale.get(axis, "interaction")
-        rows.append({"term": r.term, "axis": axis, "contrast": vs, "effect": fmt(r.effect), "ci": ci(r.ci_low, r.ci_high),
+        diff = getattr(r, "diff", np.nan)
+        units = "–" if pd.isna(diff) else (f"{fmt(r.from_value)} → {fmt(r.to_value)} ({signed(diff)}"
+                                          + (f"; {signed(r.diff_ci_low)} to {signed(r.diff_ci_high)})"
+                                             if pd.notna(r.diff_ci_low) else ")"))
+        rows.append({"term": getattr(r, "label", r.term), "axis": axis, "contrast": vs, "units": units,
+                     "effect": fmt(r.effect), "ci": ci(r.ci_low, r.ci_high),
                      "p": fmt(r.p), "p_adj": fmt(r.p_adj), "significant": bool(r.p_adj < 0.05),
                      "eta2": fmt(aov.loc[axis, "partial_eta2"]) if axis in aov.index else "–",
                      "fanova": fmt(imp.get(axis, np.nan))})
     return rows
 
 
+def metric_name(metric: str) -> str:
+    """The metric as a sentence names it: the catalogue's label without its direction arrow."""
+    return re.sub(r"\s*[↑↓]$", "", _label(metric))
+
+
+def signed(v) -> str:
+    return ("−" if v < 0 else "+") + fmt(abs(float(v)))
+
+
+def effect_sentence(t: SensitivityTable, e) -> str:
+    """One term of one table as a sentence in the metric's units, e.g. 'test worst_group_acc falls
+    from 0.700 to 0.350 (−0.350, 95% CI −0.370 to −0.330) from bias_level 0 to 0.9'; an interaction
+    (no unit contrast) in SDs of the metric."""
+    name = metric_name(t.metric)
+    if pd.isna(e.get("diff", np.nan)):
+        return (f"{name}: interaction {e['label']} {e['effect']:+.2f} SD (95% CI {e['ci_low']:+.2f} to "
+                f"{e['ci_high']:+.2f})")
+    verb = "rises" if e["diff"] > 0 else "falls" if e["diff"] < 0 else "stays"
+    ci_ = (f", 95% CI {signed(e['diff_ci_low'])} to {signed(e['diff_ci_high'])}"
+           if pd.notna(e["diff_ci_low"]) else ", in an interaction: no CI for the average")
+    return (f"{name} {verb} from {fmt(e['from_value'])} to {fmt(e['to_value'])} ({signed(e['diff'])}{ci_}) "
+            f"from {e['axis']} {e['from_level']} to {e['to_level']}")
+
+
+def surviving(t: SensitivityTable) -> pd.DataFrame:
+    """The table's terms whose corrected p-value is below 0.05, largest standardized effect first."""
+    if t.message or t.effects.empty:
+        return t.effects.iloc[:0]
+    e = t.effects.dropna(subset=["effect"])
+    e = e[e.p_adj < 0.05]
+    return e.reindex(e.effect.abs().sort_values(ascending=False).index)
+
+
 def finding(t: SensitivityTable) -> str:
-    """One sentence per table."""
-    where = f"{_label(t.metric)} ({t.subset}, n={t.n}, epoch rule {t.selection})"
+    """One paragraph per table: what survives correction, in the metric's units."""
+    where = f"{metric_name(t.metric)} ({t.subset}, n={t.n}, epoch rule {t.selection})"
     if t.message:
         return f"{where}: {t.message}."
-    e = t.effects.dropna(subset=["effect"])
-    if e.empty:
+    if t.effects.dropna(subset=["effect"]).empty:
         return f"{where}: no effect could be estimated."
-    top = e.iloc[e.effect.abs().argmax()]
-    sig = e[e.p_adj < 0.05]
-    imp = t.importance.set_index("axis")["fanova"] if not t.importance.empty else pd.Series(dtype=float)
-    s = (f"{where}: R²={t.r2:.2f}; largest standardized effect {top.term} {top.effect:+.2f} SD "
-         f"(95% CI {top.ci_low:+.2f} to {top.ci_high:+.2f}, adjusted p={top.p_adj:.3g})")
-    s += f"; fANOVA ranks {imp.idxmax()} first ({imp.max():.2f})" if len(imp) else ""
-    s += f"; {len(sig)} of {len(e)} terms significant after correction" if len(sig) else "; no term significant after correction"
+    sig = surviving(t)
+    s = f"{where}: R²={t.r2:.2f}; "
+    if sig.empty:
+        s += f"no term survives correction ({len(t.effects)} terms)"
+    else:
+        s += (f"{len(sig)} of {len(t.effects)} terms survive correction: "
+              + "; ".join(effect_sentence(t, e) for _, e in sig.iterrows()))
     if t.not_varied:
         s += f"; not varied: {', '.join(t.not_varied)}"
     return s + "."
@@ -130,20 +167,18 @@ def _table_block(t: SensitivityTable) -> dict:
             "metric_sd": fmt(t.meta.get("metric_sd"))}
 
 
-def _summary_effects(tables: list[SensitivityTable]) -> list[dict]:
+def _summary_findings(tables: list[SensitivityTable]) -> list[dict]:
+    """The first screen: every term of the all-trials tables that survives correction, as a
+    sentence in the metric's units; per metric in table order, largest effect first."""
     out = []
     for t in tables:
-        if t.subset != "all" or t.message or t.effects.empty:
+        if t.subset != "all":
             continue
-        e = t.effects.dropna(subset=["effect"])
-        if e.empty:
-            continue
-        top = e.iloc[e.effect.abs().argmax()]
-        out.append({"metric": t.metric, "label": _label(t.metric), "term": top.term, "axis": top.axis,
-                    "effect": float(top.effect), "effect_s": f"{top.effect:+.2f}", "ci": f"{top.ci_low:+.2f} to {top.ci_high:+.2f}",
-                    "p_adj": fmt(top.p_adj), "n": t.n, "r2": fmt(t.r2), "anchor": slug(f"t-{t.metric}-{t.subset}"),
-                    "significant": bool(top.p_adj < 0.05)})
-    return sorted(out, key=lambda r: (not r["significant"], -abs(r["effect"])))   # significant first
+        for _, e in surviving(t).iterrows():
+            out.append({"metric": t.metric, "label": metric_name(t.metric), "sentence": effect_sentence(t, e),
+                        "term": e["label"], "effect": float(e["effect"]), "p_adj": fmt(e["p_adj"]), "n": t.n,
+                        "anchor": slug(f"t-{t.metric}-{t.subset}")})
+    return out
 
 
 def _frame_rows(df: pd.DataFrame, columns: list[str] | None = None) -> dict:
@@ -238,6 +273,8 @@ def _statistics(result: dict) -> dict:
         scale.update(t.meta.get("scale", {}))
     return {"estimator": ESTIMATOR, "ci": CI_METHOD, "boot_ci": BOOT_CI,
             "correction": CORRECTION_NAMES.get(result.get("correction", "holm"), result.get("correction")),
+            "correction_short": {"holm": "Holm", "bh": "Benjamini–Hochberg", "none": "un"}.get(
+                result.get("correction", "holm"), str(result.get("correction"))),
             "references": [[a, v] for a, v in refs.items()], "scales": [[a, s] for a, s in scale.items()],
             "units": [[_label(m), u] for m, u in units.items()],
             "statuses": ", ".join(result.get("include_status", ("completed",))),
@@ -279,7 +316,7 @@ def build(result: dict, title: str, studies=()) -> dict:
     study_blocks = [{"id": slug(h), "title": h, "html": body_html, "md": body_md} for h, body_html, body_md in studies]
     doc = {"title": title, "generated": time.strftime("%Y-%m-%d %H:%M"), "select": result["select"],
            "n_trials": len(result["trials"]), "n_used": len(result.get("used", result["trials"])),
-           "summary": {"effects": _summary_effects(tables), "leaderboard": _leaderboard(result),
+           "summary": {"findings": _summary_findings(tables), "leaderboard": _leaderboard(result),
                        "arch": _arch(result, result.get("lead_metric"))},
            "statistics": _statistics(result), "families": fam_list,
            "insufficient": [{"reason": k, "tables": v} for k, v in insufficient.items()],

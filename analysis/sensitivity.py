@@ -10,12 +10,16 @@ completed trials that learned something — `analysis.filters`):
 - optional pairwise interactions (`interactions=[("arch", "lr"), ...]`), labelled `arch×lr`;
 - type-II ANOVA (classical F) with partial η² per axis;
 - fANOVA importance per axis (Optuna's FanovaImportanceEvaluator) fitted on per-configuration
-  means (seeds averaged), which sees non-linear effects (tables over all trials only);
+  means (seeds averaged), which sees non-linear effects (every fitted table with at least
+  FANOVA_MIN_CONFIGS configurations);
+- each main effect also as a contrast in the metric's own units (`contrasts`);
 - p-values corrected across the table's terms: Holm (default), Benjamini–Hochberg, or none.
-Axes that did not vary are reported as not varied; fewer trials than parameters gives a message.
+Axes that did not vary are reported as not varied; fewer trials than parameters gives a message,
+and so does a per-architecture table with fewer than MIN_CELL_TRIALS trials in some configuration.
 """
 from __future__ import annotations
 
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -26,6 +30,8 @@ from . import vocab
 from .filters import DEFAULT_STATUS, config_ids, describe_exclusions, usable
 
 CORRECTIONS = ("holm", "bh", "none")
+MIN_CELL_TRIALS = 2    # a per-architecture table is fitted only when every configuration cell has this many trials
+FANOVA_MIN_CONFIGS = 4  # fANOVA's forest needs this many distinct configurations
 ESTIMATOR = "OLS on z-scored metric and axes"
 CI_METHOD = "95% Wald, HC3 robust SE"
 
@@ -35,7 +41,7 @@ class SensitivityTable:
     metric: str
     n: int
     r2: float | None
-    effects: pd.DataFrame          # term, axis, effect, ci_low, ci_high, p, p_adj
+    effects: pd.DataFrame          # term, axis, effect, ci_low, ci_high, p, p_adj, then UNIT_COLUMNS
     anova: pd.DataFrame            # axis, df, F, p_anova, partial_eta2
     importance: pd.DataFrame       # axis, fanova
     not_varied: list[str]
@@ -88,7 +94,7 @@ def design(trials: pd.DataFrame, metric: str, axes=None) -> tuple[pd.DataFrame, 
     axes = default_axes(trials) if axes is None else list(axes)
     trials = trials[np.isfinite(trials[metric].astype(float))]
     df = pd.DataFrame({"y": trials[metric].astype(float)})
-    varying, fixed, scale, ref = [], [], {}, {}
+    varying, fixed, scale, ref, span = [], [], {}, {}, {}
     for a in axes:
         if a not in trials.columns:
             continue
@@ -103,10 +109,13 @@ def design(trials: pd.DataFrame, metric: str, axes=None) -> tuple[pd.DataFrame, 
             df[a] = v
         else:
             df[a] = (v - v.mean()) / v.std(ddof=0)
+            raw = trials[a].astype(float)
+            span[a] = (float(raw.min()), float(raw.max()), float(df[a].min()), float(df[a].max()))
     df = df.dropna()
-    sd = df["y"].std(ddof=0)
-    df["y"] = (df["y"] - df["y"].mean()) / sd if sd > 0 else df["y"] * 0.0
-    df.attrs.update(scale=scale, reference=ref, y_sd=float(sd) if sd == sd else float("nan"))
+    sd, mean = df["y"].std(ddof=0), df["y"].mean()
+    df["y"] = (df["y"] - mean) / sd if sd > 0 else df["y"] * 0.0
+    df.attrs.update(scale=scale, reference=ref, y_sd=float(sd) if sd == sd else float("nan"),
+                    y_mean=float(mean) if mean == mean else float("nan"), span=span)
     return df, varying, fixed
 
 
@@ -199,6 +208,9 @@ def fit_table(trials: pd.DataFrame, metric: str, axes=None, interactions=(), cor
         table.message = f"{len(frame)} trials for {k} parameters: too few to fit (need more than {k})"
     elif frame["y"].std() == 0:
         table.message = f"{metric} is constant across trials: nothing to explain"
+    elif subset != "all" and meta["cells"].get("per_config", (MIN_CELL_TRIALS,))[0] < MIN_CELL_TRIALS:
+        table.message = (f"a configuration with {meta['cells']['per_config'][0]} trial(s): a per-architecture fit needs "
+                         f"at least {MIN_CELL_TRIALS} (seeds) in every configuration")
     if table.message:
         return table
     with warnings.catch_warnings():
@@ -212,15 +224,75 @@ def fit_table(trials: pd.DataFrame, metric: str, axes=None, interactions=(), cor
     eff = eff[eff.term != "Intercept"].copy()
     eff["axis"] = eff.term.map(axis_of)
     eff["p_adj"] = adjust(eff.p.fillna(1.0).to_numpy(), correction)
+    eff = pd.concat([eff, contrasts(ols, frame, eff, interactions)], axis=1)
     resid = aov.loc["Residual", "sum_sq"]
     aov = aov.drop(index="Residual")
     anova = pd.DataFrame({"axis": [axis_of(t) for t in aov.index], "df": aov["df"].values, "F": aov["F"].values,
                           "p_anova": aov["PR(>F)"].values,
                           "partial_eta2": (aov["sum_sq"] / (aov["sum_sq"] + resid)).values})
     table.effects, table.anova, table.r2 = eff.reset_index(drop=True), anova, float(ols.rsquared)
-    if fanova and subset == "all":      # per-architecture tables: OLS and ANOVA only
+    n_configs = meta["cells"].get("per_config", (0, 0, 0))[2]
+    if fanova and n_configs >= FANOVA_MIN_CONFIGS:
         table.importance = fanova_importance(frame, varying)
     return table
+
+
+UNIT_COLUMNS = ["label", "from_level", "to_level", "from_value", "to_value", "diff", "diff_ci_low", "diff_ci_high"]
+
+
+def _level(v) -> str:
+    return f"{v:g}" if isinstance(v, (float, np.floating)) else str(v)
+
+
+def readable(term: str, frame: pd.DataFrame) -> str:
+    """A term as a reader names it: 'arch vgg11 vs resnet18', 'bias_level 0 → 0.9', 'lr 0.001 → 0.1
+    (log scale)', 'arch=vgg11 × lr' (an interaction)."""
+    refs, span, scale = frame.attrs.get("reference", {}), frame.attrs.get("span", {}), frame.attrs.get("scale", {})
+    parts = []
+    for p in term.split(":"):
+        a = axis_of(p)
+        m = re.search(r"\[T\.(.+)\]$", p)
+        if m and ":" in term:
+            parts.append(f"{a}={m.group(1)}")
+        elif m:
+            parts.append(f"{a} {m.group(1)} vs {refs.get(a, '?')}")
+        elif ":" in term or a not in span:
+            parts.append(a)
+        else:
+            parts.append(f"{a} {_level(span[a][0])} → {_level(span[a][1])}"
+                         + (" (log scale)" if scale.get(a, "").startswith("log") else ""))
+    return " × ".join(parts)
+
+
+def contrasts(ols, frame: pd.DataFrame, eff: pd.DataFrame, interactions=()) -> pd.DataFrame:
+    """Each main-effect term as a contrast in the metric's own units: `from_value` → `to_value`,
+    the model's mean prediction over the trials with the axis set to `from_level` and to
+    `to_level` (the reference and the term's level; a numeric axis' lowest and highest value),
+    `diff` = to − from, and its 95% CI (the term's CI × the metric's SD × the axis' z-span; left
+    empty when the axis is in an interaction). Interaction terms get only a `label`."""
+    sd, mean = frame.attrs["y_sd"], frame.attrs["y_mean"]
+    refs, span = frame.attrs.get("reference", {}), frame.attrs.get("span", {})
+    in_pairs = {x for pair in interactions for x in pair}
+    rows = []
+    for r in eff.itertuples():
+        out = dict.fromkeys(UNIT_COLUMNS, np.nan)
+        out["label"] = readable(r.term, frame)
+        a = r.axis
+        if "×" not in a and (a in refs or a in span):
+            if a in refs:
+                lo = hi_level = refs[a]
+                hi_level = re.search(r"\[T\.(.+)\]$", r.term).group(1)
+                points, levels, width = (lo, hi_level), (lo, hi_level), 1.0
+            else:
+                raw_lo, raw_hi, z_lo, z_hi = span[a]
+                points, levels, width = (z_lo, z_hi), (_level(raw_lo), _level(raw_hi)), z_hi - z_lo
+            pred = [float(np.mean(ols.predict(frame.assign(**{a: z})))) for z in points]
+            out.update(from_level=str(levels[0]), to_level=str(levels[1]), from_value=mean + sd * pred[0],
+                       to_value=mean + sd * pred[1], diff=sd * (pred[1] - pred[0]))
+            if a not in in_pairs:
+                out.update(diff_ci_low=sd * width * r.ci_low, diff_ci_high=sd * width * r.ci_high)
+        rows.append(out)
+    return pd.DataFrame(rows, columns=UNIT_COLUMNS, index=eff.index)
 
 
 def adjust(p: np.ndarray, correction: str) -> np.ndarray:

@@ -23,9 +23,17 @@ def test_doc_is_plain_data_with_summary_statistics_and_metadata(result):
     assert "HC3" in s["ci"] and "Benjamini" in s["correction"] and s["references"] == [["arch", "resnet18"]]
     assert "bootstrap over configurations" in s["boot_ci"]
     assert "1 status oom" in s["excluded"] and "learned nothing" in s["excluded"]
-    eff = doc["summary"]["effects"]
-    sig = [e for e in eff if e["significant"]]
-    assert eff and sig == eff[:len(sig)] and abs(sig[0]["effect"]) >= abs(sig[-1]["effect"])   # significant, largest first
+    found = doc["summary"]["findings"]
+    overall = [t for t in result["tables"] if t.subset == "all"]
+    assert len(found) == sum(int((t.effects.p_adj < 0.05).sum()) for t in overall)   # only what survives correction
+    wga = [f for f in found if f["metric"] == "test_worst_group_acc"]
+    assert [abs(f["effect"]) for f in wga] == sorted((abs(f["effect"]) for f in wga), reverse=True)
+    bias = next(f["sentence"] for f in wga if "bias_level" in f["sentence"])
+    # planted: −0.4 × 0.9 = −0.36 of worst-group accuracy from bias 0 to 0.9 (noise SD 0.02)
+    assert bias.startswith("test worst_group_acc falls from 0.") and bias.endswith("from bias_level 0 to 0.9")
+    diff = float(bias.split("(")[1].split(",")[0].replace("−", "-"))
+    assert diff == pytest.approx(-0.36, abs=0.03)
+    assert "C(" not in " ".join(f["sentence"] for f in found)                           # no patsy names
     assert doc["summary"]["leaderboard"]["label"].startswith("test worst_group_acc")
     board = doc["summary"]["leaderboard"]
     ranked = board["columns"].index("val worst_group_acc ↑ (ranked on)")
@@ -43,9 +51,12 @@ def test_insufficient_tables_fold_into_one_list(tmp_path):
     res = analyse(write_run(tmp_path / "run", trials), metrics=["test_worst_group_acc", "train_nc1"], fanova=False)
     doc = build(res, "t")
     folded = {g["reason"]: g["tables"] for g in doc["insufficient"]}
-    # 6 trials: overall (4 parameters) and resnet18 (4 trials, 3 parameters) fit; vgg11 (2 trials, 2) does not
-    assert list(folded) == ["2 trials for 2 parameters: too few to fit (need more than 2)"]
-    assert folded[list(folded)[0]] == ["test_worst_group_acc (arch=vgg11)", "train_nc1 (arch=vgg11)"]
+    # 6 trials: overall (4 parameters) fits; resnet18 (4 trials, 3 parameters) could, but has one seed per
+    # configuration (a per-architecture fit needs 2); vgg11 (2 trials, 2 parameters) cannot
+    assert folded == {"a configuration with 1 trial(s): a per-architecture fit needs at least 2 (seeds) in every "
+                      "configuration": ["test_worst_group_acc (arch=resnet18)", "train_nc1 (arch=resnet18)"],
+                      "2 trials for 2 parameters: too few to fit (need more than 2)":
+                      ["test_worst_group_acc (arch=vgg11)", "train_nc1 (arch=vgg11)"]}
     for fam in doc["families"]:
         assert all(t["rows"] for t in fam["tables"])          # sections hold fitted tables only
 
