@@ -13,7 +13,12 @@ import json
 
 from .catalogue import CONFIG, DEFAULTS, METHOD_OPTIONS, check_value, config_aliases, dataset_options, did_you_mean
 
-__all__ = ["DEFAULTS", "config_problems", "validate_config", "trial_id"]
+__all__ = ["CPU_CHANNELS_LAST", "DEFAULTS", "config_problems", "validate_config", "trial_id"]
+
+# Why `channels_last: true` is refused where a trial runs on the CPU (nccore.models.base has the detail).
+CPU_CHANNELS_LAST = ("channels-last on the CPU is refused: oneDNN's AVX2 1x1 stride-2 convolution backward writes "
+                     "past its workspace on channels-last tensors with few channels and corrupts the heap (oneDNN "
+                     "issue #6035); use `channels_last: auto` (channels-last on CUDA only) or false")
 
 
 def config_problems(config: dict) -> list[tuple[str, object, str]]:
@@ -31,6 +36,8 @@ def config_problems(config: dict) -> list[tuple[str, object, str]]:
         err = check_value(key, cfg[name], method)
         if err:
             out.append((name, cfg[name], err))
+    if cfg["channels_last"] is True and cfg["device"] == "cpu":
+        out.append(("channels_last", True, CPU_CHANNELS_LAST))
     if method is not None and isinstance(cfg["method_options"], dict):
         out += _options(cfg["method_options"], METHOD_OPTIONS[method], "method_options",
                         f"method {method!r}")
@@ -64,6 +71,7 @@ def validate_config(config: dict) -> dict:
 
 def trial_id(config: dict) -> str:
     """Stable 12-hex id of everything that changes what a trial computes (config incl. seed)."""
-    cfg = {k: v for k, v in {**DEFAULTS, **config}.items() if k not in CONFIG or CONFIG[k].in_id}
+    cfg = {k: v for k, v in {**DEFAULTS, **config}.items()
+           if k not in CONFIG or (CONFIG[k].in_id and not (CONFIG[k].id_if_set and v == CONFIG[k].default))}
     blob = json.dumps(cfg, sort_keys=True, default=str).encode()
     return hashlib.sha256(blob).hexdigest()[:12]

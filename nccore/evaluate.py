@@ -58,7 +58,7 @@ class _Pass:
 
 @torch.no_grad()
 def _forward_pass(model, split: Split, sub: torch.Tensor, num_classes: int, num_sub: int, bs: int,
-                  autocast, reference=None, keep_features=False, channels_last=False) -> _Pass:
+                  autocast, reference=None, keep_features=False) -> _Pass:
     dev = split.y.device
     stats = CollapseStats(num_classes, model.feature_dim, num_sub, device=dev)
     if reference is not None:
@@ -67,9 +67,7 @@ def _forward_pass(model, split: Split, sub: torch.Tensor, num_classes: int, num_
     head = model.classifier   # once: a fused model (side-tuning) builds its head on access
     loss = torch.zeros((), dtype=torch.float64, device=dev)
     for i in range(0, len(split), bs):
-        x = split.x[i:i + bs]
-        if channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        x = split.x[i:i + bs]   # model.features puts it in the model's memory format
         with autocast():
             f = model.features(x)
             z = head(f)
@@ -92,7 +90,6 @@ def evaluate(model, data: Dataset, cfg: dict, train_idx: torch.Tensor, autocast=
     head = model.classifier
     w = head.weight.detach().double()
     b = head.bias.detach().double() if head.bias is not None else None
-    cl = cfg["channels_last"] is True   # resolved by the trial (nccore.trial.Runtime)
     rows, passes, reference = [], {}, None
     for name in ("train", "val", "test"):
         split = data.splits[name]
@@ -101,7 +98,7 @@ def evaluate(model, data: Dataset, cfg: dict, train_idx: torch.Tensor, autocast=
         sub = data.subgroup(split)
         keep = name == "train" or (name == "test" and want_fine)
         ps = _forward_pass(model, split, sub, data.num_classes, data.num_subgroups, bs, autocast,
-                           reference, keep_features=keep, channels_last=cl)
+                           reference, keep_features=keep)
         if name == "train":
             reference = (ps.stats.class_means(), ps.stats.group_class_means())
             ps.stats.set_reference(*reference)

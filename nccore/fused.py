@@ -51,7 +51,7 @@ from .evaluate import evaluate, stratified_sample
 from .fused_bn import use_stacked_batch_norm
 from .catalogue import config_columns
 from .models import build_model, family
-from .trial import Runtime, eval_due, prepare
+from .trial import Runtime, eval_due, kernels, prepare
 
 FUSABLE_METHODS = ("erm",)
 FUSABLE_OPTIMIZERS = ("sgd",)
@@ -237,6 +237,11 @@ def iter_fused_epochs(configs: list[dict], sinks: list[Callable] | None = None
     `checkpoint_dir`), and a member with a checkpoint continues from it; members at different
     epochs train apart until they line up. Members whose epochs have different step counts
     (e.g. train splits of different size) train as separate stacks, one after another."""
+    with kernels(any(bool(c.get("deterministic")) for c in configs)):   # members agree on it (fuse_key)
+        yield from _fused_epochs(configs, sinks)
+
+
+def _fused_epochs(configs: list[dict], sinks) -> Iterator[tuple[int, int, list[dict]]]:
     shared: dict = {}
     members = [prepare_member(c, shared) for c in configs]
     _check_group(members)

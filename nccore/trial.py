@@ -7,7 +7,9 @@ sweep runner wraps `iter_epochs`.
 """
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import platform
 import random
 import time
@@ -19,7 +21,7 @@ import torch
 
 from . import __version__, checkpoint
 from .catalogue import METRIC_SETS, config_columns, trial_metric_sets
-from .config import trial_id, validate_config
+from .config import CPU_CHANNELS_LAST, trial_id, validate_config
 from .data import build_dataset
 from .data.loader import TensorLoader
 from .evaluate import evaluate, stratified_sample
@@ -46,16 +48,42 @@ class Runtime:
         cuda = device.startswith("cuda")
         precision = ("bf16" if cuda else "fp32") if cfg["precision"] == "auto" else cfg["precision"]
         cl = cuda if cfg["channels_last"] == "auto" else bool(cfg["channels_last"])
-        return cls(device, precision, cl, _device_name(device))
+        if cl and not cuda:
+            raise ValueError(f"config `channels_last` = True on device {device!r}: {CPU_CHANNELS_LAST}")
+        return cls(device, precision, cl, _device_name(device), bool(cfg.get("deterministic")))
+
+    deterministic: bool = False
 
     def columns(self) -> dict:
-        return {"device": self.device_name, "amp": self.precision}
+        return {"device": self.device_name, "amp": self.precision, "deterministic": self.deterministic}
 
 
 def resolve_device(cfg: dict) -> dict:
     """The config with its 'auto' settings resolved to what this machine uses (see `Runtime`)."""
     rt = Runtime.resolve(cfg)
     return {**cfg, "device": rt.device, "precision": rt.precision, "channels_last": rt.channels_last}
+
+
+@contextlib.contextmanager
+def kernels(deterministic: bool):
+    """Run a block with deterministic kernels when asked (config key `deterministic`): torch's
+    deterministic algorithms, oneDNN off on the CPU (it picks its algorithm by problem shape, so a
+    fused grouped convolution and a plain one differ), cuDNN deterministic without autotuning, and
+    cuBLAS's fixed workspace. These are process-wide flags; they are restored when the block ends,
+    so a Ray worker reused for another trial gets them back as they were."""
+    if not deterministic:
+        yield
+        return
+    # cuBLAS reads this when its handle is created: set it before the trial's first CUDA matmul
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+    torch.use_deterministic_algorithms(True)
+    try:
+        with torch.backends.mkldnn.flags(enabled=False), \
+                torch.backends.cudnn.flags(enabled=torch.backends.cudnn.enabled, benchmark=False, deterministic=True):
+            yield
+    finally:
+        torch.use_deterministic_algorithms(before[0], warn_only=before[1])
 
 
 def seed_everything(seed: int) -> None:
@@ -78,7 +106,7 @@ def prepare(config: dict):
     model = build_model(cfg["arch"], data.num_classes, cfg["width"], x.shape[-1], cfg["stem"], x.shape[1],
                         cfg["weights"]).to(dev)
     if cfg["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
+        model = model.use_channels_last()   # every input is converted by model.features
     if cfg["compile"]:
         model.compile()   # in place: the training forward is compiled, state_dict keys stay the same
     if cfg["init_from"]:
@@ -114,7 +142,12 @@ def iter_epochs(config: dict, sink=None) -> Iterator[tuple[int, list[dict]]]:
     saved there before its rows are yielded, and a trial whose directory already holds a
     checkpoint continues from it (same rows as an uninterrupted run on CPU). `sink(epoch, rows)`,
     if given, is called before the checkpoint is written, so a crash between the two re-runs the
-    epoch rather than losing its rows."""
+    epoch rather than losing its rows. With `deterministic: true` all of it runs under `kernels`."""
+    with kernels(bool(config.get("deterministic"))):
+        yield from _epochs(config, sink)
+
+
+def _epochs(config: dict, sink) -> Iterator[tuple[int, list[dict]]]:
     cfg, data, model, method, loader, gen = prepare(config)
     tid = cfg["trial_id"] or trial_id(config)
     train_idx = stratified_sample(data.splits["train"], data.subgroup(data.splits["train"]),
@@ -134,8 +167,6 @@ def iter_epochs(config: dict, sink=None) -> Iterator[tuple[int, list[dict]]]:
         method.train_mode()
         loss_sum = torch.zeros((), device=cfg["device"])
         for x, y, *g in loader:   # g: the batch's group ids, for methods with uses_groups
-            if cfg["channels_last"]:
-                x = x.contiguous(memory_format=torch.channels_last)
             loss_sum += method.update(x, y, *g)
         train_loss = float(loss_sum) / max(len(loader), 1)       # the one host sync of the epoch
         extra = method.end_of_epoch(epoch)

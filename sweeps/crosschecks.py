@@ -12,6 +12,8 @@ from pathlib import Path
 from nccore.catalogue import (CONFIG, DEFAULTS, MAX_PLANNED_TRIALS, METHOD_OPTIONS, METRICS, check_value, parse_metric,
                               reported_metrics, trial_metric_sets)
 
+from nccore.config import CPU_CHANNELS_LAST
+
 from .checks import TRIAL_REF, Problems, _coerce, dym
 
 def _values(spec, sub, where, k) -> list[tuple[str, object]]:
@@ -62,6 +64,11 @@ def cross_checks(spec, pr: Problems) -> None:
             _objective(part, metric, mode, sets_by_method, pr)
     if spec.scheduler and spec.scheduler.get("metric"):
         _asha(spec, pr)
+    if not spec.resources.get("gpu"):   # trials get no GPU: channels-last would run on the CPU
+        for where, sub in subspaces(spec):
+            for p, v in _values(spec, sub, where, "channels_last"):
+                if v is True:
+                    pr.add(p, v, f"trials run on the CPU (resources.gpu = 0): {CPU_CHANNELS_LAST}")
     for where, sub in [("", {})] + subspaces(spec):
         for k in ("weights", "init_from"):
             for p, v in _values(spec, sub, where, k) if (k in sub or not where) else []:

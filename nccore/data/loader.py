@@ -23,14 +23,17 @@ def augment_draws(B: int, gen: torch.Generator, pad: int) -> tuple[torch.Tensor,
 
 
 def crop_flip(x: torch.Tensor, off: torch.Tensor, flip: torch.Tensor, pad: int) -> torch.Tensor:
-    """Crop x (B, C, H, W) at offsets off (2, B) of its zero-padded copy; flip where flip (B,)."""
+    """Crop x (B, C, H, W) at offsets off (2, B) of its zero-padded copy; flip where flip (B,).
+    Returns a contiguous (B, C, H, W) tensor."""
     B, _, H, W = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
     rows = off[0][:, None] + torch.arange(H, device=x.device)            # (B, H)
     cols = off[1][:, None] + torch.arange(W, device=x.device)            # (B, W)
     b = torch.arange(B, device=x.device)[:, None, None]
     out = padded.permute(0, 2, 3, 1)[b, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
-    return torch.where(flip[:, None, None, None], out.flip(3), out)
+    # contiguous: the indexing leaves channels-last strides, which oneDNN's AVX2 convolution
+    # backward mishandles (see nccore.models.base); models also make their input contiguous
+    return torch.where(flip[:, None, None, None], out.flip(3), out).contiguous()
 
 
 class TensorLoader:

@@ -12,6 +12,7 @@ import copy
 import torch
 from torch import nn
 
+from ..models.base import GlobalAvgPool
 from .base import register
 from .tuning import TuningMethod
 
@@ -24,7 +25,7 @@ class SideTuned(nn.Module):
         # body/pool mirror features(x) = pool([B.body(x); S.body(x)]), so CAM applies to the fused model
         # (not registered as submodules: base and side are already).
         object.__setattr__(self, "body", _CatBody(base, side))
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = GlobalAvgPool()
 
     def forward(self, x):
         return self.alpha * self.base(x) + (1 - self.alpha) * self.side(x)

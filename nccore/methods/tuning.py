@@ -53,7 +53,7 @@ def tuning_indices(y: np.ndarray, p: np.ndarray, n_tune: int, seed: int, n_ordin
 # Config keys that determine the pre-trained base (everything else only changes the tuning).
 BASE_KEYS = ("dataset", "data", "bias_level", "bias_kind", "group_by", "coarse", "arch", "width", "stem", "weights",
              "seed", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "augment", "precision",
-             "channels_last", "compile")
+             "channels_last", "compile", "deterministic")
 
 
 def base_cache_path(cfg: dict, opts: dict) -> Path | None:

@@ -24,18 +24,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..models.base import GlobalAvgPool, model_input
+
 
 def has_cam_head(model: nn.Module) -> bool:
     """Whether model is body → global average pool → linear classifier (CAM applies)."""
     return (isinstance(getattr(model, "body", None), nn.Module) and isinstance(getattr(model, "classifier", None),
-            nn.Linear) and isinstance(getattr(model, "pool", None), (nn.AdaptiveAvgPool2d,)))
+            nn.Linear) and isinstance(getattr(model, "pool", None), (nn.AdaptiveAvgPool2d, GlobalAvgPool)))
 
 
 @torch.no_grad()
 def cam(model: nn.Module, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """CAM of class target[i] for each image: (N, h, w) at the feature-map resolution (raw, signed).
     x: (N, C, H, W); target: (N,) int."""
-    A = model.body(x).float()                                   # (N, K, h, w)
+    A = model.body(model_input(model, x)).float()               # (N, K, h, w)
     w = model.classifier.weight.float()[target]                # (N, K)
     return torch.einsum("nk,nkhw->nhw", w, A)
 
@@ -85,6 +87,7 @@ def saliency(model: nn.Module, x: torch.Tensor, target: torch.Tensor | None = No
     the deepest layer of `model.body` whose map is that large (small images pooled to 1×1 by the
     last stage leave CAM nothing to localise)."""
     model.eval()
+    x = model_input(model, x)
     if target is None:
         with torch.no_grad():
             target = model(x).argmax(1)
