@@ -23,6 +23,7 @@ from sweeps.spec import load_spec
 
 with warnings.catch_warnings():   # ray's CLI module imports Ray Serve, whose pydantic models warn
     warnings.simplefilter("ignore", DeprecationWarning)
+    from ray.scripts.scripts import cli as ray_cli
     from ray.scripts.scripts import start as ray_start
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +31,8 @@ SBATCH = ROOT / "deploy" / "slurm" / "ncsweep.sbatch"
 RAYJOB = ROOT / "deploy" / "kuberay" / "rayjob.yaml"
 PVC = ROOT / "deploy" / "kuberay" / "pvc.yaml"
 CLUSTER = ROOT / "cluster.yaml"
+# The RayJob CRD's v1 schema as KubeRay v1.7.0 ships it (tests/data/rayjob-crd/README.md says where from).
+RAYJOB_CRD = json.loads((ROOT / "tests" / "data" / "rayjob-crd" / "ray.io_rayjobs.v1.json").read_text())
 
 
 def parse_ncsweep(argv: list[str]):
@@ -44,6 +47,25 @@ def parse_ray_start(argv: list[str]):
     return ray_start.make_context("start", list(argv[i + 1:])).params
 
 
+def parse_ray(argv: list[str]) -> dict:
+    """Ray's own CLI (click) on a `ray ...` command line: raises on an unknown command or option or a
+    missing argument (`ray submit cluster.yaml --` has no script). A command that `ray exec` runs on the
+    head is checked too: its `ncsweep` part by our CLI, its spec by our validator."""
+    cmd, i = ray_cli, 1
+    while hasattr(cmd, "commands"):            # `ray job logs ...`: down the groups
+        cmd, i = cmd.commands[argv[i]], i + 1
+    params = cmd.make_context(argv[i - 1], list(argv[i:])).params
+    if params.get("cluster_config_file"):
+        assert ROOT / params["cluster_config_file"] == CLUSTER, argv
+    if argv[1] == "exec":
+        parts = [shlex.split(p) for p in params["cmd"].split("&&")]
+        assert parts[0] == ["cd", "~/ncsweep"], params["cmd"]       # file_mounts put the checkout there
+        a = parse_ncsweep(parts[-1])
+        load_spec(ROOT / a.spec)
+        params["ncsweep"] = a
+    return params
+
+
 # ---------------------------------------------------------------------- Ray cluster launcher
 def test_cluster_yaml_validates_and_its_ray_start_lines_parse():
     cfg = yaml.safe_load(CLUSTER.read_text())
@@ -54,13 +76,16 @@ def test_cluster_yaml_validates_and_its_ray_start_lines_parse():
     assert head["head"] and not worker["head"] and worker["address"].endswith(":6379")
 
 
-def test_cluster_yaml_documents_an_ncsweep_command_our_cli_accepts():
-    lines = [ln.lstrip("# ").strip() for ln in CLUSTER.read_text().splitlines() if ln.lstrip("# ").startswith("ncsweep ")]
-    assert lines
-    for line in lines:
-        a = parse_ncsweep(shlex.split(line))
-        assert a.cmd == "run" and a.address == "auto" and a.out.startswith("/mnt/shared")
-        load_spec(ROOT / a.spec.replace("~/ncsweep/", ""))
+def test_cluster_yaml_documents_commands_ray_and_our_cli_accept():
+    lines = [ln.lstrip("# ").strip() for ln in CLUSTER.read_text().splitlines() if ln.lstrip("# ").startswith("ray ")]
+    runs = [p["ncsweep"] for p in map(parse_ray, map(shlex.split, lines)) if "ncsweep" in p]
+    assert [ln.split()[1] for ln in lines] == ["up", "exec"] and len(runs) == 1
+    assert runs[0].cmd == "run" and runs[0].address == "auto" and runs[0].out.startswith("/mnt/shared/")
+
+
+def test_the_ray_cli_check_catches_an_invalid_ray_command():
+    with pytest.raises(Exception, match="script"):
+        parse_ray(["ray", "submit", "cluster.yaml", "--"])
 
 
 # ---------------------------------------------------------------------- SLURM
@@ -208,6 +233,65 @@ def _containers(group: dict) -> list[dict]:
     return group["template"]["spec"]["containers"]
 
 
+def strict(schema):
+    """A Kubernetes structural schema with unknown fields refused, as `kubectl apply --validate=strict`
+    does: every object that lists its properties (and keeps no unknown fields) gets
+    additionalProperties: false. Without this a misspelt field would pass (the API server drops it)."""
+    if isinstance(schema, list):
+        return [strict(x) for x in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: strict(v) for k, v in schema.items()}
+    if "properties" in out and "additionalProperties" not in out and not out.get("x-kubernetes-preserve-unknown-fields"):
+        out["additionalProperties"] = False
+    return out
+
+
+STRICT_RAYJOB = jsonschema.Draft7Validator(strict(RAYJOB_CRD["openAPIV3Schema"]))   # built once: the schema is 0.2 MB
+
+
+def test_rayjob_validates_strictly_against_kuberays_crd_schema():
+    job = yaml.safe_load(RAYJOB.read_text())
+    STRICT_RAYJOB.validate(job)
+    assert (RAYJOB_CRD["crd"], RAYJOB_CRD["version"]) == ("rayjobs.ray.io", job["apiVersion"].split("/")[1])
+
+
+@pytest.mark.parametrize("path, key, value", [
+    (("spec",), "shutdownAfterJobFinish", True),                                       # a misspelt field
+    (("spec", "rayClusterSpec", "headGroupSpec", "template", "spec", "securityContext"), "fsGroup", "100"),  # a string
+    (("spec", "rayClusterSpec", "workerGroupSpecs", 0, "rayStartParams"), "num-gpus", 1),  # not a string
+])
+def test_the_crd_check_rejects_what_the_api_server_would(path, key, value):
+    job = yaml.safe_load(RAYJOB.read_text())
+    node = job
+    for p in path:
+        node = node[p]
+    node[key] = value
+    with pytest.raises(jsonschema.ValidationError):
+        STRICT_RAYJOB.validate(job)
+
+
+def test_every_ray_pod_gets_write_access_to_the_volume_through_fsgroup():
+    rc = yaml.safe_load(RAYJOB.read_text())["spec"]["rayClusterSpec"]
+    docker = (ROOT / "deploy" / "kuberay" / "Dockerfile").read_text()
+    assert "--chown=ray:users" in docker          # the image's user: ray (uid 1000), group users (gid 100)
+    for g in [rc["headGroupSpec"], *rc["workerGroupSpecs"]]:
+        assert g["template"]["spec"]["securityContext"]["fsGroup"] == 100
+
+
+def test_the_claim_names_its_storage_class_only_once_it_is_filled_in():
+    """pvc.yaml carries ${STORAGE_CLASS}: applied as is, the API server refuses the claim (a class
+    name is a DNS subdomain); filled in with envsubst it is an ordinary ReadWriteMany claim."""
+    dns_subdomain = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    raw = yaml.safe_load(PVC.read_text())
+    assert raw["spec"]["storageClassName"] == "${STORAGE_CLASS}"
+    assert not dns_subdomain.match(raw["spec"]["storageClassName"])
+    filled = subprocess.run(["envsubst"], input=PVC.read_text(), env={"STORAGE_CLASS": "efs-sc"},
+                            capture_output=True, text=True, check=True).stdout
+    pvc = yaml.safe_load(filled)
+    assert pvc["spec"]["storageClassName"] == "efs-sc" and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+
+
 def test_rayjob_manifest_structure():
     job = yaml.safe_load(RAYJOB.read_text())
     assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob" and job["metadata"]["name"]
@@ -270,6 +354,14 @@ def documented_commands() -> list[tuple[str, str]]:
 
 def check_command(line: str) -> None:
     argv = shlex.split(line)
+    if "|" in argv:   # a pipeline: each stage; `-f -` reads the previous stage
+        i = argv.index("|")
+        check_command(shlex.join(argv[:i]))
+        return check_command(shlex.join(argv[i + 1:]))
+    if "<" in argv:   # input from one of our files
+        i = argv.index("<")
+        assert (ROOT / argv[i + 1]).exists(), line
+        argv = argv[:i] + argv[i + 2:]
     while "=" in argv[0] and not argv[0].startswith("-"):   # VAR=value prefixes
         argv = argv[1:]
     prog = Path(argv[0]).name
@@ -289,15 +381,10 @@ def check_command(line: str) -> None:
         assert argv[1] in ("apply", "delete", "get", "logs", "describe", "port-forward", "exec"), line
         for i, tok in enumerate(argv):
             if tok == "-f":
-                assert (ROOT / argv[i + 1]).exists(), line
+                assert argv[i + 1] == "-" or (ROOT / argv[i + 1]).exists(), line
     elif prog == "ray":
-        if argv[1] == "start":
-            parse_ray_start(argv)
-        elif argv[1] in ("up", "down", "attach", "dashboard", "exec", "submit", "rsync-up"):
-            assert (ROOT / next(t for t in argv[2:] if not t.startswith("-"))) == CLUSTER, line
-        else:
-            assert argv[1] == "job" and argv[2] in ("logs", "status", "stop", "list"), line
-    elif prog in ("docker", "ssh", "cd", "source", "git", "pip", "python", "rm", "squeue"):
+        parse_ray(argv)
+    elif prog in ("docker", "ssh", "cd", "source", "git", "pip", "python", "rm", "squeue", "envsubst", "scancel"):
         pass   # ordinary tools; their arguments name nothing of ours that could drift
     else:
         raise AssertionError(f"no rule in tests/test_deploy.py for {line!r}")
