@@ -334,3 +334,64 @@ def resources(raw, pr: Problems) -> dict:
     if gpu is not None and (gpu < 0 or (gpu > 1 and gpu != int(gpu))):
         pr.add("resources.gpu", gpu, "must be >= 0: a fraction (e.g. 0.25 packs 4 trials per GPU) or a whole number")
     return {"cpu": cpu if cpu and cpu > 0 else 1, "gpu": gpu if gpu is not None and gpu >= 0 else 0}
+
+
+STUDY_ROLES = ("primary", "secondary", "manipulation")
+STUDY_DIRECTIONS = ("positive", "negative", "any")
+
+
+def study(raw, pr: Problems) -> dict | None:
+    """The `study:` block: which study's findings the run tests, declared before the data exist.
+
+        study:
+          name: nc_fairness                     # a study of analysis/studies (`ncsweep study RUN_DIR`)
+          options: {early_epochs: 3}            # optional, passed to the study
+          primary: {early_alignment_gap: {direction: positive, margin: 0.05}}   # exactly one
+          secondary: {f1_gap_slope: {direction: positive, margin: 0.05}}
+          manipulation: {tpr_biased_slope: {direction: negative}}
+
+    direction: positive | negative | any; margin ≥ 0 (the equivalence margin: a corrected CI inside
+    ±margin reads "no effect"). Finding ids are checked against the study by `ncsweep study`."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        pr.add("study", raw, "a mapping with name, primary (one finding), secondary, manipulation, options")
+        return None
+    d = _mapping(raw, "study", pr, "a mapping with name, primary, secondary, manipulation, options")
+    if d is None:
+        return None
+    for k in d:
+        if k not in ("name", "options", *STUDY_ROLES):
+            pr.add(f"study.{k}", d[k], f"unknown key; {dym(k, ('name', 'options', *STUDY_ROLES))}")
+    if not isinstance(d.get("name"), str) or not d.get("name"):
+        pr.add("study.name", d.get("name"), "the study's name, e.g. nc_fairness")
+    if d.get("options") is not None and not isinstance(d["options"], dict):
+        pr.add("study.options", d["options"], "a mapping")
+    seen: set = set()
+    for role in STUDY_ROLES:
+        block = d.get(role) or {}
+        if not isinstance(block, dict):
+            pr.add(f"study.{role}", block, "a mapping of finding id → {direction, margin}")
+            continue
+        if role == "primary" and len(block) != 1:
+            pr.add("study.primary", block, "exactly one finding: the paper's central claim")
+        for fid, spec in block.items():
+            where = f"study.{role}.{fid}"
+            if fid in seen:
+                pr.add(where, spec, "declared twice; a finding has one role")
+            seen.add(fid)
+            if not isinstance(spec, dict):
+                pr.add(where, spec, "a mapping {direction: positive|negative|any, margin: number ≥ 0}")
+                continue
+            if spec.get("direction") not in STUDY_DIRECTIONS:
+                pr.add(f"{where}.direction", spec.get("direction"), f"one of {', '.join(STUDY_DIRECTIONS)}")
+            m = spec.get("margin", 0.0)
+            if isinstance(m, bool) or not isinstance(m, (int, float)) or not math.isfinite(m) or m < 0:
+                pr.add(f"{where}.margin", m, "a number ≥ 0 (0: no equivalence test)")
+            elif role != "manipulation" and m == 0:
+                pr.add(f"{where}.margin", m, "a margin > 0, fixed before the data, so that \"no effect\" can be "
+                       "concluded")
+            for k in spec:
+                if k not in ("direction", "margin"):
+                    pr.add(f"{where}.{k}", spec[k], "unknown key; direction, margin")
+    return d

@@ -36,7 +36,7 @@ from .loggers import check_loggers
 from .yamlsafe import YamlProblem, load_yaml
 
 TOP_KEYS = {"name", "description", "dataset", "base", "space", "variants", "search", "scheduler", "resources",
-            "loggers", "max_concurrent", "retries", "chunk_size", "storage_path", "fuse"}
+            "loggers", "max_concurrent", "retries", "chunk_size", "storage_path", "fuse", "study"}
 DOMAINS = checks.DOMAINS
 ALGORITHMS = ("grid", "random", "optuna")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -68,6 +68,7 @@ class Spec:
     variants: list = field(default_factory=list)
     loggers: list = field(default_factory=list)   # tensorboard, mlflow, wandb (sweeps/loggers.py)
     fuse: int = 0                                  # configurations per fused trial (sweeps/fuse.py); 0: off
+    study: dict | None = None                      # the declared findings (sweeps/checks.py `study`)
     raw: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -187,13 +188,16 @@ def _parse(raw, default_name, pr: "checks.Problems") -> Spec | None:
     storage = raw.get("storage_path")
     if storage is not None and (not isinstance(storage, str) or not storage):
         pr.add("storage_path", storage, "a directory path (string) or null")
+    study = None
+    with pr.guard("study"):
+        study = checks.study(raw.get("study"), pr)
     if dataset is None:
         return None
     spec = Spec(name=name if isinstance(name, str) else str(name), dataset=dataset, base=base, space=space,
                 search=search, scheduler=scheduler, resources=resources, max_concurrent=max_concurrent,
                 retries=retries if isinstance(retries, int) else 1,
                 chunk_size=chunk_size if isinstance(chunk_size, int) else 256, storage_path=storage,
-                description=str(desc or ""), raw=raw, variants=variants, loggers=loggers, fuse=fuse)
+                description=str(desc or ""), raw=raw, variants=variants, loggers=loggers, fuse=fuse, study=study)
     with pr.guard("<trials>"):
         crosschecks.cross_checks(spec, pr)
     return spec

@@ -1,21 +1,21 @@
 """Collapse studies: NC-fairness (Mouheb et al.), fine-structure (Yang et al.), GC-transfer (Munn et al.).
 
-Each study reads the raw rows (`result["rows"]`), takes every trial at its final epoch (these are
-claims about the terminal phase of training, so no model selection), and returns findings whose
-expected sign is fixed here from the paper, with controls, notes on the preconditions (train
-accuracy ≥ 99%: the terminal phase) and figures. Verdict words come from `common.verdict`.
+Each study reads the raw rows, measures every finding it knows (`measured`, with an `Estimate`),
+and adds notes on the preconditions (train accuracy ≥ 99%: the terminal phase) and figures.
+Which finding is the primary outcome, which are secondary and which are manipulation checks,
+and their directions and margins, come from the spec's `study:` block or the default declared
+here (`DEFAULT_*`), never from the data; `common.judge` corrects and reads the verdicts.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from nccore.catalogue import config_columns
 
 from ..compare import mean_ci
 from . import figures
-from .common import _mean, _partial, figure, finding, note, slope_ci
+from .common import Estimate, figure, mean_est, measured, note, ols_est, rank_est, slope_est
 from .registry import study
 
 TERMINAL_ACC = 0.99     # train accuracy on the training labels that marks the terminal phase
@@ -24,9 +24,13 @@ CONFIG = config_columns()   # a row's config columns, declared in nccore.catalog
 
 def final_rows(rows: pd.DataFrame) -> pd.DataFrame:
     """Each trial's rows at its last ok epoch."""
-    ok = rows[rows["status"].fillna("ok").eq("ok")] if "status" in rows else rows
+    ok = ok_rows(rows)
     last = ok.groupby("trial_id")["epoch"].transform("max")
     return ok[ok.epoch == last]
+
+
+def ok_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    return rows[rows["status"].fillna("ok").eq("ok")] if "status" in rows else rows
 
 
 def wide(rows: pd.DataFrame, split: str, cols: list[str], groups=("all",)) -> pd.DataFrame:
@@ -37,22 +41,8 @@ def wide(rows: pd.DataFrame, split: str, cols: list[str], groups=("all",)) -> pd
         sub = rows[(rows.split == split) & (rows.group == g)].drop_duplicates("trial_id").set_index("trial_id")
         for c in cols:
             if c in sub:
-                base[c if g == "all" else f"{c}_g{g}"] = sub[c].astype(float)
+                base[c if g == "all" else f"{c}_g{g}"] = pd.to_numeric(sub[c], errors="coerce")
     return base.reset_index()
-
-
-def diff_ci(a, b) -> tuple[float, float, float, int]:
-    """mean(a) − mean(b) with a Welch 95% CI."""
-    a, b = (np.asarray(v, float) for v in (a, b))
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    if len(a) < 2 or len(b) < 2:
-        return np.nan, np.nan, np.nan, len(a) + len(b)
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = np.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1)) if se > 0 else 1
-    d = float(a.mean() - b.mean())
-    h = float(stats.t.ppf(0.975, df) * se)
-    return d, d - h, d + h, len(a) + len(b)
 
 
 def terminal_note(acc: pd.Series, what: str) -> dict:
@@ -65,103 +55,179 @@ def terminal_note(acc: pd.Series, what: str) -> dict:
     return note(s)
 
 
+def _col(t: pd.DataFrame, c: str) -> pd.Series:
+    return t[c] if c in t else pd.Series(np.nan, index=t.index)
+
+
 # ------------------------------------------------------------------------------------ NC-fairness
-CLAIM_FAIR = ("Claim (Mouheb et al., MICCAI 2024): when positives of one subgroup are under-diagnosed in the "
-              "training labels (flipped 1 → 0 at rate bias_level), that subgroup's TPR falls, its features "
-              "collapse less cleanly than the other subgroup's, and the network memorises the flipped labels. "
-              "Control: bias_level 0. Per-subgroup NC is measured on the observed (trained-on) and on the clean "
-              "labels.")
+CLAIM_FAIR = ("Claim (Mouheb et al., MICCAI 2024): under label bias in one subgroup (positives of a = 1 flipped "
+              "1 → 0 at rate bias_level in training), the subgroups reach different collapse configurations early "
+              "in training — the biased subgroup's class means align less with the overall ones — which converge "
+              "later once the flipped labels are memorised, and the biased subgroup's F1 falls. Control: "
+              "bias_level 0.")
+FAIR_FINDINGS = {
+    "early_alignment_gap": "align_cos(a=0) − align_cos(a=1) on train, mean over the first k epochs, rises with bias",
+    "alignment_convergence": "that alignment gap shrinks from the first k epochs to the final epoch (bias > 0)",
+    "f1_gap_slope": "test F1(a=0) − F1(a=1) rises with bias",
+    "f1_biased_slope": "test F1 of a=1 falls with bias",
+    "nc1_gap_slope": "final train NC1(a=1) − NC1(a=0), observed labels, rises with bias",
+    "nc1_clean_gap_slope": "the same on the clean labels",
+    "tpr_biased_slope": "test TPR of a=1 falls with bias (flipping positives lowers it by construction)",
+    "memorisation_rise": "the share of flipped labels fitted rises over training (follows from ≥ 99% train acc)",
+}
+DEFAULT_FAIR = {
+    "name": "nc_fairness", "options": {"early_epochs": 3},
+    "primary": {"early_alignment_gap": {"direction": "positive", "margin": 0.05}},
+    "secondary": {"alignment_convergence": {"direction": "positive", "margin": 0.02},
+                  "f1_gap_slope": {"direction": "positive", "margin": 0.05},
+                  "f1_biased_slope": {"direction": "negative", "margin": 0.05},
+                  "nc1_gap_slope": {"direction": "positive", "margin": 0.05},
+                  "nc1_clean_gap_slope": {"direction": "positive", "margin": 0.05}},
+    "manipulation": {"tpr_biased_slope": {"direction": "negative"}, "memorisation_rise": {"direction": "positive"}},
+}
 
 
-def nc_fairness(result: dict) -> list[dict]:
-    rows = result["rows"]
+def early_alignment_gap(rows: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Per trial: align_cos(a=0) − align_cos(a=1) on train, mean over its first k evaluated epochs
+    (`early`) and at its final epoch (`late`)."""
+    tr = ok_rows(rows)
+    tr = tr[(tr.split == "train") & tr.group.isin(["0", "1"])]
+    if "align_cos" not in tr:
+        return pd.DataFrame(columns=["trial_id", "early", "late"])
+    p = tr.pivot_table(index=["trial_id", "epoch"], columns="group", values="align_cos")
+    gap = (p.get("0") - p.get("1")).rename("gap").reset_index().sort_values(["trial_id", "epoch"])
+    early = gap.groupby("trial_id").gap.apply(lambda s: s.iloc[:k].mean())
+    late = gap.groupby("trial_id").gap.last()
+    return pd.DataFrame({"early": early, "late": late}).reset_index()
+
+
+@study("nc_fairness", DEFAULT_FAIR, spec_names=("nc_fairness_label_bias", "nc_fairness_colored_digits"),
+       findings=FAIR_FINDINGS)
+def nc_fairness(rows: pd.DataFrame, options: dict) -> list[dict]:
+    k = int(options.get("early_epochs", 3))
     fin = final_rows(rows)
-    t = wide(fin, "train", ["acc", "nc1", "nc1_clean", "memorisation"], ("all", "0", "1"))
+    t = wide(fin, "train", ["acc", "nc1", "nc1_clean"], ("all", "0", "1"))
     te = wide(fin, "test", ["tpr", "f1"], ("0", "1"))
-    t = t.merge(te[["trial_id", "tpr_g0", "tpr_g1", "f1_g1"]], on="trial_id")
-    out = [note(CLAIM_FAIR), terminal_note(t["acc"], "observed training labels")]
-    s, lo, hi, n = slope_ci(t.bias_level, t.tpr_g1)
-    out.append(finding("(i) the biased subgroup's test TPR falls as the label-bias rate rises",
-                       "slope of test TPR (a=1) on bias_level", s, lo, hi, -1, n))
-    s, lo, hi, n = slope_ci(t.bias_level, t.tpr_g0 - t.tpr_g1)
-    out.append(finding("(i') the TPR gap between the subgroups widens with bias (a=0 as the within-trial control)",
-                       "slope of test TPR(a=0) − TPR(a=1) on bias_level", s, lo, hi, 1, n))
+    t = t.merge(te[["trial_id"] + [c for c in ("tpr_g0", "tpr_g1", "f1_g0", "f1_g1") if c in te]], on="trial_id")
+    t = t.merge(early_alignment_gap(rows, k), on="trial_id", how="left")
+    b = t.bias_level
+    biased = t[b > 0]
+    out = [
+        measured("early_alignment_gap", FAIR_FINDINGS["early_alignment_gap"],
+                 f"slope of the mean train align_cos gap (a=0 − a=1) over the first {k} epochs on bias_level",
+                 slope_est(b, _col(t, "early"))),
+        measured("alignment_convergence", FAIR_FINDINGS["alignment_convergence"],
+                 f"alignment gap over the first {k} epochs − at the final epoch, trials with bias > 0",
+                 mean_est(_col(biased, "early") - _col(biased, "late"))),
+        measured("f1_gap_slope", FAIR_FINDINGS["f1_gap_slope"], "slope of test F1(a=0) − F1(a=1) on bias_level",
+                 slope_est(b, _col(t, "f1_g0") - _col(t, "f1_g1"))),
+        measured("f1_biased_slope", FAIR_FINDINGS["f1_biased_slope"], "slope of test F1(a=1) on bias_level",
+                 slope_est(b, _col(t, "f1_g1"))),
+        measured("nc1_gap_slope", FAIR_FINDINGS["nc1_gap_slope"],
+                 "slope of final train NC1(a=1) − NC1(a=0) (observed labels) on bias_level",
+                 slope_est(b, _col(t, "nc1_g1") - _col(t, "nc1_g0"))),
+        measured("nc1_clean_gap_slope", FAIR_FINDINGS["nc1_clean_gap_slope"],
+                 "slope of final train NC1(a=1) − NC1(a=0) (clean labels) on bias_level",
+                 slope_est(b, _col(t, "nc1_clean_g1") - _col(t, "nc1_clean_g0"))),
+        measured("tpr_biased_slope", FAIR_FINDINGS["tpr_biased_slope"], "slope of test TPR(a=1) on bias_level",
+                 slope_est(b, _col(t, "tpr_g1"))),
+        measured("memorisation_rise", FAIR_FINDINGS["memorisation_rise"],
+                 "memorisation at the final epoch − its mean over the first third of epochs, biased trials",
+                 _memorisation_rise(rows)),
+        note(CLAIM_FAIR), terminal_note(t["acc"], "observed training labels")]
     for col, labels in (("nc1", "observed"), ("nc1_clean", "clean")):
-        if f"{col}_g1" not in t:
-            continue
-        d = t[f"{col}_g1"] - t[f"{col}_g0"]
-        out.append(finding(f"(ii) the biased subgroup's train NC1 exceeds the other's under bias and not at bias 0 "
-                           f"({labels} labels)",
-                           f"interaction: mean NC1(a=1) − NC1(a=0) at bias > 0 minus at bias 0, {labels} labels",
-                           *diff_ci(d[t.bias_level > 0], d[t.bias_level == 0])[:3], 1, len(d.dropna())))
-        per = ", ".join(f"bias {b:g}: {m:+.3g} [{lo_:+.3g}, {hi_:+.3g}]" for b, (m, lo_, hi_, _) in
-                        ((b, mean_ci(d[t.bias_level == b])) for b in sorted(t.bias_level.unique())))
-        out.append(note(f"NC1(a=1) − NC1(a=0), {labels} labels, mean [95% CI] per bias level: {per}."))
-    out += _memorisation(rows)
-    out += [figure(figures.group_curves(rows, "nc1", "train", "bias_level"),
-                   "Train NC1 per epoch, per subgroup (solid a=0, dashed a=1), observed labels; one colour per bias level"),
-            figure(figures.group_curves(rows, "nc1_clean", "train", "bias_level"),
-                   "The same with the clean labels"),
+        if f"{col}_g1" in t:
+            d = t[f"{col}_g1"] - t[f"{col}_g0"]
+            per = ", ".join(f"bias {lv:g}: {m:+.3g} [{lo:+.3g}, {hi:+.3g}]" for lv, (m, lo, hi, _) in
+                            ((lv, mean_ci(d[b == lv])) for lv in sorted(b.unique())))
+            out.append(note(f"Final train NC1(a=1) − NC1(a=0), {labels} labels, mean [95% CI] per bias level: {per}."))
+    out += [figure(figures.group_curves(rows, "align_cos", "train", "bias_level"),
+                   "Train align_cos per epoch, per subgroup (solid a=0, dashed a=1); one colour per bias level"),
+            figure(figures.group_curves(rows, "nc1", "train", "bias_level"),
+                   "Train NC1 per epoch, per subgroup (solid a=0, dashed a=1), observed labels"),
             figure(figures.memorisation_curves(rows),
                    "Flipped training samples: share predicted as the flipped label (memorisation, solid) and as "
                    "the clean label (dashed), per epoch and bias level"),
-            figure(figures.by_level(t, "bias_level", ["tpr_g0", "tpr_g1"]), "Test TPR per subgroup vs bias_level")]
+            figure(figures.by_level(t, "bias_level", ["f1_g0", "f1_g1"]), "Test F1 per subgroup vs bias_level")]
     return out
 
 
-def _memorisation(rows: pd.DataFrame) -> list[dict]:
-    tr = rows[(rows.split == "train") & (rows.group == "all")]
-    if "memorisation" not in tr or tr["memorisation"].notna().sum() == 0:
-        return [note("(iii) memorisation: no flipped training samples in these trials.")]
+def _memorisation_rise(rows: pd.DataFrame) -> Estimate:
+    tr = ok_rows(rows)
+    tr = tr[(tr.split == "train") & (tr.group == "all")]
+    if "memorisation" not in tr:
+        return Estimate(np.nan)
+    tr = tr.assign(memorisation=pd.to_numeric(tr.memorisation, errors="coerce")).dropna(subset=["memorisation"])
     rise = [g.memorisation.iloc[-1] - g.memorisation.iloc[: max(1, len(g) // 3)].mean()
-            for _, g in tr.dropna(subset=["memorisation"]).sort_values("epoch").groupby("trial_id")]
-    return [_mean(rise, "(iii) the share of flipped training labels the network fits rises over training",
-                  "memorisation at the final epoch minus its mean over the first third of epochs, biased trials", 1)]
-
-
-study("nc_fairness_label_bias")(nc_fairness)
-study("nc_fairness_colored_digits")(nc_fairness)
+            for _, g in tr.sort_values("epoch").groupby("trial_id")]
+    return mean_est(rise)
 
 
 # ------------------------------------------------------------------------------------ fine structure
-CLAIM_FINE = ("Claim (Yang, Steinhardt, Hu, ICML 2023): after training on coarse labels into collapse, the fine "
-              "labels are still recoverable from the last-layer features; ResNet/DenseNet keep more of this "
-              "structure than VGG. Baselines: the same architecture untrained (lower bound) and trained on the "
-              "fine labels (upper bound); recoverability is reported as the fraction of that gap.")
+CLAIM_FINE = ("Claim (Yang, Steinhardt, Hu, ICML 2023): after training on coarse labels into collapse, k-means "
+              "on the last-layer features still recovers the fine labels; learning rate and weight decay change "
+              "how much; ResNet/DenseNet keep more of this structure than VGG. Baselines: the same architecture "
+              "untrained (lower bound) and trained on the fine labels (upper bound).")
+FINE_FINDINGS = {
+    "nmi_gain": "fine k-means NMI after coarse training − untrained, paired by (arch, seed)",
+    "probe_gap_fraction": "share of the untrained → fine-trained probe-accuracy gap that coarse training reaches",
+    "lr_effect": "change of the fine NMI per decade of learning rate (coarse trials)",
+    "wd_effect": "change of the fine NMI per decade of weight decay (coarse trials)",
+    "resnet_vs_vgg": "NMI gain: resnet18 − vgg11, paired by seed",
+    "densenet_vs_vgg": "NMI gain: densenet121 − vgg11, paired by seed",
+    "coarse_collapse": "log10 of final / first-epoch train NC1 of the coarse trials (collapse happened)",
+}
+DEFAULT_FINE = {
+    "name": "fine_structure",
+    "primary": {"nmi_gain": {"direction": "positive", "margin": 0.02}},
+    "secondary": {"probe_gap_fraction": {"direction": "positive", "margin": 0.05},
+                  "lr_effect": {"direction": "any", "margin": 0.02},
+                  "wd_effect": {"direction": "any", "margin": 0.02},
+                  "resnet_vs_vgg": {"direction": "positive", "margin": 0.02},
+                  "densenet_vs_vgg": {"direction": "positive", "margin": 0.02}},
+    "manipulation": {"coarse_collapse": {"direction": "negative"}},
+}
 
 
 def _arm(t: pd.DataFrame) -> pd.Series:
     return np.where(t.method == "untrained", "untrained", np.where(t.coarse.astype(bool), "coarse", "fine"))
 
 
-@study("fine_grained_coarse")
-def fine_grained(result: dict) -> list[dict]:
-    rows = result["rows"]
+@study("fine_structure", DEFAULT_FINE, spec_names=("fine_grained_coarse",), findings=FINE_FINDINGS)
+def fine_structure(rows: pd.DataFrame, options: dict) -> list[dict]:
     fin = final_rows(rows)
     t = wide(fin, "train", ["acc", "nc1"]).merge(
-        wide(fin, "test", ["fine_probe_acc", "fine_nmi", "fine_nmi_chance", "fine_nc1"]).drop(
-            columns=[c for c in CONFIG if c != "seed"], errors="ignore"), on=["trial_id", "seed"])
+        wide(fin, "test", ["fine_probe_acc", "fine_nmi", "fine_nmi_chance"])[
+            ["trial_id", "fine_probe_acc", "fine_nmi", "fine_nmi_chance"]], on="trial_id")
     t["arm"] = _arm(t)
     coarse = t[t.arm == "coarse"]
-    out = [note(CLAIM_FINE), terminal_note(coarse["acc"], "coarse-label training"), _nc1_floor(rows, coarse)]
-    piv = t.pivot_table(index=["arch", "seed"], columns="arm", values=["fine_probe_acc", "fine_nmi"])
-    for metric, name in (("fine_probe_acc", "fine linear-probe accuracy"), ("fine_nmi", "fine k-means NMI")):
-        if ("coarse" not in piv[metric]) or ("untrained" not in piv[metric]):
-            continue
-        d = piv[metric]["coarse"] - piv[metric]["untrained"]
-        out.append(_mean(d.values, f"{name} after coarse training lies above the untrained baseline",
-                         f"{name}: coarse-trained − untrained (paired by arch, seed)", 1))
-        for arch in sorted(d.index.get_level_values(0).unique()):
-            out.append(_mean(d.loc[arch].values, f"{arch}: {name} above its untrained baseline",
-                             f"{arch}: coarse − untrained", 1))
-    frac = _gap_fraction(piv)
-    if frac is not None:
-        out.append(_mean(frac.values, "coarse training recovers part of the fine structure a fine-label model has",
-                         "fraction of the untrained→fine-trained probe gap reached by coarse training", 1))
-        out += _vgg_pairs(frac, "gap fraction of the probe accuracy")
-    if {"coarse", "untrained"} <= set(piv["fine_nmi"].columns):
-        out += _vgg_pairs((piv["fine_nmi"]["coarse"] - piv["fine_nmi"]["untrained"]).dropna(),
-                          "k-means NMI above the untrained baseline")
+    unit = ["arch", "seed"]
+    arm_mean = t.groupby(unit + ["arm"])[["fine_nmi", "fine_probe_acc"]].mean().unstack("arm")
+    gain = _minus(arm_mean, "fine_nmi", "coarse", "untrained")
+    p = arm_mean.get("fine_probe_acc", pd.DataFrame())
+    frac = ((p["coarse"] - p["untrained"]) / (p["fine"] - p["untrained"])).dropna() \
+        if {"coarse", "untrained", "fine"} <= set(p.columns) else pd.Series(dtype=float)
+    c = coarse.assign(log_lr=np.log10(coarse.lr), log_wd=np.log10(coarse.weight_decay.where(coarse.weight_decay > 0)))
+    out = [
+        measured("nmi_gain", FINE_FINDINGS["nmi_gain"], "fine NMI: coarse-trained (mean over lr × wd cells) − "
+                 "untrained, per (arch, seed)", mean_est(gain.values)),
+        measured("probe_gap_fraction", FINE_FINDINGS["probe_gap_fraction"],
+                 "(coarse − untrained) / (fine-trained − untrained) probe accuracy, per (arch, seed)",
+                 mean_est(frac.values)),
+        measured("lr_effect", FINE_FINDINGS["lr_effect"], "OLS coefficient of log10 lr (with log10 wd) on fine NMI",
+                 ols_est(c.fine_nmi, {"log_lr": c.log_lr, "log_wd": c.log_wd}, "log_lr")),
+        measured("wd_effect", FINE_FINDINGS["wd_effect"], "OLS coefficient of log10 wd (with log10 lr) on fine NMI",
+                 ols_est(c.fine_nmi, {"log_lr": c.log_lr, "log_wd": c.log_wd}, "log_wd")),
+        measured("coarse_collapse", FINE_FINDINGS["coarse_collapse"], "log10(final / first-epoch train NC1), "
+                 "coarse trials", mean_est(_nc1_drop(rows, coarse))),
+    ]
+    for arch, fid in (("resnet18", "resnet_vs_vgg"), ("densenet121", "densenet_vs_vgg")):
+        d = _paired_arch(gain, arch, "vgg11")
+        out.append(measured(fid, FINE_FINDINGS[fid], f"NMI gain {arch} − vgg11, paired by seed", mean_est(d)))
+    cells = coarse.groupby(["arch", "lr", "weight_decay"]).fine_nmi.mean()
+    out += [note(CLAIM_FINE), terminal_note(coarse["acc"], "coarse-label training"),
+            note("Fine NMI of the coarse-trained trials per (arch, lr, wd), mean over seeds: " + "; ".join(
+                f"{a} lr {lr:g} wd {wd:g}: {v:.3f}" for (a, lr, wd), v in cells.items()) + ".")]
     out += [figure(figures.arm_bars(t, "fine_probe_acc"), "Fine linear-probe accuracy per arch and arm "
                    "(mean ± 95% CI over seeds)"),
             figure(figures.arm_bars(t, "fine_nmi"), "Fine k-means NMI per arch and arm (mean ± 95% CI over seeds)"),
@@ -170,91 +236,82 @@ def fine_grained(result: dict) -> list[dict]:
     return out
 
 
-def _gap_fraction(piv: pd.DataFrame) -> pd.Series | None:
-    p = piv["fine_probe_acc"]
-    if not {"coarse", "untrained", "fine"} <= set(p.columns):
-        return None
-    return ((p["coarse"] - p["untrained"]) / (p["fine"] - p["untrained"])).dropna()
+def _minus(frame: pd.DataFrame, metric: str, a: str, b: str) -> pd.Series:
+    if metric not in frame or not {a, b} <= set(frame[metric].columns):
+        return pd.Series(dtype=float)
+    return (frame[metric][a] - frame[metric][b]).dropna()
 
 
-def _vgg_pairs(score: pd.Series, what: str) -> list[dict]:
-    """Each non-VGG architecture minus each VGG on `score` (indexed by arch, seed), paired by seed."""
+def _paired_arch(score: pd.Series, arch: str, other: str) -> np.ndarray:
+    if not len(score) or arch not in score.index.get_level_values(0) or other not in score.index.get_level_values(0):
+        return np.array([])
+    return (score.loc[arch] - score.loc[other]).dropna().values
+
+
+def _nc1_drop(rows: pd.DataFrame, coarse: pd.DataFrame) -> list[float]:
+    tr = ok_rows(rows)
+    tr = tr[(tr.split == "train") & (tr.group == "all") & tr.trial_id.isin(coarse.trial_id)].sort_values("epoch")
     out = []
-    archs = score.index.get_level_values(0).unique()
-    for vgg in [a for a in archs if a.startswith("vgg")]:
-        for other in [a for a in archs if not a.startswith("vgg")]:
-            d = (score.loc[other] - score.loc[vgg]).dropna()
-            out.append(_mean(d.values, f"{other} keeps more fine structure than {vgg} ({what})",
-                             f"{what}: {other} − {vgg} (paired by seed)", 1))
-    return out
-
-
-def _nc1_floor(rows: pd.DataFrame, coarse: pd.DataFrame) -> dict:
-    """NC1 at its floor: the final epoch's train NC1 is within 25% of the minimum over the last
-    three epochs, and below 0.1 of the first epoch's."""
-    tr = rows[(rows.split == "train") & (rows.group == "all") & rows.trial_id.isin(coarse.trial_id)].sort_values("epoch")
-    ok, vals = 0, []
     for _, g in tr.groupby("trial_id"):
-        nc = g["nc1"].to_numpy(float)
-        vals.append(nc[-1])
-        ok += bool(len(nc) >= 3 and nc[-1] <= 1.25 * nc[-3:].min() and nc[-1] <= 0.1 * nc[0])
-    return note(f"NC1 floor: {ok} of {len(vals)} coarse-trained trials end with train NC1 within 25% of the minimum "
-                f"of their last three epochs and below a tenth of the first epoch's (final NC1 median "
-                f"{np.median(vals) if vals else np.nan:.3g}, max {np.max(vals) if vals else np.nan:.3g}).")
+        nc = pd.to_numeric(g["nc1"], errors="coerce").to_numpy(float)
+        if len(nc) >= 2 and nc[0] > 0 and nc[-1] > 0:
+            out.append(float(np.log10(nc[-1] / nc[0])))
+    return out
 
 
 # ------------------------------------------------------------------------------------ GC transfer
 CLAIM_GC = ("Claim (Munn, Dherin, Gonzalvo, NeurIPS 2024): a lower geometric complexity (GC) of the source "
             "embedding goes with more neural collapse on new (held-out) classes and higher few-shot "
             "nearest-class-mean accuracy. Causal arm: an explicit GC regulariser λ (method gc_reg, penalty = λ; "
-            "λ = 0 is the control). Observational arm: learning rate and batch size at equal optimiser steps. "
-            "Correlations are also given as partial correlations controlling for source training accuracy.")
+            "λ = 0 is the control). Observational arm: learning rate and batch size at equal optimiser steps.")
+GC_FINDINGS = {
+    "gc_fewshot_rank": "partial Spearman ρ(source GC, few-shot accuracy | source train accuracy), all trials",
+    "gc_target_nc1_rank": "partial Spearman ρ(source GC, target NC1 | source train accuracy), all trials",
+    "target_nc1_fewshot_rank": "partial Spearman ρ(target NC1, few-shot accuracy | source train accuracy)",
+    "reg_fewshot_slope": "few-shot accuracy per λ step of the regulariser, source train accuracy held fixed",
+    "reg_target_nc1_slope": "target NC1 per λ step of the regulariser",
+    "reg_lowers_gc": "source GC per λ step of the regulariser",
+    "reg_train_acc_slope": "source train accuracy per λ step of the regulariser (its cost)",
+}
+DEFAULT_GC = {
+    "name": "gc_transfer",
+    "primary": {"gc_fewshot_rank": {"direction": "negative", "margin": 0.1}},
+    "secondary": {"gc_target_nc1_rank": {"direction": "positive", "margin": 0.1},
+                  "target_nc1_fewshot_rank": {"direction": "negative", "margin": 0.1},
+                  "reg_fewshot_slope": {"direction": "positive", "margin": 0.01},
+                  "reg_target_nc1_slope": {"direction": "negative", "margin": 0.01}},
+    "manipulation": {"reg_lowers_gc": {"direction": "negative"}},
+}
 
 
-@study("gc_transfer")
-def gc_transfer(result: dict) -> list[dict]:
-    rows = result["rows"]
+@study("gc_transfer", DEFAULT_GC, spec_names=("gc_transfer",), findings=GC_FINDINGS)
+def gc_transfer(rows: pd.DataFrame, options: dict) -> list[dict]:
     fin = final_rows(rows)
     t = wide(fin, "train", ["acc", "gc", "nc1", "n", "fewshot_acc", "target_nc1", "target_cdnv"])
-    out = [note(CLAIM_GC), terminal_note(t["acc"], "source classes"), _steps_note(t)]
     reg = _causal_arm(t)
-    if reg.penalty.nunique() > 1:
-        out += [_dose(reg, "gc", "the regulariser lowers source GC (manipulation check)", -1),
-                _dose(reg, "target_nc1", "a stronger GC regulariser gives more collapse on new classes", -1),
-                _dose(reg, "fewshot_acc", "a stronger GC regulariser gives higher few-shot accuracy", 1),
-                _dose(reg, "fewshot_acc", "… also at equal source training accuracy", 1, control="acc"),
-                _dose(reg, "acc", "(side effect) the regulariser costs source training accuracy", -1)]
-    out += [_partial(t.gc, t.fewshot_acc, t.acc, "lower source GC goes with higher few-shot accuracy (all trials)",
-                     "partial Spearman ρ(GC, few-shot accuracy | train accuracy)", -1),
-            _partial(t.gc, t.target_nc1, t.acc, "lower source GC goes with lower NC1 on new classes (all trials)",
-                     "partial Spearman ρ(GC, target NC1 | train accuracy)", 1),
-            _partial(t.target_nc1, t.fewshot_acc, t.acc, "more collapse on new classes goes with higher few-shot "
-                     "accuracy (all trials)", "partial Spearman ρ(target NC1, few-shot accuracy | train accuracy)", -1),
-            _partial(t.gc, t.fewshot_acc, None, "(unadjusted) lower GC goes with higher few-shot accuracy",
-                     "Spearman ρ(GC, few-shot accuracy)", -1)]
+    dose = reg.penalty.rank(method="dense") - 1
+    steps = ", ".join(f"{v:g}" for v in sorted(reg.penalty.unique()))
+    out = [measured("gc_fewshot_rank", GC_FINDINGS["gc_fewshot_rank"], "partial Spearman ρ",
+                    rank_est(t.gc, t.fewshot_acc, t.acc)),
+           measured("gc_target_nc1_rank", GC_FINDINGS["gc_target_nc1_rank"], "partial Spearman ρ",
+                    rank_est(t.gc, t.target_nc1, t.acc)),
+           measured("target_nc1_fewshot_rank", GC_FINDINGS["target_nc1_fewshot_rank"], "partial Spearman ρ",
+                    rank_est(t.target_nc1, t.fewshot_acc, t.acc)),
+           measured("reg_fewshot_slope", GC_FINDINGS["reg_fewshot_slope"], f"OLS slope per λ step ({steps})",
+                    ols_est(reg.fewshot_acc, {"dose": dose, "acc": reg.acc}, "dose")),
+           measured("reg_target_nc1_slope", GC_FINDINGS["reg_target_nc1_slope"], f"OLS slope per λ step ({steps})",
+                    slope_est(dose, reg.target_nc1)),
+           measured("reg_lowers_gc", GC_FINDINGS["reg_lowers_gc"], f"OLS slope per λ step ({steps})",
+                    slope_est(dose, reg.gc)),
+           measured("reg_train_acc_slope", GC_FINDINGS["reg_train_acc_slope"], f"OLS slope per λ step ({steps})",
+                    slope_est(dose, reg.acc)),
+           note(CLAIM_GC), terminal_note(t["acc"], "source classes"), _steps_note(t)]
     out += [figure(figures.scatter(t, "gc", "fewshot_acc", "method"), "Source GC vs few-shot accuracy, per trial"),
             figure(figures.scatter(t, "target_nc1", "fewshot_acc", "method"), "Target NC1 vs few-shot accuracy"),
             figure(figures.by_level(reg, "penalty", ["gc"]), "Source GC vs regulariser strength λ"),
             figure(figures.by_level(reg, "penalty", ["fewshot_acc", "acc"]),
                    "Few-shot accuracy and source train accuracy vs λ")]
     return out
-
-
-def _dose(reg: pd.DataFrame, col: str, claim: str, sign: int, control: str | None = None) -> dict:
-    """OLS slope (HC3 CI) of `col` on the rank of λ among the arm's λ values (0, 1, 2, …: a
-    monotone dose), optionally with `control` as a second regressor (its effect held fixed)."""
-    import statsmodels.api as sm
-
-    dose = reg.penalty.rank(method="dense") - 1
-    x = pd.DataFrame({"dose": dose}) if control is None else pd.DataFrame({"dose": dose, control: reg[control]})
-    d = pd.concat([x, reg[col].rename("_y")], axis=1).dropna()
-    measure = f"slope of {col} per λ step ({', '.join(f'{v:g}' for v in sorted(reg.penalty.unique()))})" + \
-        (f" with {control} held fixed" if control else "")
-    if len(d) < x.shape[1] + 2 or d["dose"].nunique() < 2:
-        return finding(claim, measure, np.nan, np.nan, np.nan, sign, len(d))
-    fit = sm.OLS(d["_y"], sm.add_constant(d.drop(columns="_y"))).fit(cov_type="HC3")
-    lo, hi = fit.conf_int().loc["dose"]
-    return finding(claim, measure, float(fit.params["dose"]), float(lo), float(hi), sign, len(d))
 
 
 def _causal_arm(t: pd.DataFrame) -> pd.DataFrame:

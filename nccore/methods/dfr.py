@@ -11,7 +11,7 @@ regression (scikit-learn liblinear), following the reference `dfr_evaluate_spuri
   set, scaler fitted on the training embeddings; coef_ and intercept_ are averaged.
 The averaged head replaces the classifier (mapped back to raw feature space), so every metric of
 the final epoch's rows is the DFR model's. Extra columns: erm_worst_group_acc / dfr_worst_group_acc
-(test), dfr_C, and last-layer sparsity (fraction of zeros, Hoyer) before and after.
+(test), the test accuracy of each head in each group g = 2y + p (erm_acc_g<k>, dfr_acc_g<k>), dfr_C, and last-layer sparsity (fraction of zeros, Hoyer) before and after.
 
 Controls for the last-layer study (Le et al.), computed on the same embeddings in every DFR trial:
 L1 on the group-balanced set (DFR), L1 on the unbalanced set, and L2 on the balanced set, each
@@ -103,6 +103,12 @@ def fit_dfr(train_x, val_x, val_y, val_g, num_groups: int | None = None, Cs=CS, 
     return np.mean(coefs, axis=0), np.mean(intercepts, axis=0), scaler, best_c
 
 
+def group_accuracies(head: str, y, pred, g) -> dict:
+    """{head}_acc_g{k}: accuracy of `pred` against `y` in each group k ∈ {0..3} present in g
+    (binary tasks: g = 2y + p), so the per-group ERM → DFR changes can be read (Le et al.)."""
+    return {f"{head}_acc_g{k}": float(np.mean(pred[g == k] == y[g == k])) for k in range(4) if (g == k).any()}
+
+
 def as_linear_head(coef, intercept, scaler, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The (W, b) acting on raw features: W = coef/σ, b = intercept − W·μ; a binary (1, d) head
     becomes the equivalent 2-class softmax head [−w/2; +w/2]."""
@@ -143,10 +149,12 @@ class DFR(Method):
             v = f"dfr_{penalty}_{'bal' if balance else 'unbal'}"
             out.update({f"{v}_wga": wga, f"{v}_sparsity": weight_sparsity(coef), f"{v}_hoyer": hoyer_sparsity(coef)})
             if (penalty, balance) == chosen:
+                out.update(group_accuracies("dfr", yte, (xte @ w.numpy().T + b.numpy()).argmax(1), gte))
                 m.classifier.weight.data.copy_(w.to(self.device))
                 m.classifier.bias.data.copy_(b.to(self.device))
                 out.update({"dfr_worst_group_acc": wga, "dfr_C": C, "sparsity_after": weight_sparsity(coef),
                             "sparsity_after_1e-6": weight_sparsity(coef, tol=1e-6), "hoyer_after": hoyer_sparsity(coef)})
+        out.update(group_accuracies("erm", yte, erm_pred, gte))
         out.update({"erm_worst_group_acc": worst_group_accuracy(yte, erm_pred, gte),
                     "sparsity_before": weight_sparsity(w_before), "hoyer_before": hoyer_sparsity(w_before)})
         return out
