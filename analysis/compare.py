@@ -111,8 +111,8 @@ def paired_differences(trials: pd.DataFrame, metrics: list[str], axes: list[str]
     return pd.DataFrame(rows, columns=cols)
 
 
-LEADERBOARD_COLUMNS = ["mean", "ci_low", "ci_high", "seeds", "metric", "rank_by", "rank_mean", "condition", "rank",
-                       "trial_ids"]
+LEADERBOARD_ADDED = ["metric", "rank_by", "rank_mean", "condition", "rank", "trial_ids"]   # since the first version
+LEADERBOARD_COLUMNS = ["mean", "ci_low", "ci_high", "seeds", *LEADERBOARD_ADDED]
 
 
 def leaderboard(trials: pd.DataFrame, metric: str, axes: list[str] | None = None, rank_by: str | None = None,

@@ -3,7 +3,8 @@
     res = analyse(["runs/demo"], select="best:worst_group_acc")
     res["trials"]     one row per trial (status, learned_nothing, axes, metrics at the selected epoch)
     res["tables"]     SensitivityTable per (metric, subset)
-    res["arch"], res["paired"], res["nc_fair"], res["leaderboard"], res["curves"]
+    res["arch"], res["paired"], res["nc_fair"], res["leaderboard"]
+    res["curves"]     per-epoch curves split by the axis with the largest effect (analysis/curves.py)
     res["rows"]       every row of every file (read on first access only: the study sections use it)
 
 One scan of the files (duckdb, only the needed columns); the sensitivity tables run in parallel
@@ -19,14 +20,14 @@ import pandas as pd
 
 from . import vocab
 from .compare import arch_summary, leaderboard, nc_vs_fairness, paired_differences
+from .curves import CURVES, split_curves, trial_curves
 from .filters import DEFAULT_STATUS, describe_exclusions, usable
-from .load import HOST_COLUMNS, KEY, Source, ident, load, manifests, trial_records
+from .load import HOST_COLUMNS, KEY, Source, load, manifests, trial_records
 from .select import SPLITS, check_metrics, parse_metric, trial_table_from
 from .parallel import default_workers, run_all
 from .sensitivity import parse_interactions, run_job, table_jobs
 
 GROUP_METRICS = ("nc1",)           # also tabulated per subgroup (subgroup collapse: Mouheb et al.)
-CURVES = (("nc1", "train", True), ("worst_group_acc", "test", False), ("acc", "test", True))
 PARALLEL_FROM = 200                # trials; below this forking costs more than it saves
 
 
@@ -122,7 +123,8 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
     workers = workers or (default_workers() if n >= PARALLEL_FROM else 1)
     kw = dict(axes=axes, interactions=pairs, correction=correction, include_status=tuple(include_status),
               keep_learned_nothing=keep_ln, fanova=fanova)
-    scan = {"curves": curves(src), "hosts": src.hosts(), "n_rows": src.n_rows(), "n_files": len(src.files)}
+    per_trial_curves = trial_curves(src)
+    scan = {"hosts": src.hosts(), "n_rows": src.n_rows(), "n_files": len(src.files)}
     src.close()             # before forking the table workers
     t1 = time.perf_counter()
     used, excluded = usable(trials, include_status, keep_ln)
@@ -145,6 +147,7 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
     for k in ("arch", "paired", "nc_fair", "leaderboard"):
         if not res[k].empty:
             res[k] = res[k].assign(excluded=note)
+    res["curves"] = split_curves(per_trial_curves, used, tables)
     res["timings"] = {"load_s": t1 - t0, "tables_s": time.perf_counter() - t1}
     return res
 
@@ -176,25 +179,6 @@ def rank_metric(rank_by: str | None, lead: str | None, columns) -> str | None:
         return None
     split, col, _ = parse_metric(lead)
     return f"val_{lead.split('_', 1)[1]}" if split != "val" and "val" in vocab.metric_splits(col) else lead
-
-
-def curves(src) -> pd.DataFrame:
-    """Per (column, split, arch, group, epoch): mean, min, max over trials of the curve columns."""
-    out = []
-    for col, split, by_group in CURVES:
-        if col not in src.columns:
-            continue
-        arch = "arch" if "arch" in src.columns else "'all'"
-        c = ident(col)
-        grp = "\"group\" <> 'all'" if by_group else "\"group\" = 'all'"
-        ok = " and status = 'ok'" if "status" in src.columns else ""
-        df = src.query(
-            f"""select ? as "column", split, {arch} as arch, "group", epoch, avg({c}) as mean,
-                       min({c}) as min, max({c}) as max
-                from rows where split = ? and {grp}{ok} and isfinite({c})
-                group by split, {arch}, "group", epoch order by arch, "group", epoch""", [col, split])
-        out.append(df.assign(by_group=by_group))
-    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
 __all__ = ["analyse", "Result", "default_metrics", "KEY", "SPLITS"]

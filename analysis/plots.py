@@ -1,4 +1,4 @@
-"""Figures for the report (matplotlib, Agg backend): per-epoch curves with bands over seeds,
+"""Figures for the report (matplotlib, Agg backend): per-epoch curves with CI bands over seeds,
 the sensitivity heatmap, and the architecture comparison bars. Each returns PNG bytes."""
 from __future__ import annotations
 
@@ -21,26 +21,35 @@ def _png(fig) -> bytes:
 
 
 def curves(agg: pd.DataFrame, column: str, split: str = "test", by_group: bool = True) -> bytes | None:
-    """Mean over trials (line) and min–max band of `column` against epoch, one line per arch
-    (× subgroup when by_group). `agg`: the pipeline's per-epoch aggregates (column, split, arch,
-    group, epoch, mean, min, max)."""
+    """Mean over seeds (line) and its 95% t-interval (band) of `column` against epoch, one line per
+    level of the curve's split axis (× subgroup when by_group); integer epoch ticks. `agg`: the
+    pipeline's `res["curves"]` (analysis/curves.py)."""
+    from matplotlib.ticker import MaxNLocator
+
     if agg is None or agg.empty:
         return None
     sub = agg[(agg["column"] == column) & (agg["split"] == split) & (agg["by_group"] == by_group)]
     if sub.empty:
         return None
+    axis = str(sub["axis"].iloc[0]) or "all trials"
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    keys = ["arch", "group"] if by_group else ["arch"]
+    keys = ["level", "group"] if by_group else ["level"]
     for key, g in sub.groupby(keys):
         g = g.sort_values("epoch")
-        label = " / ".join(f"{k}={v}" for k, v in zip(keys, key if isinstance(key, tuple) else (key,)))
-        ax.plot(g["epoch"], g["mean"], marker="o", ms=3, label=label)
-        ax.fill_between(g["epoch"], g["min"], g["max"], alpha=0.15)
-    lo, hi = sub["min"].min(), sub["max"].max()
+        key = key if isinstance(key, tuple) else (key,)
+        label = f"{axis}={key[0]}" + (f" / group {key[1]}" if by_group else "")
+        line, = ax.plot(g["epoch"], g["mean"], marker="o", ms=3, label=label)
+        ok = np.isfinite(g["ci_low"].to_numpy(float))
+        if ok.any():
+            ax.fill_between(g["epoch"][ok], g["ci_low"][ok], g["ci_high"][ok], alpha=0.15, color=line.get_color())
+    lo, hi = np.nanmin(sub[["mean", "ci_low"]].to_numpy(float)), np.nanmax(sub[["mean", "ci_high"]].to_numpy(float))
     if lo > 0 and hi / lo > 50:
         ax.set_yscale("log")   # NC metrics span orders of magnitude over training
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
-    ax.set_ylabel(f"{split} {column}\n(mean over trials, band min–max)")
+    seeds = int(sub["seeds"].max())
+    ax.set_ylabel(f"{split} {column}\n(mean over {seeds} seed{'s' if seeds != 1 else ''}, band 95% t-CI)")
+    ax.set_title(f"split by {axis} (largest effect on {split} {column})", fontsize=8)
     ax.legend(fontsize=7, ncol=2)
     return _png(fig)
 

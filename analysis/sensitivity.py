@@ -63,10 +63,11 @@ class SensitivityTable:
         rows = [eff] + [pd.DataFrame({"axis": self.not_varied, "term": "not varied"})]
         out = pd.concat(rows, ignore_index=True) if len(self.not_varied) else eff
         excluded = "; ".join(f"{n} {k}" for k, n in self.excluded.items())
-        return out.assign(metric=self.metric, subset=self.subset, n=self.n, r2=self.r2, selection=self.selection,
-                          excluded=excluded, message=self.message, estimator=self.meta.get("estimator", ESTIMATOR),
-                          ci_method=self.meta.get("ci", CI_METHOD), correction=self.meta.get("correction", "holm"),
-                          unit=self.meta.get("unit", ""))
+        out = out.assign(metric=self.metric, subset=self.subset, n=self.n, r2=self.r2, selection=self.selection,
+                         excluded=excluded, message=self.message, estimator=self.meta.get("estimator", ESTIMATOR),
+                         ci_method=self.meta.get("ci", CI_METHOD), correction=self.meta.get("correction", "holm"),
+                         unit=self.meta.get("unit", ""))
+        return out[[c for c in out if c not in UNIT_COLUMNS] + [c for c in UNIT_COLUMNS if c in out]]   # added last
 
 
 def _is_cat(s: pd.Series) -> bool:
