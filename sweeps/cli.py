@@ -17,6 +17,7 @@ from nccore.catalogue import did_you_mean
 
 from .spec import SpecError, load_spec, parse_spec
 from .stop import Stopped
+from .stop import Stopped
 
 # One example per command, shown at the end of its --help (tests/test_cli.py checks each runs or parses).
 EXAMPLES = {
@@ -31,6 +32,7 @@ EXAMPLES = {
     "keys": "ncsweep keys",
     "verify": "ncsweep verify runs/demo",
     "repair": "ncsweep repair runs/demo    # then `ncsweep resume runs/demo` re-runs what was re-planned",
+    "unlock": "ncsweep unlock runs/demo    # after its driver's host died; refused while the lock is live",
     "unlock": "ncsweep unlock runs/demo    # after its driver's host died; refused while the lock is live",
     "submit": "ncsweep submit sweeps/specs/demo.yaml --address http://HEAD:8265 --out /mnt/shared/runs/demo",
     "analyze": "ncsweep analyze runs/demo --select best:worst_group_acc",
@@ -180,6 +182,17 @@ def cmd_unlock(a) -> int:
     return 0
 
 
+def cmd_unlock(a) -> int:
+    from .lock import describe, unlock
+
+    info = unlock(a.dir, force=a.force)
+    if info is None:
+        print(f"{a.dir}: not locked")
+    else:
+        print(f"{a.dir}: removed the lock of {describe(info) if info else 'an unreadable lock file'}")
+    return 0
+
+
 def cmd_logs(a) -> int:
     from .logs import show_logs
 
@@ -211,7 +224,8 @@ def cmd_report(a) -> int:
 # Arguments several commands share, as (names, argparse keywords).
 SPEC = (("spec",), {})
 DIR = (("dir",), {})
-ADDRESS = (("--address",), {"help": "an existing Ray cluster: `auto` on a cluster node, or ray://HOST:10001"})
+ADDRESS = (("--address",), {"help": "an existing Ray cluster, from one of its nodes: `auto` or HEAD:6379 (from elsewhere "
+                                     "use `ncsweep submit`; ray:// is refused)"})
 JSON = (("--json",), {"action": "store_true", "help": "print the result as JSON (for scripts)"})
 
 
@@ -240,6 +254,9 @@ def add_core_commands(sub) -> None:
     command(sub, "status", cmd_status, "trials finished, running and failed; epochs and rows written", DIR, JSON,
             (("--trials",), {"action": "store_true",
                              "help": "also one line per trial: status, epochs, swept values, latest headline metric"}))
+    command(sub, "unlock", cmd_unlock, "remove a run directory's lock left by a driver that is gone (any host)", DIR,
+            (("--force",), {"action": "store_true",
+                            "help": "remove it even if its heartbeat is fresh (only when you know that driver is gone)"}))
     command(sub, "unlock", cmd_unlock, "remove a run directory's lock left by a driver that is gone (any host)", DIR,
             (("--force",), {"action": "store_true",
                             "help": "remove it even if its heartbeat is fresh (only when you know that driver is gone)"}))
@@ -324,6 +341,9 @@ def main(argv=None) -> int:
     except (SpecError, ValueError, FileNotFoundError) as e:
         print(f"ncsweep: error: {e}", file=sys.stderr)
         return 2
+    except Stopped as e:          # SIGTERM (exit 143) or a lost lock: the message says how to resume
+        print(f"ncsweep: {e}", file=sys.stderr)
+        return e.exit_code
     except Stopped as e:          # SIGTERM (exit 143) or a lost lock: the message says how to resume
         print(f"ncsweep: {e}", file=sys.stderr)
         return e.exit_code

@@ -34,7 +34,7 @@ from pathlib import Path
 from nccore.catalogue import reported_metrics
 from nccore.config import DEFAULTS
 
-from . import faults, fuse, procs
+from . import faults, fuse, probe, procs
 from .lock import RunLock
 from .stop import StopOnSignal, Stopped
 from .loggers import logger_callbacks, logger_env
@@ -213,6 +213,7 @@ def run_sweep(spec: Spec, out, address: str | None = None, resources: dict | Non
               quiet: bool = False, callbacks: list | None = None) -> dict:
     """Run (or continue) `spec` into run directory `out`. Finished trials are never re-run; a
     finished trial whose rows are missing or damaged is re-planned first. Holds the directory's lock."""
+    probe.check_address(address, out)   # ray:// would keep the driver's bookkeeping off the cluster
     store = RunDir(out)
     store.path.mkdir(parents=True, exist_ok=True)
     env = {**{k: os.environ.get(k, v) for k, v in RAY_ENV.items()}, **logger_env(spec.loggers)}
@@ -254,7 +255,9 @@ def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks,
         ray_s = init_ray(address)
     finally:
         stop.hook()   # ray.init replaced our SIGTERM handler with one that exits without cleaning up
-    if not address:
+    if address:
+        probe.require_shared(store.path)   # every node writes a probe the driver reads, before any trial
+    else:
         procs.record(store.path)
     progress = SweepProgress.for_run(spec, store, planned, TERMINAL, quiet)
     callbacks = [progress, *logger_callbacks(spec.loggers, store.path, spec.name), *callbacks]
