@@ -120,3 +120,13 @@ def test_change_penalty_reduced(tmp_path):
                                                     Path("sweeps/specs/change_penalty.yaml").read_text())["space"]["method_options"]},
              variants=[{"method": "change_penalty", "penalty": {"grid": [0.0, 2.0, 2000.0]}}])
     assert v["penalty_shrinks_change"]["verdict"] == "supported"
+
+
+def test_group_accuracies_of_the_dfr_heads():
+    from nccore.methods.dfr import group_accuracies
+
+    y = np.array([0, 0, 1, 1, 1, 0])
+    pred = np.array([0, 1, 1, 0, 1, 0])
+    g = np.array([0, 0, 2, 2, 3, 1])                  # group 2: one of two right; group 3: one of one
+    assert group_accuracies("erm", y, pred, g) == {"erm_acc_g0": 0.5, "erm_acc_g1": 1.0, "erm_acc_g2": 0.5,
+                                                   "erm_acc_g3": 1.0}
