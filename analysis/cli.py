@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 
 from .filters import parse_statuses
+from .load import ResultsWarning
 from .pipeline import analyse
 from .report import spec_name, write_report, write_tables
 
@@ -40,22 +41,21 @@ def results_root(dirs) -> Path:
     return parent / name
 
 
-def _run(dirs, select, metrics, include_status, correction, interactions, axes, rank_by=None):
+def _run(dirs, select, metrics, include_status, correction, interactions, axes, rank_by=None, strict=False):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", RuntimeWarning)
         res = analyse(dirs, select, _metrics(metrics), include_status=parse_statuses(include_status),
                       correction=correction or "holm", interactions=interactions, axes=_metrics(axes),
-                      rank_by=rank_by)
-    for w in caught:
-        if "damaged" in str(w.message) or "unreadable" in str(w.message):
-            print(f"ncsweep: warning: {w.message}", file=sys.stderr, flush=True)
+                      rank_by=rank_by, strict=strict)
+    for message in dict.fromkeys(str(w.message) for w in caught if issubclass(w.category, ResultsWarning)):
+        print(f"ncsweep: warning: {message}", file=sys.stderr, flush=True)
     return res
 
 
 def analyze(dirs, select="final", metrics=None, include_status=None, correction="holm", interactions=None,
-            axes=None, out=None, rank_by=None) -> int:
+            axes=None, out=None, rank_by=None, strict=False) -> int:
     t = time.perf_counter()
-    res = _run(dirs, select, metrics, include_status, correction, interactions, axes, rank_by)
+    res = _run(dirs, select, metrics, include_status, correction, interactions, axes, rank_by, strict)
     out = Path(out) if out else results_root(dirs) / "analysis"
     write_tables(res, out)
     left = "; ".join(f"{n} {k}" for k, n in res["excluded"].items()) or "none"
@@ -65,10 +65,10 @@ def analyze(dirs, select="final", metrics=None, include_status=None, correction=
 
 
 def report(dirs, select="final", metrics=None, include_status=None, correction="holm", interactions=None,
-           axes=None, out=None, rank_by=None, top=TOP) -> int:
+           axes=None, out=None, rank_by=None, top=TOP, strict=False) -> int:
     from .studies import study_sections
 
-    res = _run(dirs, select, metrics, include_status, correction, interactions, axes, rank_by)
+    res = _run(dirs, select, metrics, include_status, correction, interactions, axes, rank_by, strict)
     res["leaderboard_top"] = top
     root = results_root(dirs)
     tables, pages = (Path(out), Path(out)) if out else (root / "analysis", root / "report")

@@ -27,8 +27,12 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
+from sweeps.store import file_sha256   # the run directory's own checksum (sweeps/store.py writes it)
+
 from . import vocab
 from .vocab import status_class
+
+MERGED = "trial.parquet"      # a finished trial's one result file (RunDir.merged_path)
 
 KEY = ["trial_id", "epoch", "split", "group"]
 TIME_COLUMNS = ("epoch_ended_at", "written_at", "recorded_at")   # the runner writes epoch_ended_at
@@ -50,6 +54,11 @@ def per_trial(column: str) -> bool:
 
 class ResultsError(ValueError):
     """A run directory that cannot be analysed (missing, empty, nothing readable)."""
+
+
+class ResultsWarning(RuntimeWarning):
+    """Something a reader of the tables should know (a damaged or changed file, a skipped fit):
+    `ncsweep analyze` prints each on stderr."""
 
 
 def ident(name: str) -> str:
@@ -92,7 +101,7 @@ def readable(files: list[str], columns: list[str] | None = None) -> list[str]:
         except Exception as e:  # truncated, damaged pages, not Parquet, permission
             bad.append(f"{f} ({type(e).__name__})")
     if bad:
-        warnings.warn(f"skipped {len(bad)} damaged result file(s): {'; '.join(bad)}", RuntimeWarning, stacklevel=3)
+        warnings.warn(f"skipped {len(bad)} damaged result file(s): {'; '.join(bad)}", ResultsWarning, stacklevel=3)
     return good
 
 
@@ -145,14 +154,16 @@ def schema_names(files: list[str]) -> list[str]:
 def trial_records(run_dirs) -> pd.DataFrame:
     """One row per trial record: trial_id, trial_status (raw), status (one of the five), error,
     config (dict), updated_at, run_dir. Across run directories the newest record wins."""
-    recs = []
+    recs, checks = [], []
     for d in as_dirs(run_dirs):
         for p in sorted((d / "trials").glob("*.json")):
             try:
                 r = json.loads(p.read_text())
             except (json.JSONDecodeError, OSError):
-                warnings.warn(f"skipped unreadable trial record {p}", RuntimeWarning, stacklevel=3)
+                warnings.warn(f"skipped unreadable trial record {p}", ResultsWarning, stacklevel=3)
                 continue
+            if r.get("rows_sha256"):
+                checks.append((str(d / "rows" / p.stem / MERGED), r["rows_sha256"]))
             recs.append({"trial_id": r.get("trial_id", p.stem), "trial_status": r.get("status"),
                          "status": status_class(r.get("status")), "error": r.get("error"),
                          "config": r.get("config") or {}, "attempts": r.get("attempts"),
@@ -160,7 +171,22 @@ def trial_records(run_dirs) -> pd.DataFrame:
                          "run_dir": str(d)})
     cols = ["trial_id", "trial_status", "status", "error", "config", "attempts", "updated_at", "run_dir"]
     df = pd.DataFrame(recs, columns=cols)
-    return df.sort_values("updated_at", kind="stable").drop_duplicates("trial_id", keep="last").reset_index(drop=True)
+    df = df.sort_values("updated_at", kind="stable").drop_duplicates("trial_id", keep="last").reset_index(drop=True)
+    df.attrs["checksums"] = checks
+    return df
+
+
+def checksum_mismatches(records: pd.DataFrame, workers: int = 4) -> list[str]:
+    """The merged result files (of every run directory's records, not only the newest) whose
+    SHA-256 differs from the one their trial record holds: changed or damaged since the trial
+    finished. A missing file is not listed here (`ncsweep verify` reports it). Hashing runs in
+    threads (hashlib releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    checks = [(f, sha) for f, sha in records.attrs.get("checksums", []) if os.path.exists(f)]
+    with ThreadPoolExecutor(max(1, min(workers, len(checks)))) as ex:
+        digests = list(ex.map(lambda c: file_sha256(Path(c[0])), checks))
+    return [f for (f, sha), got in zip(checks, digests) if got != sha]
 
 
 def manifests(run_dirs) -> list[dict]:
@@ -170,7 +196,7 @@ def manifests(run_dirs) -> list[dict]:
         try:
             out.append(json.loads(p.read_text()) if p.exists() else {})
         except (json.JSONDecodeError, OSError):
-            warnings.warn(f"unreadable manifest {p}", RuntimeWarning, stacklevel=2)
+            warnings.warn(f"unreadable manifest {p}", ResultsWarning, stacklevel=2)
             out.append({})
     return out
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -22,7 +23,8 @@ from . import vocab
 from .compare import arch_summary, leaderboard, nc_vs_fairness, paired_differences
 from .curves import CURVES, split_curves, trial_curves
 from .filters import DEFAULT_STATUS, describe_exclusions, usable
-from .load import HOST_COLUMNS, KEY, Source, load, manifests, trial_records
+from .load import (HOST_COLUMNS, KEY, ResultsError, ResultsWarning, Source, checksum_mismatches, load, manifests,
+                   trial_records)
 from .select import SPLITS, check_metrics, parse_metric, trial_table_from
 from .parallel import default_workers, run_all
 from .sensitivity import parse_interactions, run_job, table_jobs
@@ -84,9 +86,18 @@ def check_axes(names, valid: list[str], what: str) -> None:
 def analyse(run_dirs, select: str = "final", metrics: list[str] | None = None, include_status=DEFAULT_STATUS,
             correction: str = "holm", interactions: str | None = None, keep_learned_nothing: bool = False,
             workers: int | None = None, fanova: bool = True, axes: list[str] | None = None,
-            rank_by: str | None = None) -> Result:
+            rank_by: str | None = None, strict: bool = False) -> Result:
+    """strict: a result file that differs from its record's checksum is an error (ResultsError),
+    not a warning."""
     dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
     records = trial_records(dirs)
+    bad = checksum_mismatches(records)
+    if bad:
+        what = (f"{len(bad)} result file(s) differ from the checksum in their trial record (changed or damaged "
+                f"since the trial finished; `ncsweep verify DIR` says more): {'; '.join(bad)}")
+        if strict:
+            raise ResultsError(what)
+        warnings.warn(what + "; analysed as they are", ResultsWarning, stacklevel=2)
     src = Source(dirs, columns=None, lazy=True)
     try:
         return _analyse(src, dirs, records, select, metrics, include_status, correction, interactions,

@@ -28,6 +28,7 @@ import pandas as pd
 
 from . import vocab
 from .filters import DEFAULT_STATUS, config_ids, describe_exclusions, usable
+from .load import ResultsWarning
 
 CORRECTIONS = ("holm", "bh", "none")
 MIN_CELL_TRIALS = 2    # a per-architecture table is fitted only when every configuration cell has this many trials
@@ -339,7 +340,7 @@ def fanova_importance(frame: pd.DataFrame, varying: list[str], seed: int = 0, ma
             imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(n_trees=32, max_depth=5, seed=seed),
                                         normalize=True)
     except (RuntimeError, ValueError, ZeroDivisionError) as e:  # e.g. too few distinct configurations for the forest
-        warnings.warn(f"fANOVA skipped: {e}", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"fANOVA skipped: {e}", ResultsWarning, stacklevel=2)
         return pd.DataFrame(columns=["axis", "fanova"])
     return pd.DataFrame({"axis": list(imp), "fanova": list(imp.values())})
 

@@ -204,7 +204,7 @@ def cmd_analyze(a) -> int:
     from analysis.cli import analyze
 
     return analyze(a.dir, a.select, a.metrics, a.include_status, a.correction, a.interactions, out=a.out,
-                   rank_by=a.rank_by)
+                   rank_by=a.rank_by, strict=a.strict)
 
 
 def cmd_study(a) -> int:
@@ -217,7 +217,7 @@ def cmd_report(a) -> int:
     from analysis.cli import report
 
     return report(a.dir, a.select, a.metrics, a.include_status, a.correction, a.interactions, out=a.out,
-                  rank_by=a.rank_by, top=a.top)
+                  rank_by=a.rank_by, top=a.top, strict=a.strict)
 
 
 # ---------------------------------------------------------------------- the parser
@@ -283,6 +283,8 @@ def add_analysis_commands(sub) -> None:
         if name == "report":
             an.add_argument("--top", type=int, default=10, help="leaderboard rows per data condition shown in the "
                             "report (default 10; leaderboard.csv keeps every row)")
+        an.add_argument("--strict", action="store_true", help="a result file that differs from the checksum in "
+                        "its trial record is an error (exit 2), not a warning")
         an.add_argument("--out", default=None, help="write every file of the command into this folder (default: "
                         "DIR/analysis and DIR/report; for several runs, a new folder beside them named after them, "
                         "e.g. runs/a+runs/b → runs/a+b/analysis)")
