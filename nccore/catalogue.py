@@ -256,7 +256,11 @@ DATASET_OPTIONS: dict[str, dict[str, Key]] = {
     "waterbirds": {"root": _ROOT, "image_size": _IMAGE(64)},
     "celeba": {"root": _ROOT, "image_size": _IMAGE(64),
                "attribute": _key("attribute", "str", "Male", "CelebA attribute used as the spurious/sensitive one"),
-               "image_dir": _key("image_dir", "str", "img_align_celeba", "image folder below root")},
+               "image_dir": _key("image_dir", "str", "img_align_celeba", "image folder below root"),
+               "attr_file": _key("attr_file", "str", "list_attr_celeba.txt", "attribute list below root: the "
+                                 "published .txt (count line, names line, rows of -1/1) or a .csv with image_id"),
+               "partition_file": _key("partition_file", "str", "list_eval_partition.txt", "split list below root "
+                                      "(image, partition 0/1/2): the published .txt or a .csv")},
     "image_csv": {"root": _ROOT, "image_size": _IMAGE(64),
                   "csv_name": _key("csv_name", "str", "labels.csv", "CSV below root with columns path, label, "
                                    "group, split")},
@@ -266,7 +270,7 @@ DATASET_FILES: dict[str, tuple] = {
     "cifar10": tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",),
     "cifar100": ("train", "test"),
     "waterbirds": ("metadata.csv",),
-    "celeba": ("list_attr_celeba.csv", "list_eval_partition.csv"),
+    "celeba": ("{attr_file}", "{partition_file}"),
     "image_csv": ("{csv_name}",),
 }
 _TUNING_METHODS = ("change_penalty", "mas", "side_tuning")

@@ -159,14 +159,16 @@ def _dataset_files(name, opts, pr) -> None:
     if not isinstance(root, str) or not root:
         return
     if not Path(root).is_dir():
-        pr.add("dataset.options.root", root, "folder not found on this machine; point it to the local copy of "
-               "the dataset (on a cluster: a path every node can read)")
+        pr.add("dataset.options.root", root, f"folder not found on this machine; put the files at {root} (dataset "
+               f"{name!r} reads {', '.join(DATASET_FILES.get(name, ()))} below it) or point `root` to your copy "
+               "(on a cluster: a path every node can read)")
         return
     defaults = {k: key.default for k, key in dataset_options(name).items()}
     missing = [f.format(**{**defaults, **opts}) for f in DATASET_FILES.get(name, ())]
     missing = [f for f in missing if not (Path(root) / f).exists()]
     if missing:
-        pr.add("dataset.options.root", root, f"missing {', '.join(missing)} (dataset {name!r} reads "
+        pr.add("dataset.options.root", root, f"missing {', '.join(missing)}: put the files at "
+               f"{', '.join(str(Path(root) / f) for f in missing)} (dataset {name!r} reads "
                f"{', '.join(DATASET_FILES[name])} below root)")
 
 

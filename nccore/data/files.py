@@ -19,8 +19,8 @@ class DatasetFileError(ValueError):
 
 def _need(path: Path, what: str) -> Path:
     if not path.exists():
-        raise DatasetFileError(f"{path}: not found. Expected {what}. Set the dataset's `root` option "
-                               f"to the folder that holds it.")
+        raise DatasetFileError(f"{path}: not found. Expected {what}: put the files at {path.parent} or set "
+                               f"the dataset's `root` option to the folder that holds them.")
     return path
 
 
@@ -121,22 +121,52 @@ def load_waterbirds(root, image_size: int = 64):
     return out
 
 
+def _read_celeba_txt(path: Path, kind: str, required: tuple[str, ...]) -> list[dict]:
+    """CelebA's published whitespace-separated lists as rows keyed like the CSV version.
+    kind "attr": line 1 the image count, line 2 the 40 attribute names, then `name v1 … v40`;
+    kind "partition": `name partition` per line."""
+    with open(_need(path, f"CelebA {path.name}"), encoding="utf-8") as fh:
+        lines = [ln.split() for ln in fh if ln.strip()]
+    if kind == "attr":
+        if len(lines) < 2 or not lines[0][0].isdigit():
+            raise DatasetFileError(f"{path}: expected the published list_attr_celeba.txt (line 1: image count, "
+                                   "line 2: attribute names, then one line per image)")
+        names = lines[1]
+        rows = [dict(zip(["image_id", *names], ln)) for ln in lines[2:] if len(ln) == len(names) + 1]
+    else:
+        rows = [{"image_id": ln[0], "partition": ln[1]} for ln in lines if len(ln) == 2]
+    missing = [c for c in required if not rows or c not in rows[0]]
+    if missing:
+        raise DatasetFileError(f"{path}: missing columns {missing} (or no rows in the published layout)")
+    return rows
+
+
+def _celeba_rows(path: Path, kind: str, required: tuple[str, ...]) -> list[dict]:
+    if path.suffix == ".csv":
+        what = ("list_attr_celeba.csv with image_id and the 40 attribute columns coded -1/1" if kind == "attr"
+                else "list_eval_partition.csv with image_id, partition (0/1/2)")
+        return _read_csv(path, required, what)
+    return _read_celeba_txt(path, kind, required)
+
+
 def load_celeba(root, image_size: int = 64, target: str = "Blond_Hair", attribute: str = "Male",
-                image_dir: str = "img_align_celeba"):
-    """CelebA: list_attr_celeba.csv (image_id + attributes in {-1, 1}), list_eval_partition.csv
-    (image_id, partition 0/1/2), images under img_align_celeba/. Target Blond_Hair, attribute Male."""
+                image_dir: str = "img_align_celeba", attr_file: str = "list_attr_celeba.txt",
+                partition_file: str = "list_eval_partition.txt"):
+    """CelebA in its published layout: list_attr_celeba.txt (count line, attribute-names line, then
+    `image a1 … a40` coded -1/1), list_eval_partition.txt (`image partition` with 0/1/2 = train/
+    val/test), images under img_align_celeba/; the Kaggle .csv versions of both lists also work.
+    Target Blond_Hair, spurious attribute Male (y, p = attribute > 0)."""
     root = Path(root)
-    attr_fmt = "list_attr_celeba.csv with image_id and the 40 attribute columns coded -1/1"
-    attrs = {r["image_id"]: r for r in _read_csv(root / "list_attr_celeba.csv", ("image_id", target, attribute), attr_fmt)}
-    ppath = root / "list_eval_partition.csv"
-    parts = _read_csv(ppath, ("image_id", "partition"), "list_eval_partition.csv with image_id, partition (0/1/2)")
+    attrs = {r["image_id"]: r for r in _celeba_rows(root / attr_file, "attr", ("image_id", target, attribute))}
+    ppath = root / partition_file
+    parts = _celeba_rows(ppath, "partition", ("image_id", "partition"))
     out = {}
     for split, part in _split_rows(parts, {"0": "train", "1": "val", "2": "test"}, "partition", ppath).items():
         try:
             y = np.array([int(attrs[r["image_id"]][target]) > 0 for r in part], dtype=np.int64)
             p = np.array([int(attrs[r["image_id"]][attribute]) > 0 for r in part], dtype=np.int64)
         except KeyError as e:
-            raise DatasetFileError(f"{ppath}: image {e} has no row in list_attr_celeba.csv") from e
+            raise DatasetFileError(f"{ppath}: image {e} has no row in {attr_file}") from e
         names = [f"{image_dir}/{r['image_id']}" for r in part]
         out[split] = dict(x=_load_images(root, names, image_size), y=y, p=p, a=p)
     return out

@@ -61,7 +61,7 @@ def test_truncated_pickle_names_the_file(tmp_path):
 
 
 def test_missing_root_names_the_file_and_the_fix(tmp_path):
-    with pytest.raises(DatasetFileError, match=r"data_batch_1: not found.*`root`"):
+    with pytest.raises(DatasetFileError, match=r"data_batch_1: not found.*put the files at .*nope.*`root`"):
         build_dataset("cifar10", {"root": str(tmp_path / "nope")})
     with pytest.raises(ValueError, match="option `root` is required"):
         build_dataset("waterbirds", {})
@@ -89,8 +89,27 @@ def test_celeba_attribute_and_partition_files(tmp_path):
     _write_csv(tmp_path / "list_attr_celeba.csv", ["image_id", "Blond_Hair", "Male"],
                [[n, 1 if i % 2 else -1, -1 if i < 3 else 1] for i, n in enumerate(ids)])
     _write_csv(tmp_path / "list_eval_partition.csv", ["image_id", "partition"], [[n, i // 2] for i, n in enumerate(ids)])
-    d = build_dataset("celeba", {"root": str(tmp_path), "image_size": 8})
+    d = build_dataset("celeba", {"root": str(tmp_path), "image_size": 8, "attr_file": "list_attr_celeba.csv",
+                                 "partition_file": "list_eval_partition.csv"})
     assert d.splits["train"].y.tolist() == [0, 1] and d.splits["test"].p.tolist() == [1, 1]
+
+
+def test_celeba_published_txt_lists(tmp_path):
+    """The layout CelebA ships: a count line, a names line, then `image a1 … aK` coded -1/1
+    (two spaces before a 1, as in the original file); `image partition` per line."""
+    ids = [f"{i:06d}.jpg" for i in range(6)]
+    _images(tmp_path / "img_align_celeba", ids)
+    names = ["5_o_Clock_Shadow", "Blond_Hair", "Male"]
+    lines = ["6", " ".join(names)] + [f"{n} -1 {' 1' if i % 2 else '-1'} {' 1' if i >= 3 else '-1'}"
+                                      for i, n in enumerate(ids)]
+    (tmp_path / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "list_eval_partition.txt").write_text("".join(f"{n} {i // 2}\n" for i, n in enumerate(ids)))
+    d = build_dataset("celeba", {"root": str(tmp_path), "image_size": 8})
+    assert d.splits["train"].y.tolist() == [0, 1] and d.splits["val"].p.tolist() == [0, 1]
+    assert d.splits["test"].g.tolist() == [2 * 0 + 1, 2 * 1 + 1]
+    (tmp_path / "list_attr_celeba.txt").write_text("image_id Blond_Hair Male\n")
+    with pytest.raises(DatasetFileError, match="published list_attr_celeba.txt"):
+        build_dataset("celeba", {"root": str(tmp_path), "image_size": 8})
 
 
 def test_generic_image_csv_and_bad_split_value(tmp_path):
