@@ -284,6 +284,28 @@ def _statistics(result: dict) -> dict:
             "margin": vocab.LEARNED_NOTHING_MARGIN}
 
 
+def _visuals(result: dict) -> list[dict]:
+    """The visual way in: a parallel-coordinates figure of the configurations coloured by the lead
+    metric, and the axes' importance for it (fANOVA, else partial η²)."""
+    metric, used, axes = result.get("lead_metric"), result.get("used"), list(result.get("axes", []))
+    if not metric or used is None or metric not in used or not axes:
+        return []
+    axes = [a for a in axes if a in used]
+    configs = used.groupby(axes, dropna=False)[metric].mean().reset_index() if axes else used.iloc[:0]
+    logs = tuple(a for a in axes if pd.api.types.is_numeric_dtype(used[a]) and vocab.log_scale(a, used[a].unique()))
+    figs = [png(plots.parallel_coordinates(configs, axes, metric, metric_name(metric), logs),
+                f"parallel coordinates: every configuration, coloured by {metric_name(metric)}")]
+    t = next((t for t in result["tables"] if t.metric == metric and t.subset == "all" and not t.message), None)
+    if t is not None:
+        if not t.importance.empty:
+            imp = t.importance.rename(columns={"fanova": "value"}).assign(measure="fANOVA importance")
+        else:
+            imp = t.anova[~t.anova.axis.str.contains("×")].rename(columns={"partial_eta2": "value"})[["axis", "value"]]
+            imp = imp.assign(measure="partial η² (fANOVA not fitted)")
+        figs.append(png(plots.importance(imp, metric_name(metric)), f"parameter importance for {metric_name(metric)}"))
+    return [f for f in figs if f]
+
+
 def _figures(result: dict) -> list[dict]:
     overall = [t for t in result["tables"] if t.subset == "all" and not t.effects.empty]
     figs = []
@@ -317,7 +339,7 @@ def build(result: dict, title: str, studies=()) -> dict:
     doc = {"title": title, "generated": time.strftime("%Y-%m-%d %H:%M"), "select": result["select"],
            "n_trials": len(result["trials"]), "n_used": len(result.get("used", result["trials"])),
            "summary": {"findings": _summary_findings(tables), "leaderboard": _leaderboard(result),
-                       "arch": _arch(result, result.get("lead_metric"))},
+                       "arch": _arch(result, result.get("lead_metric")), "visuals": _visuals(result)},
            "statistics": _statistics(result), "families": fam_list,
            "insufficient": [{"reason": k, "tables": v} for k, v in insufficient.items()],
            "studies": study_blocks, "figures": _figures(result), "metadata": _metadata(result),

@@ -1,5 +1,7 @@
 """The files `analyze` writes: every registered table as CSV, Parquet and booktabs LaTeX; per-epoch
 curves split by the axis with the largest effect, with t-intervals over seeds."""
+import base64
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -53,3 +55,14 @@ def test_curves_split_by_the_largest_effect_with_a_t_interval_over_seeds(run, re
     h = stats.t.ppf(0.975, 1) * per_seed.std(ddof=1) / np.sqrt(2)
     got = wga[(wga.level == "0.9") & (wga.epoch == 2)].iloc[0]
     assert got["mean"] == pytest.approx(per_seed.mean()) and got.ci_high == pytest.approx(per_seed.mean() + h)
+
+
+def test_the_summary_draws_parallel_coordinates_and_parameter_importance(result):
+    from analysis.reportdata import _visuals
+
+    figs = _visuals(result)
+    assert [f["alt"] for f in figs] == ["parallel coordinates: every configuration, coloured by test worst_group_acc",
+                                        "parameter importance for test worst_group_acc"]
+    for f in figs:
+        png = base64.b64decode(f["src"].split(",", 1)[1])
+        assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000

@@ -24,6 +24,7 @@ CHECK_JS = """<script>window.addEventListener("load", function () {
                   .map(function (a) { return a.getAttribute("href"); });
   var p = document.createElement("pre"); p.id = "ncsweep-check";
   p.textContent = JSON.stringify({images: imgs.length, broken: broken, links: links.length, dead: dead,
+                                  alts: imgs.map(function (i) { return i.alt; }),
                                   contents: document.querySelectorAll("#contents a").length,
                                   h1: document.querySelector("h1").textContent});
   document.body.appendChild(p);
@@ -64,6 +65,10 @@ def test_report_renders_images_load_and_contents_links_resolve(chromium, page, t
     got = json.loads(m.group(1).replace("&quot;", '"').replace("&amp;", "&"))
     assert got["h1"] == "browser test"
     assert got["images"] >= 3 and got["broken"] == [], got
+    # the visual way in: both figures are in the summary, loaded, and come before the leaderboard
+    first = got["alts"][:2]
+    assert first[0].startswith("parallel coordinates: every configuration, coloured by ") and \
+        first[1].startswith("parameter importance for "), got["alts"]
     assert got["contents"] >= 6 and got["dead"] == [], got
     assert "<script>alert(1)</script>" not in page.read_text()        # record errors are escaped
     assert "study html" in out.stdout                                  # study sections keep their HTML
