@@ -1,11 +1,12 @@
 """Fault injection for the crash-safety tests: `fault(step)` is called at every write step of a
 run directory and does nothing unless the environment asks for a fault there.
 
-    NCSWEEP_FAULT=<step>:<raise|kill>[,...]   e.g. compact.merged:kill, epoch.renamed:raise
+    NCSWEEP_FAULT=<step>:<raise|kill|abort>[,...]   e.g. compact.merged:kill, epoch.renamed:abort
     NCSWEEP_FAULT_ONCE=<path>                 each fault fires once: its first firing creates <path>.<step>
 
 `raise` raises `InjectedFault` (a crash the process survives: Ray retries a trial, the driver
-unwinds); `kill` sends SIGKILL to the current process (a power cut: nothing below runs). The
+unwinds); `kill` sends SIGKILL to the current process (a power cut: nothing below runs); `abort`
+calls abort() (SIGABRT, as glibc does on heap corruption: faulthandler reports it, the worker dies). The
 steps are listed in STEPS, in the order a trial's results are written.
 """
 from __future__ import annotations
@@ -43,6 +44,8 @@ def fault(step: str) -> None:
             return
     if action == "kill":
         os.kill(os.getpid(), signal.SIGKILL)
+    if action == "abort":
+        os.abort()
     raise InjectedFault(f"injected fault at step {step!r}")
 
 

@@ -27,6 +27,8 @@ import time
 from collections import OrderedDict
 from typing import TYPE_CHECKING
 
+from . import crash
+
 if TYPE_CHECKING:
     from .store import RunDir
 
@@ -127,13 +129,8 @@ def fused_trainable(params: dict, run_dir: str, base: dict, objectives: dict, gp
     """Train a fused unit in a Ray worker. Per member: its attempt recorded, its rows written
     before its checkpoint, its record updated each epoch; one Tune result per member-epoch."""
     import torch
-    from ray import tune
 
-    from nccore.fused import iter_fused_epochs
-
-    from .runner import start_attempt, summarize, trial_config
-    from .verify import format_error
-
+    from .runner import start_attempt, trial_config
     from .store import RunDir
 
     store = RunDir(run_dir)
@@ -145,6 +142,21 @@ def fused_trainable(params: dict, run_dir: str, base: dict, objectives: dict, gp
     extras = [start_attempt(store, c) for c in cfgs]
     for tid in tids:
         store.update_record(tid, fused_with=tids)
+    with crash.captured_stderr(store, tids):   # a worker that dies leaves its stderr in the run directory
+        _train_unit(store, cfgs, extras, objectives)
+
+
+def _train_unit(store, cfgs: list[dict], extras: list[dict], objectives: dict) -> None:
+    """The fused epochs of one unit, per member written, recorded and reported."""
+    import torch
+    from ray import tune
+
+    from nccore.fused import iter_fused_epochs
+
+    from .runner import summarize
+    from .verify import format_error
+
+    tids = [c["trial_id"] for c in cfgs]
     t0, sink_s = time.perf_counter(), [0.0]
 
     def sink_of(i):

@@ -34,7 +34,7 @@ from pathlib import Path
 from nccore.catalogue import reported_metrics
 from nccore.config import DEFAULTS
 
-from . import faults, fuse, probe, procs
+from . import crash, faults, fuse, probe, procs
 from .lock import RunLock
 from .stop import StopOnSignal, Stopped
 from .loggers import logger_callbacks, logger_env
@@ -108,7 +108,6 @@ def trainable(params: dict, run_dir: str, base: dict, objectives: dict, gpu: flo
     """One trial in a Ray worker: train epoch by epoch, writing each epoch's rows before its
     checkpoint and reporting its scalars to Tune. The driver finishes the trial (finish_trial)."""
     import torch
-    from ray import tune
 
     if fuse.is_unit(params.get("trial")):   # k configurations trained as one model (sweeps/fuse.py)
         return fuse.fused_trainable(params, run_dir, base, objectives, gpu, cpu)
@@ -120,30 +119,40 @@ def trainable(params: dict, run_dir: str, base: dict, objectives: dict, gpu: flo
         torch.cuda.set_per_process_memory_fraction(gpu * 0.95)
     with _environ(fault_env or {}):
         extra = start_attempt(store, cfg)
-        timer = {"t0": time.perf_counter(), "sink_s": 0.0, "inner_s": 0.0}
+        with crash.captured_stderr(store, [tid]):   # a worker that dies leaves its stderr in the run directory
+            _train(store, cfg, extra, objectives, epochs_fn)
 
-        def sink(epoch, rows):
-            t = time.perf_counter()
-            store.write_epoch(tid, epoch, rows, {**extra, "epoch_ended_at": time.time()})
-            timer["sink_s"] += time.perf_counter() - t
 
-        try:
-            epochs = epochs_fn({**cfg, "checkpoint_dir": str(store.checkpoint_dir(tid))}, sink)
-            for epoch, rows in _timed(epochs, timer):
-                last = {**summarize(rows, objectives), "epoch_rows": len(rows),
-                        "hostname": extra["hostname"], "node_id": extra["node_id"]}
-                store.record_epoch(tid, epoch, len(rows), final=last)
-                tune.report(last)
-        except torch.cuda.OutOfMemoryError as e:
-            store.update_record(tid, status="oom", error=format_error(e, frames=0),
-                                wall_s=time.perf_counter() - timer["t0"])
-            return
-        except Exception as e:
-            store.update_record(tid, status="error", error=format_error(e), wall_s=time.perf_counter() - timer["t0"])
-            raise
-        wall, run_trial_s = time.perf_counter() - timer["t0"], timer["inner_s"] - timer["sink_s"]
-        store.update_record(tid, ran_to_end=True, wall_s=wall, sink_s=timer["sink_s"], run_trial_s=run_trial_s,
-                            overhead_s=wall - run_trial_s)
+def _train(store: RunDir, cfg: dict, extra: dict, objectives: dict, epochs_fn) -> None:
+    """The epochs of one trial, each written, recorded and reported; a Python error is recorded."""
+    import torch
+    from ray import tune
+
+    tid = cfg["trial_id"]
+    timer = {"t0": time.perf_counter(), "sink_s": 0.0, "inner_s": 0.0}
+
+    def sink(epoch, rows):
+        t = time.perf_counter()
+        store.write_epoch(tid, epoch, rows, {**extra, "epoch_ended_at": time.time()})
+        timer["sink_s"] += time.perf_counter() - t
+
+    try:
+        epochs = epochs_fn({**cfg, "checkpoint_dir": str(store.checkpoint_dir(tid))}, sink)
+        for epoch, rows in _timed(epochs, timer):
+            last = {**summarize(rows, objectives), "epoch_rows": len(rows),
+                    "hostname": extra["hostname"], "node_id": extra["node_id"]}
+            store.record_epoch(tid, epoch, len(rows), final=last)
+            tune.report(last)
+    except torch.cuda.OutOfMemoryError as e:
+        store.update_record(tid, status="oom", error=format_error(e, frames=0),
+                            wall_s=time.perf_counter() - timer["t0"])
+        return
+    except Exception as e:
+        store.update_record(tid, status="error", error=format_error(e), wall_s=time.perf_counter() - timer["t0"])
+        raise
+    wall, run_trial_s = time.perf_counter() - timer["t0"], timer["inner_s"] - timer["sink_s"]
+    store.update_record(tid, ran_to_end=True, wall_s=wall, sink_s=timer["sink_s"], run_trial_s=run_trial_s,
+                        overhead_s=wall - run_trial_s)
 
 
 def _timed(epochs, timer: dict):

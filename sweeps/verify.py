@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from nccore.config import DEFAULTS
 
 from . import lock, procs
+from .crash import death_cause
 from .faults import fault
 from .store import FAILED, TERMINAL, DamagedRows, RunDir, file_sha256
 
@@ -49,6 +50,12 @@ def root_cause(exc: BaseException) -> BaseException:
             break
         exc = nxt
     return exc
+
+
+def raised_in_python(exc: BaseException) -> bool:
+    """Whether Ray's error carries a Python exception the trial raised (a RayTaskError), rather than
+    the death of its process (ActorDiedError, WorkerCrashedError, OutOfMemoryError, …)."""
+    return any(c.__name__ == "RayTaskError" for c in type(exc).__mro__)
 
 
 def format_error(exc: BaseException, frames: int = 3) -> str:
@@ -97,8 +104,12 @@ def finish_trial(store: RunDir, tid: str, result: dict, error) -> str:
     if (rec or {}).get("status") in (*TERMINAL, "pending"):
         return rec["status"]   # settled already (as it ended, or re-planned to run again)
     if error is not None:
-        store.update_record(tid, status="failed", error=(rec or {}).get("error") or format_error(error))
-        return "failed"
+        if (rec or {}).get("error") or raised_in_python(error):   # not a dead process: a Python error
+            store.update_record(tid, status="failed", error=(rec or {}).get("error") or format_error(error))
+            return "failed"
+        status, why, tail = death_cause(store.path, rec or {}, format_error(error), str(error))   # the process died
+        store.update_record(tid, status=status, error=why, stderr_tail=tail)
+        return status
     try:
         if result.get("epoch_rows") and (rec is None or visible_rows(store, tid, result["epoch"]) < result["epoch_rows"]):
             store.update_record(tid, status="failed", error=not_visible_message(result))

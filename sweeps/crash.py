@@ -1,0 +1,139 @@
+"""Why a trial's worker process died, told from what the process left behind.
+
+A worker that dies without a Python exception (a segfault or abort in native code, a SIGKILL,
+Ray's memory monitor, the kernel's OOM killer) reaches the driver only as Ray's
+`ActorDiedError`, whose text guesses at causes ("the process was killed by the OOM killer …").
+The real cause is on the worker's own stderr — glibc's message ("corrupted double-linked list"),
+"Fatal Python error: Aborted", the Python stack — which Ray writes to a log on the worker's node.
+
+So, worker side, `captured_stderr` points the worker's file descriptor 2 at a file in the run
+directory (which every node shares) for the length of a trial, with `faulthandler` writing the
+Python stack of every thread there on a fatal signal, and records the file's name, the process
+id and the cgroup's OOM-kill count in the trial's record. A trial that ends in Python — finished
+or raised — copies what it captured back to the worker's own stderr (Ray's log keeps it) and
+removes the file; a process that died leaves it.
+
+Driver side, `death_cause` reads the record and that file and names the cause:
+  - `oom` only when memory killed it: Ray's memory-monitor message in the error, or the node's
+    cgroup `memory.events` oom_kill count grew while the trial ran (read where the driver shares
+    the worker's host) — never for a bare SIGKILL, which other things send;
+  - otherwise `failed`, with the fatal signal faulthandler reported (SIGSEGV, SIGABRT, …) and the
+    last lines of the worker's stderr, or "died without a Python error" when there is no signal.
+"""
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import os
+import re
+import socket
+import sys
+from pathlib import Path
+
+TAIL_LINES = 30
+# faulthandler's first line names the signal it caught
+FATAL = {"Segmentation fault": "SIGSEGV", "Aborted": "SIGABRT", "Bus error": "SIGBUS",
+         "Floating-point exception": "SIGFPE", "Floating point exception": "SIGFPE",
+         "Illegal instruction": "SIGILL"}
+_FATAL = re.compile(r"Fatal Python error: (" + "|".join(map(re.escape, FATAL)) + ")")
+# Ray's memory monitor kills a worker with this text in the error it reports (raylet, Ray 2.x)
+_RAY_OOM = re.compile(r"running low on memory|memory usage threshold|NODE_OUT_OF_MEMORY|OutOfMemoryError")
+_CGROUP_EVENTS = ("/sys/fs/cgroup/memory.events", "/sys/fs/cgroup/memory/memory.oom_control")
+
+
+def oom_kills() -> int | None:
+    """The kernel OOM killer's kill count in this process's cgroup (v2 memory.events, v1
+    memory.oom_control); None where neither file is readable."""
+    for path in _CGROUP_EVENTS:
+        try:
+            for line in Path(path).read_text().splitlines():
+                key, _, value = line.partition(" ")
+                if key == "oom_kill":
+                    return int(value)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def stderr_name(tids: list[str]) -> str:
+    """The capture file of a trial (or of a fused unit: its first member and how many more)."""
+    more = f"+{len(tids) - 1}" if len(tids) > 1 else ""
+    return f"crash/{tids[0]}{more}.stderr"
+
+
+@contextlib.contextmanager
+def captured_stderr(store, tids: list[str]):
+    """Inside a Ray worker, for one trial (or fused unit): fd 2 and faulthandler write into
+    RUN_DIR/crash/<trial>.stderr; the records of `tids` name it (see the module doc)."""
+    rel = stderr_name(tids)
+    path = store.path / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for tid in tids:
+        store.update_record(tid, stderr_log=rel, pid=os.getpid(), oom_kills_at_start=oom_kills())
+    sys.stderr.flush()
+    saved = os.dup(2)
+    log = open(path, "w+b", buffering=0)
+    os.dup2(log.fileno(), 2)
+    faulthandler.enable(file=log, all_threads=True)
+    try:
+        yield path
+    finally:
+        sys.stderr.flush()
+        if sys.__stderr__ is not None:   # back to the worker's own stderr (Ray's log)
+            faulthandler.enable(file=sys.__stderr__, all_threads=True)
+        else:
+            faulthandler.disable()
+        os.dup2(saved, 2)
+        os.close(saved)
+        log.seek(0)
+        captured = log.read()
+        log.close()
+        if captured:
+            os.write(2, captured)   # Ray's worker log keeps what the trial printed
+        path.unlink(missing_ok=True)
+
+
+def _tail(path: Path, n: int = TAIL_LINES) -> list[str]:
+    """What matters of a capture file: around a fatal signal, the lines before faulthandler's report
+    (glibc's message), the report's first line and the crashing thread's stack; else the last n lines."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            f.seek(max(0, f.tell() - 256 * 1024))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return []
+    lines = [ln for ln in text.splitlines() if ln.strip()]
+    fatal = next((i for i in range(len(lines) - 1, -1, -1) if _FATAL.search(lines[i])), None)
+    if fatal is None:
+        return lines[-n:]
+    current = next((i for i in range(fatal, len(lines)) if lines[i].startswith("Current thread")), None)
+    stack = []
+    if current is not None:
+        stack = [lines[current]] + [ln for ln in lines[current + 1:current + n] if ln.startswith("  File")][:n // 2]
+    return lines[max(0, fatal - 6):fatal + 1] + stack
+
+
+def death_cause(run_dir, record: dict, ray_error: str, full: str = "") -> tuple[str, str, list[str]]:
+    """(status, message, stderr tail) for a trial whose worker ended with `ray_error` (Ray's
+    error, short form; `full`: its whole text) and recorded no Python error of its own."""
+    tail = _tail(Path(run_dir) / record["stderr_log"]) if record.get("stderr_log") else []
+    where = f"worker pid {record.get('pid', '?')} on {record.get('hostname', '?')}"
+    said = ray_error.strip().splitlines()[0][:300] if ray_error.strip() else "no error text"
+    if _RAY_OOM.search(ray_error) or _RAY_OOM.search(full):
+        return "oom", f"{where} was killed by Ray's memory monitor (node memory above its threshold): {said}", tail
+    before, now = record.get("oom_kills_at_start"), None
+    if before is not None and record.get("hostname") == socket.gethostname():
+        now = oom_kills()
+    if now is not None and now > before:
+        return "oom", (f"{where} was killed by the kernel's OOM killer (cgroup memory.events oom_kill "
+                       f"{before} -> {now} while it ran)"), tail
+    match = next((m for m in map(_FATAL.search, tail) if m), None)
+    shown = "\n".join(f"  | {ln}" for ln in tail[:20])
+    if match:
+        sig = FATAL[match.group(1)]
+        return "failed", f"{where} died by {sig} ({match.group(1)}); last lines of its stderr:\n{shown}", tail
+    if tail:
+        return "failed", (f"{where} died without a Python error (SIGKILL, or its node was lost); Ray said: {said}; "
+                          f"last lines of its stderr:\n{shown}"), tail
+    return "failed", f"{where} died without a Python error and left no stderr; Ray said: {said}", tail
