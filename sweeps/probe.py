@@ -105,6 +105,17 @@ class StorageError(ValueError):
     """--out is not storage every node can write and the driver can read (or the address cannot work)."""
 
 
+def check_out(out) -> None:
+    """A URL as --out (s3://, gs://, …) would become a local folder named like it (`s3:/bucket/...`):
+    refused until the run directory can live on object storage."""
+    text = str(out)
+    if "://" in text:
+        raise StorageError(f"--out {text}: object storage URLs are not supported as a run directory (rows, records, "
+                           f"checkpoints and the lock need a file system with atomic rename); give a directory on a "
+                           f"file system every node mounts (NFS, EFS, Lustre, a ReadWriteMany volume), and copy the "
+                           f"finished run directory to object storage afterwards if you need it there")
+
+
 def check_address(address: str | None, out) -> None:
     """`--address ray://…` (Ray Client) would run the driver's work — the lock, the manifest, finishing
     every trial — on this machine, against a --out that the cluster's nodes write: refused with the

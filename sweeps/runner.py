@@ -222,6 +222,7 @@ def run_sweep(spec: Spec, out, address: str | None = None, resources: dict | Non
               quiet: bool = False, callbacks: list | None = None) -> dict:
     """Run (or continue) `spec` into run directory `out`. Finished trials are never re-run; a
     finished trial whose rows are missing or damaged is re-planned first. Holds the directory's lock."""
+    probe.check_out(out)                # s3://… would become a local folder named like it
     probe.check_address(address, out)   # ray:// would keep the driver's bookkeeping off the cluster
     store = RunDir(out)
     store.path.mkdir(parents=True, exist_ok=True)

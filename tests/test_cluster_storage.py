@@ -59,3 +59,12 @@ def test_ray_client_addresses_are_refused_with_the_ways_that_work(tmp_path, caps
     err = capsys.readouterr().err
     assert rc == 2 and "--address auto` in a shell on a cluster node" in err
     assert not out.exists()      # refused before the run directory, its lock or Ray
+
+
+@pytest.mark.parametrize("cmd", [["run", str(ROOT / "sweeps/specs/demo.yaml"), "--out"], ["resume"]])
+def test_an_object_store_url_as_out_is_refused_not_turned_into_a_local_folder(tmp_path, monkeypatch, capsys, cmd):
+    monkeypatch.chdir(tmp_path)
+    rc = main([*cmd, "s3://bucket/runs/demo"])
+    err = capsys.readouterr().err
+    assert rc == 2 and ("object storage URLs are not supported" in err or "not an ncsweep run directory" in err), err
+    assert not (tmp_path / "s3:").exists()
