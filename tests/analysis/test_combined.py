@@ -57,3 +57,14 @@ def test_out_names_the_tables_folder_and_one_run_keeps_dir_analysis(runs, tmp_pa
     many = [a.parent / f"run-{i:02d}-with-a-long-name" for i in range(9)]
     name = results_root(many).name
     assert name.startswith("run-00-with-a-long-name+8-more-") and len(name) < 60
+
+
+def test_report_of_two_runs_writes_everything_to_out(runs, tmp_path, capsys):
+    from analysis.cli import report
+
+    a, b, ids = runs
+    assert report([a, b], metrics="test_worst_group_acc", out=tmp_path / "rep", top=1) == 0
+    page = (tmp_path / "rep" / "report.html").read_text()
+    assert "ncsweep report — synthetic" in page and "Showing 1 of 4 rows" in page    # one condition (bias 0), 4 configurations
+    assert len(pd.read_csv(tmp_path / "rep" / "trials.csv")) == len(ids)
+    assert not (a / "report").exists() and not (b / "report").exists()
