@@ -261,6 +261,12 @@ DATASET_OPTIONS: dict[str, dict[str, Key]] = {
                                  "published .txt (count line, names line, rows of -1/1) or a .csv with image_id"),
                "partition_file": _key("partition_file", "str", "list_eval_partition.txt", "split list below root "
                                       "(image, partition 0/1/2): the published .txt or a .csv")},
+    "ham10000": {"root": _ROOT, "image_size": _IMAGE(64),
+                 "attribute": _key("attribute", "str", "sex", "sensitive attribute a: sex (1 female) or age60 "
+                                   "(1: age ≥ 60)", choices=("sex", "age60")),
+                 "positive": _key("positive", "str", "mel,bcc,akiec", "comma-separated dx codes of label 1"),
+                 "split_seed": _num("split_seed", "int", 0, "seed of the 70/10/20 split of lesions (fixed "
+                                    "across trials)", low=0)},
     "image_csv": {"root": _ROOT, "image_size": _IMAGE(64),
                   "csv_name": _key("csv_name", "str", "labels.csv", "CSV below root with columns path, label, "
                                    "group, split")},
@@ -271,6 +277,7 @@ DATASET_FILES: dict[str, tuple] = {
     "cifar100": ("train", "test"),
     "waterbirds": ("metadata.csv",),
     "celeba": ("{attr_file}", "{partition_file}"),
+    "ham10000": ("HAM10000_metadata.csv",),
     "image_csv": ("{csv_name}",),
 }
 _TUNING_METHODS = ("change_penalty", "mas", "side_tuning")

@@ -14,6 +14,7 @@ from sklearn.datasets import load_digits
 from ..catalogue import COMMON_DATASET_OPTIONS
 from ..registry import Registry
 from . import files
+from .ham10000 import load_ham10000
 from .base import SPLITS, Dataset, make_split
 from .bias import inject_label_bias
 from .synthetic import SHAPES, make_biased_shapes
@@ -83,6 +84,7 @@ DATASETS.add("cifar100", _from_files(files.load_cifar100))
 DATASETS.add("waterbirds", _from_files(files.load_waterbirds))
 DATASETS.add("celeba", _from_files(files.load_celeba))
 DATASETS.add("image_csv", _from_files(files.load_image_csv))
+DATASETS.add("ham10000", _from_files(load_ham10000))
 
 
 def _carve_val(raw: dict, fraction: float, seed: int) -> dict:

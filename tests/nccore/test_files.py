@@ -130,3 +130,30 @@ def test_undecodable_image_names_the_file(tmp_path):
     _write_csv(tmp_path / "labels.csv", ["path", "label", "group", "split"], [["bad.png", 0, 0, "train"]])
     with pytest.raises(DatasetFileError, match="bad.png: cannot be decoded"):
         build_dataset("image_csv", {"root": str(tmp_path)})
+
+
+def test_ham10000_published_layout(tmp_path):
+    """HAM10000_metadata.csv + images in the two part folders; label = malignant dx, a = female;
+    a lesion's images stay in one split; unknown sex is left out."""
+    rows, names = [], []
+    for i in range(20):
+        lesion, image = f"HAM_{i // 2:07d}", f"ISIC_{i:07d}"     # two images per lesion
+        part = "HAM10000_images_part_1" if i < 10 else "HAM10000_images_part_2"
+        names.append(f"{part}/{image}.jpg")
+        rows.append([lesion, image, ["mel", "nv", "bcc", "bkl"][i % 4], "histo", 30 + 3 * i,
+                     "unknown" if i == 19 else ["male", "female"][(i // 2) % 2], "back"])
+    _images(tmp_path, names)
+    _write_csv(tmp_path / "HAM10000_metadata.csv",
+               ["lesion_id", "image_id", "dx", "dx_type", "age", "sex", "localization"], rows)
+    d = build_dataset("ham10000", {"root": str(tmp_path), "image_size": 8}, group_by="sensitive")
+    assert sum(len(s) for s in d.splits.values()) == 19
+    for s in d.splits.values():
+        assert set(s.y.tolist()) <= {0, 1} and set(s.a.tolist()) <= {0, 1}
+    # mel/bcc are at i % 4 ∈ {0, 2}: the 10 even i (all kept) are positive; a = female on odd lesions
+    assert sum(int(s.y.sum()) for s in d.splits.values()) == 10
+    assert sum(int(s.a.sum()) for s in d.splits.values()) == 9      # lesions 1, 3, …, 9 less image 19
+    from nccore.data.ham10000 import lesion_split
+    split = lesion_split([r[0] for r in rows[:19]], 0)
+    assert sorted(split.values()).count("train") == 7 and len(split) == 10
+    d2 = build_dataset("ham10000", {"root": str(tmp_path), "image_size": 8, "attribute": "age60"})
+    assert int(d2.splits["train"].a.sum() + d2.splits["val"].a.sum() + d2.splits["test"].a.sum()) == 10

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from analysis.studies import STUDIES, run_study, study_sections, text_table
+from analysis.studies import STUDIES, run_study, study_command, study_sections, text_table
 from analysis.studies.common import VERDICTS, rank_est
 from nccore.evaluate import memorisation
 from nccore.methods.gc_reg import gc_penalty
@@ -127,7 +127,7 @@ def test_fine_structure_primary_reads_the_planted_gain(gain, want):
 
 
 # ------------------------------------------------------------------------------------ slow
-def _run(name: str, tmp_path, space=None, variants=None) -> dict[str, dict]:
+def _run(name: str, tmp_path, capsys, space=None, variants=None) -> dict[str, dict]:
     """Run a reduced CPU-scale spec; print the verdict table; fail when the primary outcome or a
     manipulation check has no CI."""
     from analysis.load import load
@@ -143,10 +143,11 @@ def _run(name: str, tmp_path, space=None, variants=None) -> dict[str, dict]:
     run_sweep(parse_spec(raw), out, quiet=True)
     rows = load(out)
     _, fs = run_study(name, rows, raw["study"])
-    print(text_table(fs))
-    for f in fs:
-        if "note" in f:
-            print(f["note"])
+    assert study_command(str(out)) == 0      # what `ncsweep study RUN_DIR` prints (numbers in the docs)
+    printed = capsys.readouterr().out
+    assert text_table(fs) in printed
+    with capsys.disabled():
+        print(printed)
     (heading, body, md), = study_sections(name, {"rows": rows, "manifests": [{"spec": raw}]})
     assert body.count("<img") >= 2 and "primary outcome" in body
     v = {f["id"]: f for f in fs if "id" in f}
@@ -158,27 +159,27 @@ def _run(name: str, tmp_path, space=None, variants=None) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_nc_fairness_label_bias_reduced(tmp_path):
+def test_nc_fairness_label_bias_reduced(tmp_path, capsys):
     """Reduced: bias 0 and 0.5 × 3 seeds (6 trials of the spec's 20)."""
-    v = _run("nc_fairness_label_bias", tmp_path, space={"bias_level": {"grid": [0.0, 0.5]},
+    v = _run("nc_fairness_label_bias", tmp_path, capsys, space={"bias_level": {"grid": [0.0, 0.5]},
                                                          "seed": {"grid": [0, 1, 2]}})
     assert v["tpr_biased_slope"]["verdict"] == "supported"
 
 
 @pytest.mark.slow
-def test_fine_structure_reduced(tmp_path):
+def test_fine_structure_reduced(tmp_path, capsys):
     """Reduced: resnet18 and vgg11, 2 seeds, lr {0.01, 0.1} at wd 5e-4 (16 trials of the spec's 90)."""
-    _run("fine_grained_coarse", tmp_path, space={"arch": {"grid": ["resnet18", "vgg11"]}, "seed": {"grid": [0, 1]}},
+    _run("fine_grained_coarse", tmp_path, capsys, space={"arch": {"grid": ["resnet18", "vgg11"]}, "seed": {"grid": [0, 1]}},
          variants=[{"coarse": True, "method": "erm", "lr": {"grid": [0.01, 0.1]}},
                    {"coarse": True, "method": "untrained", "epochs": 1},
                    {"coarse": False, "method": "erm"}])
 
 
 @pytest.mark.slow
-def test_gc_transfer_reduced(tmp_path):
+def test_gc_transfer_reduced(tmp_path, capsys):
     """Reduced: the causal arm λ ∈ {0, 1e-3} × 3 seeds and the equal-step arm lr {0.01, 0.2} × batch
     {32, 64} at seed 0 (10 trials of the spec's 50)."""
     variants = [{"penalty": {"grid": [0.0, 0.001]}},
                 {"lr": {"grid": [0.01, 0.2]}, "batch_size": 32, "epochs": 8, "seed": 0},
                 {"lr": {"grid": [0.01, 0.2]}, "batch_size": 64, "epochs": 16, "seed": 0}]
-    _run("gc_transfer", tmp_path, variants=variants)
+    _run("gc_transfer", tmp_path, capsys, variants=variants)

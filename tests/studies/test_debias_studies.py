@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis.studies import run_study, text_table
+from analysis.studies import run_study, study_command, text_table
 from analysis.studies.common import VERDICTS
 
 
@@ -82,7 +82,7 @@ def test_change_penalty_interaction_can_be_null():
 
 
 # ------------------------------------------------------------------ slow: reduced CPU-scale specs
-def _run(name: str, tmp_path, space=None, variants=None) -> dict[str, dict]:
+def _run(name: str, tmp_path, capsys, space=None, variants=None) -> dict[str, dict]:
     from analysis.load import load
     from sweeps.runner import run_sweep
     from sweeps.spec import parse_spec
@@ -92,10 +92,11 @@ def _run(name: str, tmp_path, space=None, variants=None) -> dict[str, dict]:
     out = tmp_path / name
     run_sweep(parse_spec(raw), out, quiet=True)
     _, fs = run_study(name, load(out), raw["study"])
-    print(text_table(fs))
-    for f in fs:
-        if "note" in f:
-            print(f["note"])
+    assert study_command(str(out)) == 0      # what `ncsweep study RUN_DIR` prints (numbers in the docs)
+    printed = capsys.readouterr().out
+    assert text_table(fs) in printed
+    with capsys.disabled():
+        print(printed)
     v = {f["id"]: f for f in fs if "id" in f}
     assert all(f["verdict"] in VERDICTS for f in v.values())
     for f in v.values():
@@ -105,17 +106,17 @@ def _run(name: str, tmp_path, space=None, variants=None) -> dict[str, dict]:
 
 
 @pytest.mark.slow
-def test_dfr_last_layer_reduced(tmp_path):
+def test_dfr_last_layer_reduced(tmp_path, capsys):
     """Reduced: 3 seeds, DFR and the unbiased upper bound only (6 trials of the spec's 40)."""
-    v = _run("dfr_last_layer", tmp_path, space={"seed": {"grid": [0, 1, 2]}},
+    v = _run("dfr_last_layer", tmp_path, capsys, space={"seed": {"grid": [0, 1, 2]}},
              variants=[{"method": "dfr"}, {"method": "erm", "bias_level": 0.0}])
     assert v["l1_sparser_than_l2"]["verdict"] == "supported"
 
 
 @pytest.mark.slow
-def test_change_penalty_reduced(tmp_path):
+def test_change_penalty_reduced(tmp_path, capsys):
     """Reduced: 3 seeds, n ∈ {2, 16}, λ ∈ {0, 2, 2000} (18 trials of the spec's 90)."""
-    v = _run("change_penalty", tmp_path, space={"seed": {"grid": [0, 1, 2]},
+    v = _run("change_penalty", tmp_path, capsys, space={"seed": {"grid": [0, 1, 2]},
                                                 "method_options": yaml.safe_load(
                                                     Path("sweeps/specs/change_penalty.yaml").read_text())["space"]["method_options"]},
              variants=[{"method": "change_penalty", "penalty": {"grid": [0.0, 2.0, 2000.0]}}])
