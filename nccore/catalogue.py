@@ -288,10 +288,12 @@ _K = [
     _key("dataset", "str", "biased_shapes", "dataset registry name (a spec sets it with dataset.name)",
          choices=tuple(DATASET_OPTIONS), sweepable=False, axis=True, condition=True),
     _key("data", "mapping", {}, "dataset options (a spec sets them with dataset.options)", sweepable=False),
-    _num("bias_level", "float", 0.0, "β of the spurious correlation (bias_kind=spurious) or label-flip rate of "
-         "positives in subgroup a=1 (bias_kind=label)", low=0.0, high=1.0, axis=True, aliases=("bias",),
+    _num("bias_level", "float", 0.0, "β of the spurious correlation (bias_kind=spurious), label-flip rate of "
+         "positives in subgroup a=1 (bias_kind=label), or the rate at which those positives are dropped "
+         "instead (bias_kind=drop: the same imbalance without label noise)", low=0.0, high=1.0, axis=True,
+         aliases=("bias",),
          condition=True),
-    _key("bias_kind", "str", "spurious", "what bias_level controls", choices=("spurious", "label"), axis=True,
+    _key("bias_kind", "str", "spurious", "what bias_level controls", choices=("spurious", "label", "drop"), axis=True,
          condition=True),
     _key("group_by", "str", "spurious", "attribute of the per-subgroup rows: spurious p or sensitive a",
          choices=("spurious", "sensitive"), axis=True, condition=True),

@@ -72,6 +72,7 @@ FAIR_FINDINGS = {
     "f1_biased_slope": "test F1 of a=1 falls with bias",
     "nc1_gap_slope": "final train NC1(a=1) − NC1(a=0), observed labels, rises with bias",
     "nc1_clean_gap_slope": "the same on the clean labels",
+    "label_noise_vs_imbalance": "F1 gap slope under label flips − under dropping the same positives (bias_kind drop)",
     "tpr_biased_slope": "test TPR of a=1 falls with bias (flipping positives lowers it by construction)",
     "memorisation_rise": "the share of flipped labels fitted rises over training (follows from ≥ 99% train acc)",
 }
@@ -82,7 +83,8 @@ DEFAULT_FAIR = {
                   "f1_gap_slope": {"direction": "positive", "margin": 0.05},
                   "f1_biased_slope": {"direction": "negative", "margin": 0.05},
                   "nc1_gap_slope": {"direction": "positive", "margin": 0.05},
-                  "nc1_clean_gap_slope": {"direction": "positive", "margin": 0.05}},
+                  "nc1_clean_gap_slope": {"direction": "positive", "margin": 0.05},
+                  "label_noise_vs_imbalance": {"direction": "positive", "margin": 0.05}},
     "manipulation": {"tpr_biased_slope": {"direction": "negative"}, "memorisation_rise": {"direction": "positive"}},
 }
 
@@ -110,6 +112,9 @@ def nc_fairness(rows: pd.DataFrame, options: dict) -> list[dict]:
     te = wide(fin, "test", ["tpr", "f1"], ("0", "1"))
     t = t.merge(te[["trial_id"] + [c for c in ("tpr_g0", "tpr_g1", "f1_g0", "f1_g1") if c in te]], on="trial_id")
     t = t.merge(early_alignment_gap(rows, k), on="trial_id", how="left")
+    kind = t["bias_kind"] if "bias_kind" in t else pd.Series("label", index=t.index)
+    both = t.assign(f1_gap=_col(t, "f1_g0") - _col(t, "f1_g1"), label=(kind != "drop").astype(float))
+    t = t[kind != "drop"]          # the claims are about label flips; the drop arm is their control
     b = t.bias_level
     biased = t[b > 0]
     out = [
@@ -129,6 +134,11 @@ def nc_fairness(rows: pd.DataFrame, options: dict) -> list[dict]:
         measured("nc1_clean_gap_slope", FAIR_FINDINGS["nc1_clean_gap_slope"],
                  "slope of final train NC1(a=1) − NC1(a=0) (clean labels) on bias_level",
                  slope_est(b, _col(t, "nc1_clean_g1") - _col(t, "nc1_clean_g0"))),
+        measured("label_noise_vs_imbalance", FAIR_FINDINGS["label_noise_vs_imbalance"],
+                 "coefficient of bias_level × (flip, not drop) on test F1(a=0) − F1(a=1), one intercept (bias 0 "
+                 "is the same data for both kinds)",
+                 ols_est(both.f1_gap, {"bias": both.bias_level, "bias_x_flip": both.bias_level * both.label},
+                         "bias_x_flip") if (kind == "drop").any() else Estimate(np.nan)),
         measured("tpr_biased_slope", FAIR_FINDINGS["tpr_biased_slope"], "slope of test TPR(a=1) on bias_level",
                  slope_est(b, _col(t, "tpr_g1"))),
         measured("memorisation_rise", FAIR_FINDINGS["memorisation_rise"],

@@ -20,7 +20,7 @@ from .bias import inject_label_bias
 from .synthetic import SHAPES, make_biased_shapes
 
 DATASETS = Registry("dataset", key="dataset")
-BIAS_KINDS = ("spurious", "label")
+BIAS_KINDS = ("spurious", "label", "drop")
 GROUP_BY = ("spurious", "sensitive")
 
 
@@ -115,7 +115,9 @@ def build_dataset(name: str, options: dict | None = None, bias_level: float = 0.
                   group_by: str = "spurious", seed: int = 0) -> Dataset:
     """Build a dataset by registry name. bias_level ∈ [0, 1] means the spurious correlation
     strength β (bias_kind="spurious") or the label-flip rate for positives of subgroup a = 1
-    (bias_kind="label", train and val only). group_by picks the attribute of the
+    (bias_kind="label", train and val only), or the rate at which those positives are removed
+    (bias_kind="drop": the same samples the flip would pick, so imbalance without label noise).
+    group_by picks the attribute of the
     per-subgroup rows: "spurious" (p; g = 2y + p for binary y) or "sensitive" (a; g = a)."""
     builder = DATASETS[name]
     if not 0.0 <= float(bias_level) <= 1.0:
@@ -134,9 +136,12 @@ def build_dataset(name: str, options: dict | None = None, bias_level: float = 0.
         part = raw[split]
         s = make_split(part["x"], part["y"], part.get("a"), part.get("p"), None, part.get("fine"), part.get("coarse"),
                        part.get("spurious_mask"))
-        if bias_kind == "label" and split != "test" and bias_level > 0:
+        if bias_kind in ("label", "drop") and split != "test" and bias_level > 0:
             y_new, flipped = inject_label_bias(s.y.numpy(), s.a.numpy(), bias_level, seed=seed * 1000 + k)
-            s.y, s.flipped = torch.from_numpy(y_new), torch.from_numpy(flipped)
+            if bias_kind == "label":
+                s.y, s.flipped = torch.from_numpy(y_new), torch.from_numpy(flipped)
+            else:   # the control: the same positives removed, no label changed (imbalance without noise)
+                s = s.subset(torch.from_numpy(np.flatnonzero(~flipped)))
         s.g = s.a.clone() if group_by == "sensitive" else s.y_clean * 2 + s.p
         splits[split] = s
     attr = "a" if group_by == "sensitive" else "p"
