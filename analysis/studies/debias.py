@@ -182,6 +182,8 @@ CP_FINDINGS = {
     "cp_vs_side_tuning": "change-penalised tuning beats side-tuning, each at its val-chosen strength",
     "cp_vs_probe": "change-penalised tuning beats a group-balanced last-layer probe on the base's features",
     "saliency_shift": "tuning at the chosen λ moves the CAM mass off the spurious background",
+    "cp_vs_mas_matched": "change penalty beats MAS at the MAS strength whose change ‖Δ‖ is closest to the chosen λ's",
+    "cp_vs_side_tuning_matched": "the same against side-tuning at the matched change",
     "penalty_shrinks_change": "‖Δ(largest λ)‖/‖Δ(0)‖ − 1 (the proximal pull does this by construction)",
 }
 DEFAULT_CP = {
@@ -192,7 +194,9 @@ DEFAULT_CP = {
                   "cp_vs_mas": {"direction": "positive", "margin": 0.02},
                   "cp_vs_side_tuning": {"direction": "positive", "margin": 0.02},
                   "cp_vs_probe": {"direction": "positive", "margin": 0.02},
-                  "saliency_shift": {"direction": "positive", "margin": 0.02}},
+                  "saliency_shift": {"direction": "positive", "margin": 0.02},
+                  "cp_vs_mas_matched": {"direction": "positive", "margin": 0.02},
+                  "cp_vs_side_tuning_matched": {"direction": "positive", "margin": 0.02}},
     "manipulation": {"penalty_shrinks_change": {"direction": "negative"}},
 }
 
@@ -211,6 +215,25 @@ def _selected(t: pd.DataFrame, interior_only: bool) -> pd.DataFrame:
 
 def _seed_mean(t: pd.DataFrame, col: str) -> pd.Series:
     return t.groupby("seed")[col].mean() if len(t) else pd.Series(dtype=float)
+
+
+def _change_ratio(t: pd.DataFrame, key: list[str]) -> pd.DataFrame:
+    """Per tuning trial (indexed by trial_id): ‖Δ‖ / ‖Δ‖ of the change-penalty λ = 0 trial of the same (seed, n)."""
+    zero = t[(t.method == "change_penalty") & (t.penalty == 0)].groupby(key).delta_norm.mean().rename("d0")
+    if not len(zero):
+        return pd.DataFrame(columns=["method", "penalty", "ratio", *key, "worst_group_acc"])
+    r = t[t.method.isin(["change_penalty", "mas", "side_tuning"])].join(zero, on=key)
+    return r.assign(ratio=r.delta_norm / r.d0).set_index("trial_id")
+
+
+def _matched(other: pd.DataFrame, chosen: pd.DataFrame, key: list[str]) -> pd.Series:
+    """Per (seed, n): test worst-group accuracy of the `other` trial whose change ratio is nearest the chosen one's."""
+    out = {}
+    for k, c in chosen.groupby(key):
+        cand = other[(other[key[0]] == k[0]) & (other[key[1]] == k[1])].dropna(subset=["ratio"])
+        if len(cand) and np.isfinite(c.ratio.iloc[0]):
+            out[k] = cand.loc[(cand.ratio - c.ratio.iloc[0]).abs().idxmin(), "worst_group_acc"]
+    return pd.Series(out, dtype=float).rename_axis(key) if out else pd.Series(dtype=float)
 
 
 def _sub(a: pd.Series, b: pd.Series) -> pd.Series:
@@ -246,11 +269,20 @@ def change_penalty(rows: pd.DataFrame, options: dict) -> list[dict]:
                     mean_est(inter)),
            measured("cp_vs_probe", F["cp_vs_probe"], f"{W}: best interior λ − balanced L2 probe on the base, per seed",
                     mean_est(_per_seed(_sub(s_wga, probe))))]
+    ratio = _change_ratio(t, key)
     for m, fid in (("mas", "cp_vs_mas"), ("side_tuning", "cp_vs_side_tuning")):
         s = _selected(t[t.method == m], interior_only=False)
         other = s.set_index(key).worst_group_acc if len(s) else pd.Series(dtype=float)
         out.append(measured(fid, F[fid], f"{W}: change penalty − {m}, each at its val-chosen strength, per seed",
                             mean_est(_per_seed(_sub(s_wga, other)))))
+        matched = _matched(ratio[ratio.method == m], ratio.loc[sel.trial_id] if len(sel) else ratio.iloc[:0], key)
+        out.append(measured(f"{fid}_matched", F[f"{fid}_matched"], f"{W}: change penalty at its chosen λ − {m} "
+                            "at the strength with the nearest ‖Δ‖/‖Δ(λ = 0)‖, per seed",
+                            mean_est(_per_seed(_sub(s_wga, matched)))))
+    if len(ratio):
+        med = ratio.groupby(["method", "penalty"]).ratio.median()
+        out.append(note("Change of every method against unpenalised tuning, median ‖Δ‖/‖Δ(λ = 0)‖: " + "; ".join(
+            f"{m} {p:g}: {v:.3f}" for (m, p), v in med.items()) + "."))
     share = (_diff(_seed_mean(sel, "spurious_share_before"), _seed_mean(sel, "spurious_share"))
              if "spurious_share" in sel and sel.spurious_share.notna().any() else [])
     out.append(measured("saliency_shift", F["saliency_shift"], "share of CAM mass on the background: base − tuned",

@@ -72,6 +72,7 @@ def test_change_penalty_study_picks_the_interior_lambda_on_val():
     assert v["interior_vs_zero"]["estimate"] == pytest.approx(0.22) and v["interior_vs_zero"]["verdict"] == "supported"
     assert v["n_interaction"]["estimate"] == pytest.approx(0.2) and v["n_interaction"]["verdict"] == "supported"
     assert v["cp_vs_mas"]["verdict"] == "contradicted"                   # 0.82 < MAS 0.9
+    assert v["cp_vs_mas_matched"]["estimate"] == pytest.approx(-0.08)   # MAS's ‖Δ‖ 0.5 matches λ = 1's
     assert v["cp_vs_probe"]["estimate"] == pytest.approx(0.82 - 0.85)
     assert v["penalty_shrinks_change"]["verdict"] == "supported"
 
