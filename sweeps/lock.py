@@ -7,10 +7,11 @@ starting at once exactly one gets it; the other is refused with who holds it.
 
 A lease, so that a lock outlives neither its driver nor its host:
 - the holder rewrites `heartbeat` every HEARTBEAT_S (10 s) from a background thread;
-- a lock whose heartbeat is older than its lease (LEASE_S, 60 s) is stale whatever its host — also
-  the file's modification time must be that old, so a clock running behind on the reader's side
-  cannot make a live lock look stale. A lock written before heartbeats (no `heartbeat`) is judged by
-  its `locked_at`. A lock of this host whose process is gone is stale at once;
+- a lock whose heartbeat is older than its lease (LEASE_S, 60 s) is stale whatever host wrote it —
+  also the file's modification time must be that old, so a clock running behind on the reader's
+  side cannot make a live lock look stale. A lock written before heartbeats (no `heartbeat`) is
+  judged by its `locked_at`. On the lock's own host the process itself is checked instead: stale at
+  once if it is gone, never while it runs;
 - a stale lock is taken over with a warning that names the old holder, and the caller is told
   (`previous`) so it can clean up what the dead driver left (`sweeps.procs`);
 - a holder that could not renew for GIVE_UP_S (40 s: before any other driver may take over at
@@ -99,10 +100,10 @@ def silent_s(info: dict, now: float | None = None) -> float:
 
 
 def stale(info: dict) -> bool:
-    """A lock whose holder is gone: silent for longer than its lease (any host), or of this host
-    with its process gone."""
-    if info.get("host") == socket.gethostname() and not alive(info.get("pid", -1), info.get("started")):
-        return True
+    """A lock whose holder is gone: of this host, its process is gone (a live one is never stale);
+    of another host, silent for longer than its lease."""
+    if info.get("host") == socket.gethostname():
+        return not alive(info.get("pid", -1), info.get("started"))
     return silent_s(info) > float(info.get("lease_s") or LEASE_S)
 
 

@@ -48,6 +48,22 @@ class StopOnSignal:
         if callable(tune_interrupt) and tune_interrupt is not self._handler:
             tune_interrupt(signal.SIGUSR1, frame)
 
+    def tune_callback(self):
+        """A Ray Tune callback that forwards a stop asked for before Tune installed its handler (while
+        the Tuner was being built): at the next step of Tune's loop it calls Tune's interrupt."""
+        from ray.tune import Callback
+
+        stop = self
+
+        class ForwardStop(Callback):
+            def on_step_begin(self, iteration, trials, **info):
+                if stop.requested:
+                    tune_interrupt = signal.getsignal(signal.SIGUSR1)
+                    if callable(tune_interrupt) and tune_interrupt is not stop._handler:
+                        tune_interrupt(signal.SIGUSR1, None)
+
+        return ForwardStop()
+
     def request(self, reason: str, exit_code: int = 2) -> None:
         """Ask the driver to stop, from any thread (the lock's heartbeat thread): SIGTERM to ourselves,
         handled in the main thread like an outside SIGTERM but with this reason and exit code."""

@@ -181,3 +181,12 @@ def test_ncsweep_exits_with_the_stop_code_and_message(monkeypatch, capsys, tmp_p
     monkeypatch.setattr(runner, "run_sweep", stopped)
     assert main(["run", str(ROOT / "sweeps/specs/demo.yaml"), "--out", str(tmp_path)]) == 143
     assert f"ncsweep resume {tmp_path}" in capsys.readouterr().err
+
+
+def test_a_lock_of_a_live_process_of_this_host_is_never_stale_however_old(tmp_path):
+    import psutil
+
+    me = psutil.Process()
+    plant(tmp_path, age_s=3600, host=socket.gethostname(), pid=me.pid, started=me.create_time())
+    with pytest.raises(lock.LockHeld, match=f"pid {me.pid}"):
+        lock.RunLock(tmp_path).acquire()
