@@ -121,11 +121,13 @@ def welch_est(a, b) -> Estimate:
 
 def ols_est(y, X: dict, term: str) -> Estimate:
     """Coefficient of `term` in y ~ 1 + X (X: name → (N,) column), HC3 standard error, t with
-    n − p df (statsmodels)."""
+    n − p df (statsmodels). Covariates other than `term` that do not vary are left out."""
     import statsmodels.api as sm
 
     names = list(X)
     y, *cols = _finite(y, *[X[k] for k in names])
+    keep = [i for i, c in enumerate(cols) if names[i] == term or (len(c) and np.ptp(c) > 0)]
+    names, cols = [names[i] for i in keep], [cols[i] for i in keep]   # a covariate the run held fixed drops out
     n, p = len(y), len(names) + 1
     if n < p + 2 or any(np.ptp(c) == 0 for c in cols):
         return Estimate(math.nan, n=n)

@@ -155,8 +155,8 @@ def dfr_findings(rows: pd.DataFrame, options: dict) -> list[dict]:
     if d.get("spurious_share") is not None and d["spurious_share"].notna().any():
         others = {m: _by_seed(best[best.method == m], "spurious_share") for m in ("jtt", "groupdro")}
         out.append(note("Share of CAM mass on the spurious background (lower is better): ERM head "
-                        f"{_by_seed(d, 'spurious_share_before').mean():.3f}, DFR {_by_seed(d, 'spurious_share').mean():.3f}, "
-                        + ", ".join(f"{m} {v.mean():.3f}" for m, v in others.items() if len(v))
+                        f"{_by_seed(d, 'spurious_share_before').mean():.3f}, DFR {_by_seed(d, 'spurious_share').mean():.3f}"
+                        + "".join(f", {m} {v.mean():.3f}" for m, v in others.items() if len(v))
                         + (f", upper bound {_by_seed(upper, 'spurious_share').mean():.3f}" if len(upper) else "")
                         + "; the background covers about 80% of each image."))
         pick_p = d.dropna(subset=["saliency_panel"]).sort_values("seed")
