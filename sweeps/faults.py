@@ -1,12 +1,14 @@
 """Fault injection for the crash-safety tests: `fault(step)` is called at every write step of a
 run directory and does nothing unless the environment asks for a fault there.
 
-    NCSWEEP_FAULT=<step>:<raise|kill|abort>[,...]   e.g. compact.merged:kill, epoch.renamed:abort
+    NCSWEEP_FAULT=<step>:<raise|kill|abort|hog>[,...]   e.g. compact.merged:kill, epoch.renamed:abort
     NCSWEEP_FAULT_ONCE=<path>                 each fault fires once: its first firing creates <path>.<step>
 
 `raise` raises `InjectedFault` (a crash the process survives: Ray retries a trial, the driver
 unwinds); `kill` sends SIGKILL to the current process (a power cut: nothing below runs); `abort`
-calls abort() (SIGABRT, as glibc does on heap corruption: faulthandler reports it, the worker dies). The
+calls abort() (SIGABRT, as glibc does on heap corruption: faulthandler reports it, the worker dies);
+`hog` allocates memory, 256 MiB at a time, until something kills the process (Ray's memory monitor,
+the OOM killer) or 64 GiB are held (then it raises). The
 steps are listed in STEPS, in the order a trial's results are written.
 """
 from __future__ import annotations
@@ -46,7 +48,21 @@ def fault(step: str) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "abort":
         os.abort()
+    if action == "hog":
+        _hog()
     raise InjectedFault(f"injected fault at step {step!r}")
+
+
+def _hog(chunk: int = 256 * 2**20, limit: int = 64 * 2**30) -> None:
+    import time
+
+    held = []
+    while len(held) * chunk < limit:
+        block = bytearray(chunk)
+        block[::4096] = b"x" * len(block[::4096])   # touch every page: resident, not just reserved
+        held.append(block)
+        time.sleep(0.05)
+    raise InjectedFault(f"hog held {limit >> 30} GiB and was not stopped")
 
 
 def settings() -> dict:

@@ -87,21 +87,30 @@ def test_fused_equals_separate_trials(arch, deterministic):
     _fused_vs_separate(arch)
 
 
+@pytest.mark.slow
+def test_fused_equals_separate_trials_on_8px_images(deterministic):
+    """DenseNet-121 on 8×8 images runs its last block on 1×1 maps (fused_bn's per-member path)."""
+    cfgs = [{**TINY, "arch": "densenet121", "data": {**TINY["data"], "image_size": 8}, **m} for m in MEMBERS]
+    for cfg, rows in zip(cfgs, run_fused(cfgs)):
+        assert _gap(rows, list(run_trial(cfg))) == 0.0
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 def test_fused_equals_separate_trials_float64(arch, float64):
     _fused_vs_separate(arch)
 
 
+@pytest.mark.parametrize("hw", [6, 1])
 @pytest.mark.parametrize("member_dim", [0, 1])
 @pytest.mark.parametrize("training", [True, False])
-def test_stacked_batch_norm_is_each_members_native_batch_norm(training, member_dim, deterministic):
+def test_stacked_batch_norm_is_each_members_native_batch_norm(training, member_dim, hw, deterministic):
     """Output, input/weight/bias gradients and running statistics of k members' BatchNorm under
     vmap are bitwise those of k separate `nn.BatchNorm2d`s (member dim 1: the layout a vmapped
-    convolution returns)."""
+    convolution returns; 1×1 maps: where the CPU kernel vectorises across channels)."""
     torch.manual_seed(0)
     k, C = 3, 5
-    x = torch.randn(8, k, C, 6, 6).movedim(1, member_dim)          # members along member_dim
-    gy = torch.randn(k, 8, C, 6, 6)
+    x = torch.randn(8, k, C, hw, hw).movedim(1, member_dim)          # members along member_dim
+    gy = torch.randn(k, 8, C, hw, hw)
     params = {"weight": 1 + 0.3 * torch.randn(k, C), "bias": 0.2 * torch.randn(k, C)}
     stats = {"running_mean": 0.1 * torch.randn(k, C), "running_var": 1 + torch.rand(k, C),
              "num_batches_tracked": torch.tensor([0, 3, 7])}

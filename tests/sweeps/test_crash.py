@@ -113,3 +113,26 @@ def test_an_aborted_worker_through_the_cli_is_recorded_with_sigabrt(tmp_path):
     assert "died by SIGABRT" in rec["error"], rec["error"]
     assert any("Fatal Python error: Aborted" in ln for ln in rec["stderr_tail"])
     assert any("faults.py" in ln for ln in rec["stderr_tail"])    # the Python stack names where it aborted
+
+
+@pytest.mark.slow
+def test_a_worker_ray_kills_for_memory_is_recorded_oom(tmp_path):
+    """Ray's memory monitor, its threshold set a little above what the machine uses now, kills a
+    trial whose worker allocates without end (NCSWEEP_FAULT=epoch.renamed:hog)."""
+    import psutil
+
+    vm = psutil.virtual_memory()
+    used = (vm.total - vm.available) / vm.total
+    spec = {"name": "hog", "dataset": {"name": "biased_shapes",
+                                       "options": {"n_train": 64, "n_val": 32, "n_test": 32, "image_size": 8}},
+            "base": {"epochs": 1, "width": 0.0625, "batch_size": 32, "arch": "vgg11"},
+            "space": {"seed": {"grid": [0]}}, "search": {"algorithm": "grid"}, "retries": 0}
+    (tmp_path / "hog.yaml").write_text(json.dumps(spec))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", faults.ENV: "epoch.renamed:hog",
+           "RAY_memory_usage_threshold": f"{min(0.97, used + 0.06):.3f}", "RAY_memory_monitor_refresh_ms": "100"}
+    p = subprocess.run([sys.executable, "-m", "sweeps.cli", "run", str(tmp_path / "hog.yaml"), "--out",
+                        str(tmp_path / "run")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 1, p.stderr[-2000:]
+    (rec,) = RunDir(tmp_path / "run").records().values()
+    assert rec["status"] == "oom", rec["error"]
+    assert "memory monitor" in rec["error"]
