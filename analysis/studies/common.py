@@ -272,11 +272,11 @@ def verdict_frame(fs: list[dict]) -> pd.DataFrame:
 def text_table(fs: list[dict]) -> str:
     """The verdict table as fixed-width text (`ncsweep study`)."""
     verdicts, _ = _split(fs)
-    head = f"{'role':<12} {'finding':<22} {'dir':<8} {'margin':>6} {'estimate':>9}  {'CI (Holm)':<21} {'p_holm':>7} {'n':>4}  verdict"
+    head = f"{'role':<12} {'finding':<26} {'dir':<8} {'margin':>6} {'estimate':>9}  {'CI (Holm)':<21} {'p_holm':>7} {'n':>4}  verdict"
     lines = [head, "-" * len(head)]
     for f in verdicts:
         ci = f"[{f['ci_low']:+.3f}, {f['ci_high']:+.3f}]" if np.isfinite(f["ci_low"]) else "—"
-        lines.append(f"{f['role']:<12} {f['id']:<22} {f['direction']:<8} {f['margin']:>6g} {f['estimate']:>+9.3f}  "
+        lines.append(f"{f['role']:<12} {f['id']:<26} {f['direction']:<8} {f['margin']:>6g} {f['estimate']:>+9.3f}  "
                      f"{ci:<21} {f['p_holm']:>7.3g} {f['n']:>4}  {f['verdict']}")
     return "\n".join(lines)
 
