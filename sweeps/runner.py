@@ -272,6 +272,7 @@ def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks,
     progress = SweepProgress.for_run(spec, store, planned, TERMINAL, quiet)
     callbacks = [progress, *logger_callbacks(spec.loggers, store.path, spec.name), *callbacks]
     callbacks.append(finisher(store, spec.base_config()))
+    callbacks.append(stop.tune_callback())   # a SIGTERM that came while the Tuner was being built
     if not address:
         callbacks.append(procs.recorder(store.path))
     try:

@@ -1,11 +1,16 @@
 """A real three-node Ray cluster on loopback: one head and two workers, each a separate `ray start`
 declaring one (fake) GPU. Sweeps with `resources: {gpu: 0.25}` run through the CLI:
 
-- `ncsweep run --address`: rows record the node that ran each trial, no node ever runs more than four
-  trials at once (from the rows' attempt start / epoch end times), every key exactly once;
+- `ncsweep run --address`: every row names the node that ran it, every node runs four trials at once
+  and never more (from the rows' attempt start / epoch end times), every key exactly once, and
+  `ncsweep status DIR` in another process follows the sweep while it runs;
 - `ncsweep submit` (Ray Jobs API, the driver runs on the head): one worker node is killed mid-sweep,
   its trials are retried on the other nodes, the keys are still exactly once; `ncsweep status DIR`
-  from another process sees the finished sweep.
+  from another process sees the finished sweep;
+- a node that cannot write --out (started with a fault injected into its storage probe) stops the
+  sweep before any trial starts, named in the error;
+- the head dies with its driver mid-sweep: a new head (a new cluster, the old lock now a dead
+  host's) and `ncsweep resume --address` give every key exactly once.
 
 Only the processes this test started are ended (by pid and their children), never by name.
 """
@@ -93,12 +98,20 @@ class LocalCluster:
     def dashboard_url(self) -> str:
         return f"http://127.0.0.1:{self.dashboard}"
 
-    def _start(self, name: str, args: list[str]) -> None:
+    def add_worker(self, name: str, env: dict) -> None:
+        """Start one more worker node whose processes (Ray's workers included) see `env`."""
+        self._start(name, ["--address", self.address, "--node-ip-address", "127.0.0.1", "--num-cpus", "1",
+                           "--num-gpus", "1", "--object-store-memory", str(80 * 1024**2), "--disable-usage-stats",
+                           "--resources", json.dumps({f"node_{name}": 1})], env=env)
+        self.node_ids = {**self.node_ids, **self._wait_for_nodes(None, watch=name)}
+
+    def _start(self, name: str, args: list[str], env: dict | None = None) -> None:
         ports = ["--node-manager-port", str(free_port()), "--object-manager-port", str(free_port()),
                  "--dashboard-agent-listen-port", str(free_port()), "--dashboard-agent-grpc-port", str(free_port()),
                  "--runtime-env-agent-port", str(free_port()), "--metrics-export-port", str(free_port())]
         log = open(self.root / f"{name}.log", "w")
-        self.procs[name] = subprocess.Popen([str(BIN / "ray"), "start", "--block", *args, *ports], env=self.env,
+        self.procs[name] = subprocess.Popen([str(BIN / "ray"), "start", "--block", *args, *ports],
+                                            env={**self.env, **(env or {})},
                                             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
 
     def _wait_for_gcs(self, timeout: float = 90) -> None:
@@ -113,24 +126,29 @@ class LocalCluster:
                 time.sleep(0.5)
         raise AssertionError("the Ray head did not come up:\n" + (self.root / "head.log").read_text())
 
-    def _wait_for_nodes(self, n: int, timeout: float = 180, watch: str | None = None) -> dict:
-        """{name: Ray node id} once n nodes are alive (names from each node's marker resource)."""
+    def alive_names(self) -> dict:
+        """{name: Ray node id} of the nodes alive now (names from each node's marker resource)."""
         from ray.util.state import list_nodes
 
+        try:
+            nodes = [x for x in list_nodes(address=self.dashboard_url, detail=True) if x.state == "ALIVE"]
+        except Exception:
+            nodes = []
+        names = {}
+        for x in nodes:
+            for r in x.resources_total:
+                if r.startswith("node_") and not r.startswith("node:"):
+                    names[r[len("node_"):]] = x.node_id
+        return names
+
+    def _wait_for_nodes(self, n: int | None, timeout: float = 180, watch: str | None = None) -> dict:
+        """{name: Ray node id} once n nodes are alive (n None: once `watch` is among them)."""
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout:
             if watch and self.procs[watch].poll() is not None:
                 raise NodeDied(f"{watch}: `ray start` exited with {self.procs[watch].returncode}")
-            try:
-                nodes = [x for x in list_nodes(address=self.dashboard_url, detail=True) if x.state == "ALIVE"]
-            except Exception:
-                nodes = []
-            names = {}
-            for x in nodes:
-                for r in x.resources_total:
-                    if r.startswith("node_") and not r.startswith("node:"):
-                        names[r[len("node_"):]] = x.node_id
-            if len(names) == n:
+            names = self.alive_names()
+            if len(names) == n or (n is None and watch in names):
                 return names
             time.sleep(1)
         logs = "\n".join(f"{p.name}: {p.read_text()[-1500:]}" for p in sorted(self.root.glob("*.log")))
@@ -239,19 +257,47 @@ def assert_exactly_once(df: pd.DataFrame, trials: int, epochs: int) -> None:
     assert len(keys) == trials * epochs * ROWS_PER_EPOCH
 
 
-def test_a_sweep_packs_four_trials_per_gpu_on_each_node_and_records_the_node(cluster, tmp_path):
-    spec = write_spec(tmp_path / "pack.yaml", "pack", seeds=12, epochs=2)
+def test_every_node_runs_four_trials_at_once_every_row_names_its_node_and_status_follows_the_run(cluster, tmp_path):
+    # long enough that the last of the 12 trial actors (each imports torch on a loaded machine) starts
+    # before the first trial ends
+    epochs = 16
+    spec = write_spec(tmp_path / "pack.yaml", "pack", seeds=12, epochs=epochs)
     out = tmp_path / "pack"
-    r = ncsweep("run", str(spec), "--out", str(out), "--address", cluster.address)
-    assert r.returncode == 0, r.stdout + r.stderr
+    driver = subprocess.Popen([str(BIN / "ncsweep"), "run", str(spec), "--out", str(out), "--address", cluster.address],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                              env={**os.environ, "RAY_AUTH_MODE": "disabled"})
+    seen = []   # `ncsweep status --json` from another process while the driver runs
+    try:
+        t0 = time.monotonic()
+        while driver.poll() is None:
+            assert time.monotonic() - t0 < 300, "the sweep did not end"
+            if (out / "manifest.json").exists():
+                st = ncsweep("status", str(out), "--json", timeout=60)
+                assert st.returncode == 0, st.stderr
+                if driver.poll() is None:
+                    seen.append(json.loads(st.stdout))
+            time.sleep(2)   # each `ncsweep status` is a Python start: CPU the trials share
+        stdout, stderr = driver.communicate(timeout=60)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, stdout + stderr
+    assert seen and all(s["planned"] == 12 and s["finished"] + s["pending"] == 12 for s in seen), seen
+    running = [s for s in seen if s["counts"].get("running")]
+    assert running and any(s["finished"] < 12 for s in running), seen   # seen part-way, trials running
+    assert [s["finished"] for s in seen] == sorted(s["finished"] for s in seen)   # never goes back
+
     df = rows(out)
-    assert_exactly_once(df, trials=12, epochs=2)
-    assert {"hostname", "node_id", "attempt_started_at", "epoch_ended_at"} <= set(df.columns)
-    assert set(df.node_id) <= set(cluster.node_ids.values())
+    assert_exactly_once(df, trials=12, epochs=epochs)
+    # every row names the node and host that produced it: one node per trial attempt, a node of this cluster
+    assert df.node_id.notna().all() and df.hostname.notna().all() and (df.node_id != "").all()
+    assert set(df.node_id) <= set(cluster.node_ids.values()) and set(df.hostname) == {socket.gethostname()}
+    assert (df.groupby(["trial_id", "attempt"]).node_id.nunique() == 1).all()
+    # 12 trials, 4 slots per node: each of the three nodes ran four at once, none ever more
     peaks = max_concurrency(df)
-    assert max(peaks.values()) <= PER_NODE, peaks
-    # 12 trials fit the cluster at once only as 4 + 4 + 4: every node ran trials, some several together
-    assert len(peaks) == 3 and max(peaks.values()) >= 2, peaks
+    spans = df.groupby(["node_id", "trial_id"]).agg(start=("attempt_started_at", "min"), end=("epoch_ended_at", "max"))
+    assert sorted(peaks) == sorted(cluster.node_ids.values()) and set(peaks.values()) == {PER_NODE}, \
+        (peaks, (spans - df.attempt_started_at.min()).round(1).to_string())
     recs = [json.loads(p.read_text()) for p in (out / "trials").glob("*.json")]
     assert len(recs) == 12 and all(r["node_id"] in cluster.node_ids.values() for r in recs)
 
@@ -306,3 +352,70 @@ def test_a_submitted_sweep_survives_losing_a_worker_node(cluster, tmp_path):
     assert st.returncode == 0, st.stderr
     s = json.loads(st.stdout)
     assert s["planned"] == s["finished"] == 8 and s["pending"] == 0, s
+
+
+def test_a_node_that_cannot_write_out_stops_the_sweep_before_any_trial(cluster, tmp_path):
+    from sweeps.faults import ENV
+
+    cluster.add_worker("bad", env={ENV: "probe.write:raise"})
+    try:
+        spec = write_spec(tmp_path / "probe.yaml", "probe", seeds=2, epochs=1)
+        out = tmp_path / "probe"
+        r = ncsweep("run", str(spec), "--out", str(out), "--address", cluster.address, timeout=200)
+        assert r.returncode == 2, r.stdout + r.stderr
+        bad = cluster.node_ids["bad"]
+        assert f"storage check of --out {out} failed before any trial started" in r.stderr
+        problems = [ln for ln in r.stderr.splitlines() if "(Ray node " in ln]
+        assert len(problems) == 1 and f"(Ray node {bad}, uid {os.getuid()}) cannot write --out" in problems[0]
+        assert "InjectedFault" in problems[0] and "mount the same shared file system" in problems[0]
+        assert not list(out.glob("trials/*.json")) and not list(out.glob(".probe-*"))
+        assert not (out / "lock.json").exists()
+    finally:
+        cluster.stop("bad")
+
+
+def test_the_head_dies_with_its_driver_then_a_new_head_resumes_every_key_once(cluster, tmp_path):
+    """Last in this module: it kills the module's head. The driver's lock is rewritten to name the old
+    head's host (a new head is another host, as a new pod or a resubmitted job is) with a 5 s lease."""
+    from sweeps import lock
+
+    epochs = 8
+    spec = write_spec(tmp_path / "head.yaml", "head_death", seeds=6, epochs=epochs)
+    out = tmp_path / "head"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "NCSWEEP_LOCK_LEASE_S": "5", "NCSWEEP_LOCK_HEARTBEAT_S": "1"}
+    driver = subprocess.Popen([str(BIN / "ncsweep"), "run", str(spec), "--out", str(out), "--address", cluster.address],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        t0 = time.monotonic()
+        while True:   # part-way: a trial done and one mid-run
+            assert driver.poll() is None, driver.communicate()[1][-3000:]
+            assert time.monotonic() - t0 < 300, "the sweep never got part-way"
+            recs = [json.loads(p.read_text()) for p in out.glob("trials/*.json")]
+            if any(r.get("status") == "completed" for r in recs) and \
+                    any(r.get("status") == "running" and 1 <= r.get("epochs_done", 0) < epochs for r in recs):
+                break
+            time.sleep(0.1)
+        driver.kill()
+        cluster.kill("head")
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+        driver.communicate()
+    held = json.loads((out / lock.FILE).read_text())
+    (out / lock.FILE).write_text(json.dumps({**held, "host": "old-head-pod"}))
+    cluster.close()
+
+    (tmp_path / "new-cluster").mkdir()
+    new = LocalCluster(tmp_path / "new-cluster")
+    try:
+        time.sleep(max(0.0, held["heartbeat"] + 5.5 - time.time()))    # the old lease has run out
+        r = ncsweep("resume", str(out), "--address", new.address, timeout=400)
+        assert r.returncode == 0, r.stdout + r.stderr[-3000:]
+        assert "taking over the lock of a driver that is gone" in r.stderr and "host 'old-head-pod'" in r.stderr
+        df = rows(out)
+        assert_exactly_once(df, trials=6, epochs=epochs)
+        assert set(df[df.attempt >= 2].node_id) <= set(new.node_ids.values())   # resumed on the new cluster
+        assert (df.node_id.isin(new.node_ids.values())).any() and (~df.node_id.isin(new.node_ids.values())).any()
+        assert not (out / lock.FILE).exists()
+    finally:
+        new.close()
