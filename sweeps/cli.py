@@ -17,7 +17,6 @@ from nccore.catalogue import did_you_mean
 
 from .spec import SpecError, load_spec, parse_spec
 from .stop import Stopped
-from .stop import Stopped
 
 # One example per command, shown at the end of its --help (tests/test_cli.py checks each runs or parses).
 EXAMPLES = {
@@ -32,7 +31,6 @@ EXAMPLES = {
     "keys": "ncsweep keys",
     "verify": "ncsweep verify runs/demo",
     "repair": "ncsweep repair runs/demo    # then `ncsweep resume runs/demo` re-runs what was re-planned",
-    "unlock": "ncsweep unlock runs/demo    # after its driver's host died; refused while the lock is live",
     "unlock": "ncsweep unlock runs/demo    # after its driver's host died; refused while the lock is live",
     "submit": "ncsweep submit sweeps/specs/demo.yaml --address http://HEAD:8265 --out /mnt/shared/runs/demo",
     "analyze": "ncsweep analyze runs/demo --select best:worst_group_acc",
@@ -182,17 +180,6 @@ def cmd_unlock(a) -> int:
     return 0
 
 
-def cmd_unlock(a) -> int:
-    from .lock import describe, unlock
-
-    info = unlock(a.dir, force=a.force)
-    if info is None:
-        print(f"{a.dir}: not locked")
-    else:
-        print(f"{a.dir}: removed the lock of {describe(info) if info else 'an unreadable lock file'}")
-    return 0
-
-
 def cmd_logs(a) -> int:
     from .logs import show_logs
 
@@ -254,9 +241,6 @@ def add_core_commands(sub) -> None:
     command(sub, "status", cmd_status, "trials finished, running and failed; epochs and rows written", DIR, JSON,
             (("--trials",), {"action": "store_true",
                              "help": "also one line per trial: status, epochs, swept values, latest headline metric"}))
-    command(sub, "unlock", cmd_unlock, "remove a run directory's lock left by a driver that is gone (any host)", DIR,
-            (("--force",), {"action": "store_true",
-                            "help": "remove it even if its heartbeat is fresh (only when you know that driver is gone)"}))
     command(sub, "unlock", cmd_unlock, "remove a run directory's lock left by a driver that is gone (any host)", DIR,
             (("--force",), {"action": "store_true",
                             "help": "remove it even if its heartbeat is fresh (only when you know that driver is gone)"}))
@@ -343,9 +327,6 @@ def main(argv=None) -> int:
     except (SpecError, ValueError, FileNotFoundError) as e:
         print(f"ncsweep: error: {e}", file=sys.stderr)
         return 2
-    except Stopped as e:          # SIGTERM (exit 143) or a lost lock: the message says how to resume
-        print(f"ncsweep: {e}", file=sys.stderr)
-        return e.exit_code
     except Stopped as e:          # SIGTERM (exit 143) or a lost lock: the message says how to resume
         print(f"ncsweep: {e}", file=sys.stderr)
         return e.exit_code
