@@ -57,7 +57,11 @@ def config_ids(trials: pd.DataFrame, axes: list[str]) -> np.ndarray:
     keys = [a for a in axes if a in trials and a != vocab.REPLICATE]
     if not keys:
         return np.arange(len(trials))
-    return trials[keys].astype(str).groupby(keys, sort=True, dropna=False).ngroup().to_numpy()
+    code = np.zeros(len(trials), dtype=np.int64)
+    for k in keys:               # mixed-radix code of the sorted levels: the order of a sorted groupby
+        c, levels = pd.factorize(trials[k].astype(str), sort=True, use_na_sentinel=False)
+        code = pd.factorize(code * max(len(levels), 1) + c, sort=True)[0]   # compact: no overflow
+    return code
 
 
 def describe_exclusions(excluded: dict) -> str:

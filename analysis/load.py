@@ -290,9 +290,33 @@ def join_trial_columns(con, files: list[str], columns: list[str], trial_cols: li
 
 def scan(con, files: list[str], columns: list[str], trial_cols: list[str]) -> None:
     """`rows` (`columns`) from `files`: every file for the per-row columns, the newest file of each
-    trial for `trial_cols`. Keys read twice are left for the caller to find."""
+    trial for `trial_cols`. Keys read twice are left for the caller to find. When no file is an
+    epoch file (a finished sweep: one merged file per trial) everything is read in one pass and
+    each trial's `trial_cols` set to their value at its latest epoch — the same result without
+    opening every file a second time (~1 ms per file of 86 columns)."""
+    if trial_cols and not any(map(is_epoch_file, files)):
+        create_rows(con, files, columns)
+        latest_trial_columns(con, columns, trial_cols)
+        return
     create_rows(con, files, [c for c in columns if c not in trial_cols])
     join_trial_columns(con, files, columns, trial_cols)
+
+
+def latest_trial_columns(con, columns: list[str], trial_cols: list[str]) -> None:
+    """Set `trial_cols` of every row of `rows` to the trial's value at its latest epoch (a trial
+    resumed elsewhere keeps the host it finished on). Columns that already agree are left alone."""
+    varying = [c for c in trial_cols if con.execute(
+        f"select count(*) from (select trial_id from rows group by trial_id having count(distinct {ident(c)}) > 1)"
+    ).fetchall()[0][0]]
+    if not varying:
+        return
+    latest = ", ".join(f"arg_max({ident(c)}, epoch) as {ident(c)}" for c in varying)
+    con.execute(f"create temp table trial_cols as select trial_id, {latest} from rows group by trial_id")
+    order = ", ".join(("t." if c in varying else "r.") + ident(c) for c in columns)
+    con.execute(f"create temp table rows_joined as select {order} from rows r left join trial_cols t using (trial_id)")
+    for t in ("rows", "trial_cols"):
+        con.execute(f"drop table {t}")
+    con.execute("alter table rows_joined rename to rows")
 
 
 def _scan_part(files: list[str], columns: list[str], trial_cols: list[str], out: str) -> str:

@@ -33,6 +33,7 @@ from .load import ResultsWarning
 CORRECTIONS = ("holm", "bh", "none")
 MIN_CELL_TRIALS = 2    # a per-architecture table is fitted only when every configuration cell has this many trials
 FANOVA_MIN_CONFIGS = 4  # fANOVA's forest needs this many distinct configurations
+FANOVA_TREES = 16       # trees of its forest (32 moved importances by <= 0.01 on 2000 planted trials, 4 seeds; 1.8x the time)
 ESTIMATOR = "OLS on z-scored metric and axes"
 CI_METHOD = "95% Wald, HC3 robust SE"
 
@@ -288,13 +289,36 @@ def contrasts(ols, frame: pd.DataFrame, eff: pd.DataFrame, interactions=()) -> p
             else:
                 raw_lo, raw_hi, z_lo, z_hi = span[a]
                 points, levels, width = (z_lo, z_hi), (_level(raw_lo), _level(raw_hi)), z_hi - z_lo
-            pred = [float(np.mean(ols.predict(frame.assign(**{a: z})))) for z in points]
+            pred = _mean_predictions(ols, frame, a, points, a in in_pairs)
             out.update(from_level=str(levels[0]), to_level=str(levels[1]), from_value=mean + sd * pred[0],
                        to_value=mean + sd * pred[1], diff=sd * (pred[1] - pred[0]))
             if a not in in_pairs:
                 out.update(diff_ci_low=sd * width * r.ci_low, diff_ci_high=sd * width * r.ci_high)
         rows.append(out)
     return pd.DataFrame(rows, columns=UNIT_COLUMNS, index=eff.index)
+
+
+def _mean_predictions(ols, frame: pd.DataFrame, axis: str, points, interacts: bool) -> list[float]:
+    """The model's mean prediction over the trials with `axis` set to each of `points` (a z-value,
+    or a level of a categorical axis). Without an interaction the model is linear in the axis'
+    own columns, so this is the design matrix's column means with those columns replaced (no
+    patsy rebuild: ~100× cheaper); with one, the frame is re-predicted."""
+    if interacts:
+        return [float(np.mean(ols.predict(frame.assign(**{axis: z})))) for z in points]
+    names = ols.model.exog_names
+    beta = np.asarray(ols.params, float)
+    base = np.asarray(ols.model.exog, float).mean(axis=0)
+    cat = f"C({axis})[T."
+    out = []
+    for z in points:
+        row = base.copy()
+        for j, name in enumerate(names):
+            if name == axis:
+                row[j] = float(z)
+            elif name.startswith(cat):
+                row[j] = float(name == f"{cat}{z}]")
+        out.append(float(row @ beta))
+    return out
 
 
 def adjust(p: np.ndarray, correction: str) -> np.ndarray:
@@ -314,7 +338,8 @@ def adjust(p: np.ndarray, correction: str) -> np.ndarray:
     return out
 
 
-def fanova_importance(frame: pd.DataFrame, varying: list[str], seed: int = 0, max_configs: int = 200) -> pd.DataFrame:
+def fanova_importance(frame: pd.DataFrame, varying: list[str], seed: int = 0, max_configs: int = 200,
+                      n_trees: int = FANOVA_TREES) -> pd.DataFrame:
     """fANOVA importance of each axis (Optuna's FanovaImportanceEvaluator) on per-configuration
     means of the standardized metric (seeds averaged first). Beyond `max_configs` configurations a
     seeded random subsample of that size is used. Depth 5 (not Optuna's default 64): on the few
@@ -337,7 +362,7 @@ def fanova_importance(frame: pd.DataFrame, varying: list[str], seed: int = 0, ma
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(n_trees=32, max_depth=5, seed=seed),
+            imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(n_trees=n_trees, max_depth=5, seed=seed),
                                         normalize=True)
     except (RuntimeError, ValueError, ZeroDivisionError) as e:  # e.g. too few distinct configurations for the forest
         warnings.warn(f"fANOVA skipped: {e}", ResultsWarning, stacklevel=2)
