@@ -145,6 +145,12 @@ def nc_fairness(rows: pd.DataFrame, options: dict) -> list[dict]:
                  "memorisation at the final epoch − its mean over the first third of epochs, biased trials",
                  _memorisation_rise(rows)),
         note(CLAIM_FAIR), terminal_note(t["acc"], "observed training labels")]
+    if "early" in t and t["early"].notna().any():
+        per = "; ".join(f"bias {lv:g}: {g.early.mean():+.3f} → {g.late.mean():+.3f} (per trial "
+                        + ", ".join(f"{e:+.2f}→{l_:+.2f}" for e, l_ in zip(g.early, g.late)) + ")"
+                        for lv, g in t.groupby("bias_level"))
+        out.append(note(f"Train alignment gap align_cos(a=0) − align_cos(a=1), flip arm, mean over the first {k} "
+                        f"epochs → at the final epoch, per bias level: {per}."))
     for col, labels in (("nc1", "observed"), ("nc1_clean", "clean")):
         if f"{col}_g1" in t:
             d = t[f"{col}_g1"] - t[f"{col}_g0"]
