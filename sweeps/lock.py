@@ -7,11 +7,10 @@ starting at once exactly one gets it; the other is refused with who holds it.
 
 A lease, so that a lock outlives neither its driver nor its host:
 - the holder rewrites `heartbeat` every HEARTBEAT_S (10 s) from a background thread;
-- a lock whose heartbeat is older than its lease (LEASE_S, 60 s) is stale whatever host wrote it —
-  also the file's modification time must be that old, so a clock running behind on the reader's
-  side cannot make a live lock look stale. A lock written before heartbeats (no `heartbeat`) is
-  judged by its `locked_at`. On the lock's own host the process itself is checked instead: stale at
-  once if it is gone, never while it runs;
+- a lock whose heartbeat is older than its lease (LEASE_S, 60 s) is stale whatever host wrote it
+  (the hosts' clocks must agree to well under the lease: NTP). A lock written before heartbeats (no
+  `heartbeat`) is judged by its `locked_at`. On the lock's own host the process itself is checked
+  instead: stale at once if it is gone, never while it runs;
 - a stale lock is taken over with a warning that names the old holder, and the caller is told
   (`previous`) so it can clean up what the dead driver left (`sweeps.procs`);
 - a holder that could not renew for GIVE_UP_S (40 s: before any other driver may take over at
@@ -73,11 +72,10 @@ def read(run_dir) -> dict | None:
     p = Path(run_dir) / FILE
     try:
         info = json.loads(p.read_text())
-        info["_mtime"] = p.stat().st_mtime
-        return info
+        return info if isinstance(info, dict) else {}
     except FileNotFoundError:
         return None
-    except (json.JSONDecodeError, OSError, TypeError):
+    except (json.JSONDecodeError, OSError):
         return {}   # not written by us (ours are linked in whole): refused, never taken over
 
 
@@ -93,10 +91,9 @@ def describe(info: dict) -> str:
 
 
 def silent_s(info: dict, now: float | None = None) -> float:
-    """Seconds since the holder last proved alive: its heartbeat (or `locked_at`), and the file's mtime."""
+    """Seconds since the holder last proved alive: its heartbeat (a lock from before heartbeats: `locked_at`)."""
     now = time.time() if now is None else now
-    last = info.get("heartbeat") or info.get("locked_at") or 0.0
-    return now - max(float(last), float(info.get("_mtime", 0.0)))
+    return now - float(info.get("heartbeat") or info.get("locked_at") or 0.0)
 
 
 def stale(info: dict) -> bool:
@@ -105,10 +102,6 @@ def stale(info: dict) -> bool:
     if info.get("host") == socket.gethostname():
         return not alive(info.get("pid", -1), info.get("started"))
     return silent_s(info) > float(info.get("lease_s") or LEASE_S)
-
-
-def _public(info: dict) -> dict:
-    return {k: v for k, v in info.items() if not k.startswith("_")}
 
 
 class RunLock:
@@ -146,8 +139,8 @@ class RunLock:
                     warnings.warn(f"{self.path.parent}: taking over the lock of a driver that is gone "
                                   f"({describe(info)}; lease {info.get('lease_s') or LEASE_S:.0f} s)",
                                   RuntimeWarning, stacklevel=2)
-                    self.previous = _public(info)
-                    if _public(read(self.path.parent) or {}) == self.previous:   # not replaced by another taker
+                    self.previous = info
+                    if read(self.path.parent) == info:   # not already replaced by another taker
                         self.path.unlink(missing_ok=True)
                     continue
                 self.held, self._mine = True, mine
@@ -231,4 +224,4 @@ def unlock(run_dir, force: bool = False) -> dict | None:
                        f"`ncsweep unlock --force {run_dir}` if you know it is gone (e.g. its host is down and "
                        f"you cannot wait {float(info.get('lease_s') or LEASE_S):.0f} s)")
     (Path(run_dir) / FILE).unlink(missing_ok=True)
-    return _public(info)
+    return info

@@ -19,13 +19,11 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def plant(run_dir: Path, age_s: float, host: str = "node-gone", heartbeat: bool = True, **extra) -> dict:
-    """A lock file written by another driver whose last sign of life was `age_s` seconds ago."""
+    """A lock file of another driver whose last sign of life was `age_s` seconds ago (written now)."""
     t = time.time() - age_s
     info = {"host": host, "pid": 4242, "started": 1.0, "token": "f" * 32, "locked_at": t - 100, "lease_s": 60.0,
             **({"heartbeat": t} if heartbeat else {"locked_at": t}), **extra}
-    path = run_dir / lock.FILE
-    path.write_text(json.dumps(info))
-    os.utime(path, (t, t))
+    (run_dir / lock.FILE).write_text(json.dumps(info))
     return info
 
 
@@ -73,13 +71,11 @@ def test_a_lock_from_before_heartbeats_is_judged_by_locked_at(tmp_path):
         lock.RunLock(tmp_path).acquire().release()
 
 
-def test_a_fresh_file_time_keeps_a_lock_whose_heartbeat_looks_old(tmp_path):
-    """The reader's clock 5 minutes ahead of the holder's: the file's time (the file server's clock)
-    still shows the holder alive."""
-    plant(tmp_path, age_s=300)
-    os.utime(tmp_path / lock.FILE)
-    with pytest.raises(lock.LockHeld):
+def test_a_lock_file_that_is_not_ours_is_refused_and_unlock_removes_it(tmp_path):
+    (tmp_path / lock.FILE).write_text("[1, 2]")
+    with pytest.raises(lock.LockHeld, match="unreadable lock file"):
         lock.RunLock(tmp_path).acquire()
+    assert lock.unlock(tmp_path) == {} and not (tmp_path / lock.FILE).exists()
 
 
 def test_the_holders_lease_decides(tmp_path):
@@ -190,3 +186,16 @@ def test_a_lock_of_a_live_process_of_this_host_is_never_stale_however_old(tmp_pa
     plant(tmp_path, age_s=3600, host=socket.gethostname(), pid=me.pid, started=me.create_time())
     with pytest.raises(lock.LockHeld, match=f"pid {me.pid}"):
         lock.RunLock(tmp_path).acquire()
+
+
+def test_a_rerun_after_a_driver_on_another_host_died_takes_its_old_style_lock_and_keeps_each_key_once(tmp_path):
+    """The run directory's write path (tests/faultsim.py) behind a lock an older ncsweep left on a dead
+    host two minutes ago (no heartbeat: judged by locked_at)."""
+    from tests.faultsim import assert_exactly_once, sweep
+
+    sweep(tmp_path)
+    plant(tmp_path, age_s=120, heartbeat=False)
+    with pytest.warns(RuntimeWarning, match="pid 4242 on host 'node-gone'"):
+        sweep(tmp_path)
+    assert_exactly_once(tmp_path)
+    assert not (tmp_path / lock.FILE).exists()
