@@ -48,6 +48,16 @@ def mean_ci(x) -> tuple[float, float, float, int]:
     return m, m - h, m + h, n
 
 
+def t_interval(mean: pd.Series, sd: pd.Series, n: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """95% t-interval of means of n values with sample SD sd, elementwise; NaN where n < 2."""
+    from scipy import stats
+
+    n_ = n.to_numpy(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        half = np.where(n_ > 1, stats.t.ppf(0.975, np.maximum(n_ - 1, 1)) * sd.to_numpy(float) / np.sqrt(n_), np.nan)
+    return mean.to_numpy(float) - half, mean.to_numpy(float) + half
+
+
 def boot_mean_ci(values, seed: int = 0) -> tuple[float, float, float, int]:
     """Mean of per-configuration values with a BCa bootstrap 95% CI over configurations."""
     from scipy import stats   # on first use: importing scipy.stats takes ~0.8 s
@@ -135,8 +145,6 @@ def leaderboard(trials: pd.DataFrame, metric: str, axes: list[str] | None = None
     t = trials[np.isfinite(trials[metric].astype(float))] if metric in trials else trials.iloc[:0]
     if t.empty or not axes:
         return pd.DataFrame(columns=cols)
-    from scipy import stats   # on first use: importing scipy.stats takes ~0.8 s
-
     conditions = [a for a in axes if vocab.is_condition(a)]
     d = pd.DataFrame({"_y": t[metric].astype(float),
                       "_r": t[rank_by].astype(float) if rank_by in t else np.nan,
@@ -145,10 +153,7 @@ def leaderboard(trials: pd.DataFrame, metric: str, axes: list[str] | None = None
     g = d.groupby(axes, dropna=False, sort=True)       # one group per configuration, vectorised
     out = g.agg(mean=("_y", "mean"), sd=("_y", "std"), seeds=("_y", "size"), rank_mean=("_r", "mean"),
                 trial_ids=("_id", " ".join)).reset_index()
-    n = out["seeds"].to_numpy(float)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        half = np.where(n > 1, stats.t.ppf(0.975, np.maximum(n - 1, 1)) * out["sd"].to_numpy(float) / np.sqrt(n), np.nan)
-    out["ci_low"], out["ci_high"] = out["mean"] - half, out["mean"] + half
+    out["ci_low"], out["ci_high"] = t_interval(out["mean"], out["sd"], out["seeds"])
     out["metric"], out["rank_by"] = metric, rank_by
     out["condition"] = (out[conditions].astype(str).radd([f"{c}=" for c in conditions]).agg(", ".join, axis=1)
                         if conditions else "all")

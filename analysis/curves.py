@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from . import vocab
-from .compare import mean_ci
+from .compare import t_interval
 from .load import ident
 
 CURVES = (("nc1", "train", True), ("worst_group_acc", "test", False), ("acc", "test", True))
@@ -61,8 +61,10 @@ def split_curves(per_trial: pd.DataFrame, trials: pd.DataFrame, tables) -> pd.Da
         d["level"] = d[axis].astype(str) if axis else "all"
         d["_seed"] = d[seed] if seed else d["trial_id"]
         per_seed = d.groupby(["level", "group", "epoch", "_seed"], sort=True)["value"].mean().reset_index()
-        for (level, grp, epoch), s in per_seed.groupby(["level", "group", "epoch"], sort=True):
-            mean, lo, hi, n = mean_ci(s["value"].to_numpy())
-            out.append({"column": col, "split": split, "by_group": by_group, "axis": axis or "", "level": level,
-                        "group": grp, "epoch": int(epoch), "mean": mean, "ci_low": lo, "ci_high": hi, "seeds": n})
-    return pd.DataFrame(out, columns=COLUMNS)
+        agg = per_seed.groupby(["level", "group", "epoch"], sort=True)["value"].agg(["mean", "std", "size"])
+        lo, hi = t_interval(agg["mean"], agg["std"], agg["size"])
+        out.append(agg.reset_index().assign(column=col, split=split, by_group=by_group, axis=axis or "",
+                                            ci_low=lo, ci_high=hi, seeds=agg["size"].to_numpy(),
+                                            epoch=lambda x: x["epoch"].astype(int)))
+    return pd.concat(out, ignore_index=True)[COLUMNS] if out else pd.DataFrame(columns=COLUMNS)
+

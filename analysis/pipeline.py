@@ -13,6 +13,7 @@ processes when there are many trials. No torch, no Ray.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import warnings
 
@@ -23,10 +24,10 @@ from . import vocab
 from .compare import arch_summary, leaderboard, nc_vs_fairness, paired_differences
 from .curves import CURVES, split_curves, trial_curves
 from .filters import DEFAULT_STATUS, describe_exclusions, usable
-from .load import (HOST_COLUMNS, KEY, ResultsError, ResultsWarning, Source, checksum_mismatches, load, manifests,
+from .load import (HOST_COLUMNS, KEY, PARALLEL_SCAN_FILES, ResultsError, ResultsWarning, Source, checksum_mismatches, load, manifests,
                    trial_records)
 from .select import SPLITS, check_metrics, parse_metric, trial_table_from
-from .parallel import default_workers, run_all
+from .parallel import default_workers, import_table_libraries, run_all
 from .sensitivity import parse_interactions, run_job, table_jobs
 
 GROUP_METRICS = ("nc1",)           # also tabulated per subgroup (subgroup collapse: Mouheb et al.)
@@ -91,23 +92,23 @@ def analyse(run_dirs, select: str = "final", metrics: list[str] | None = None, i
     not a warning."""
     dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
     records = trial_records(dirs)
-    bad = checksum_mismatches(records)
-    if bad:
-        what = (f"{len(bad)} result file(s) differ from the checksum in their trial record (changed or damaged "
-                f"since the trial finished; `ncsweep verify DIR` says more): {'; '.join(bad)}")
-        if strict:
-            raise ResultsError(what)
-        warnings.warn(what + "; analysed as they are", ResultsWarning, stacklevel=2)
+    # While duckdb scans (it releases the GIL), two threads: the files' checksums (hashlib releases it
+    # too) and the import of SciPy, statsmodels, scikit-learn and Optuna (~2 CPU-s), so that table
+    # workers forked later inherit them instead of each loading them. Both end before any fork.
+    checked: list[str] = []
+    loader = Background(import_table_libraries, lambda: checked.extend(checksum_mismatches(records)))
     src = Source(dirs, columns=None, lazy=True)
+    loader.then = lambda: _checksums(checked, strict)
     try:
         return _analyse(src, dirs, records, select, metrics, include_status, correction, interactions,
-                        keep_learned_nothing, workers, fanova, axes, rank_by)
+                        keep_learned_nothing, workers, fanova, axes, rank_by, loader)
     finally:
         src.close()
+        loader.join()           # no thread outlives the call (a no-op after the join before forking)
 
 
 def _analyse(src, dirs, records, select, metrics, include_status, correction, interactions, keep_ln, workers,
-             fanova, axes_override, rank_by) -> Result:
+             fanova, axes_override, rank_by, loader) -> Result:
     t0 = time.perf_counter()
     cols = src.available
     if metrics:
@@ -119,6 +120,8 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
     every_epoch = {c for c, _, _ in CURVES} | ({select.split(":", 1)[1].removeprefix("val_")}
                                                if select.startswith("best:") else set())
     metric_cols = sorted({c for c in bases if vocab.is_metric(c)} | {"acc", vocab.MAJORITY} | every_epoch)
+    if len(src.files) >= PARALLEL_SCAN_FILES:
+        loader.join()           # that scan forks processes: no thread may run then
     src.materialise(config + metric_cols + list(HOST_COLUMNS), every_epoch=sorted(every_epoch))
     groups = sorted(g for g in src.groups() if g != "all")
     wanted = list(metrics) if metrics else default_metrics(cols, groups)
@@ -148,6 +151,7 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
             "nc_fair": (nc_vs_fairness, (used, gap, axes), {}) if gap else empty,
             "leaderboard": (leaderboard, (used, lead, axes), {"rank_by": rank}) if lead else empty}
     jobs = [(run_job, (trials, m, s), kw) for m, s in table_jobs(trials, present)] + list(side.values())
+    loader.join()
     out = run_all(jobs, workers)
     tables = out[:len(jobs) - len(side)]
     res = Result(run_dirs=dirs, trials=trials, used=used, excluded=excluded, metrics=present, requested=wanted,
@@ -161,6 +165,31 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
     res["curves"] = split_curves(per_trial_curves, used, tables)
     res["timings"] = {"load_s": t1 - t0, "tables_s": time.perf_counter() - t1}
     return res
+
+
+class Background:
+    """Functions run in threads; `join()` waits for them, then calls `then()` (once)."""
+
+    def __init__(self, *fns):
+        self.threads = [threading.Thread(target=f, daemon=True) for f in fns]
+        self.then = lambda: None
+        for t in self.threads:
+            t.start()
+
+    def join(self) -> None:
+        for t in self.threads:
+            t.join()
+        then, self.then = self.then, (lambda: None)
+        then()
+
+
+def _checksums(bad: list[str], strict: bool) -> None:
+    if bad:
+        what = (f"{len(bad)} result file(s) differ from the checksum in their trial record (changed or damaged "
+                f"since the trial finished; `ncsweep verify DIR` says more): {'; '.join(bad)}")
+        if strict:
+            raise ResultsError(what)
+        warnings.warn(what + "; analysed as they are", ResultsWarning, stacklevel=4)
 
 
 def lead_metric(select: str, present: list[str], manifests_: list[dict] = ()) -> str | None:
