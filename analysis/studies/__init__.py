@@ -39,14 +39,16 @@ def study_sections(name: str, result: dict) -> list[tuple[str, str, str]]:
 
 def study_command(run_dir: str) -> int:
     """`ncsweep study RUN_DIR`: the study's verdict table, its headline and its notes."""
+    from pathlib import Path
+
     from ..load import load, manifests
-    from ..report import spec_name
 
     man = manifests([run_dir])
     decl = declaration_of(man)
-    sname, fs = run_study(spec_name(run_dir), load([run_dir]), decl)
+    name = next((m.get("name") for m in man if m.get("name")), Path(run_dir).name)
+    sname, fs = run_study(name, load([run_dir]), decl)
     if sname is None:
-        print(f"{run_dir}: its spec declares no study and its name {spec_name(run_dir)!r} is no known study "
+        print(f"{run_dir}: its spec declares no study and its name {name!r} is no known study "
               f"({', '.join(sorted(STUDIES))})")
         return 2
     print(f"study {sname} — {run_dir} ({'declared in the spec' if decl else 'default declaration (old run)'})")
