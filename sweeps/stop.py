@@ -69,7 +69,9 @@ class StopOnSignal:
         handled in the main thread like an outside SIGTERM but with this reason and exit code."""
         if self.reason is None:
             self.reason, self.exit_code = reason, exit_code
-        os.kill(os.getpid(), signal.SIGTERM)
+        if self._old:   # our handler is installed (main thread): it ends Tune's loop now
+            os.kill(os.getpid(), signal.SIGTERM)
+        # else (a driver run from another thread): `check()` between chunks stops it
 
     def hook(self) -> None:
         """Install (again) our handler; call after anything that installs its own (ray.init)."""

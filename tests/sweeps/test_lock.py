@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -199,3 +200,20 @@ def test_a_rerun_after_a_driver_on_another_host_died_takes_its_old_style_lock_an
         sweep(tmp_path)
     assert_exactly_once(tmp_path)
     assert not (tmp_path / lock.FILE).exists()
+
+
+def test_a_stop_asked_for_in_a_driver_off_the_main_thread_is_seen_at_the_next_check():
+    caught = []
+
+    def driver():
+        try:
+            with StopOnSignal() as stop:
+                stop.request("lost the lock", exit_code=2)     # no signal: this is not the main thread
+                stop.check()
+        except Stopped as e:
+            caught.append((str(e), e.exit_code))
+
+    t = threading.Thread(target=driver)
+    t.start()
+    t.join(5)
+    assert caught == [("lost the lock", 2)]
