@@ -262,9 +262,10 @@ def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks,
         log.warning("trial %s re-planned: %s", tid, why)
     t0 = time.perf_counter()
     try:
-        ray_s = init_ray(address)
+        with stop.ray_keeps_our_handler():   # a SIGTERM while Ray starts stops the driver cleanly too
+            ray_s = init_ray(address)
     finally:
-        stop.hook()   # ray.init replaced our SIGTERM handler with one that exits without cleaning up
+        stop.hook()   # in case ray.init replaced our SIGTERM handler all the same
     if address:
         probe.require_shared(store.path)   # every node writes a probe the driver reads, before any trial
     else:

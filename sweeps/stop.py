@@ -9,11 +9,13 @@ the lock and exits with a line saying how to resume.
 SIGTERM sets the request and, while a `Tuner.fit` runs, calls Ray Tune's own interrupt handler
 (the one it installs for SIGUSR1/SIGINT), which ends the tuning loop and stops the trials' actors.
 Trials that did not end are left `running` in their records: a resume continues each from its last
-checkpoint. `ray.init` installs its own SIGTERM handler (exit without cleanup), so `hook()` puts ours
-back after it.
+checkpoint. `ray.init` installs its own SIGTERM handlers (exit without cleanup, and for a local Ray,
+kill its processes and exit 1); `ray_keeps_our_handler()` stops it from doing so while it starts, so a
+SIGTERM then is ours too, and `hook()` puts ours back in any case.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -72,6 +74,25 @@ class StopOnSignal:
         if self._old:   # our handler is installed (main thread): it ends Tune's loop now
             os.kill(os.getpid(), signal.SIGTERM)
         # else (a driver run from another thread): `check()` between chunks stops it
+
+    @contextlib.contextmanager
+    def ray_keeps_our_handler(self):
+        """While Ray starts (`ray.init`), keep it from replacing our SIGTERM handler: a SIGTERM that
+        comes then stops the driver like any other (exit 143), not through Ray's `sys.exit`."""
+        try:
+            import ray._private.utils as ray_utils
+        except ImportError:
+            yield
+            return
+        original = getattr(ray_utils, "set_sigterm_handler", None)
+        if original is None or not self._main:
+            yield
+            return
+        ray_utils.set_sigterm_handler = lambda handler: None
+        try:
+            yield
+        finally:
+            ray_utils.set_sigterm_handler = original
 
     def hook(self) -> None:
         """Install (again) our handler; call after anything that installs its own (ray.init)."""

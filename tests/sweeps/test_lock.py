@@ -217,3 +217,15 @@ def test_a_stop_asked_for_in_a_driver_off_the_main_thread_is_seen_at_the_next_ch
     t.start()
     t.join(5)
     assert caught == [("lost the lock", 2)]
+
+
+def test_ray_starting_up_does_not_replace_our_sigterm_handler():
+    import ray._private.utils as ray_utils
+
+    with StopOnSignal() as stop:
+        ours = signal.getsignal(signal.SIGTERM)
+        with stop.ray_keeps_our_handler():
+            ray_utils.set_sigterm_handler(lambda s, f: None)      # what ray.init does
+            assert signal.getsignal(signal.SIGTERM) is ours
+        ray_utils.set_sigterm_handler(ours)                       # the real one is back afterwards
+        assert ray_utils.set_sigterm_handler.__name__ == "set_sigterm_handler"

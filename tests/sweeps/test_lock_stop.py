@@ -65,3 +65,29 @@ def test_sigterm_stops_the_driver_with_143_and_resume_is_exact(tmp_path):
     assert len(recs) == 4 and {r["status"] for r in recs.values()} == {"completed"}
     assert_exactly_once(out, {(t, e, s, g) for t in recs for e in range(EPOCHS)
                               for s in ("train", "val", "test") for g in ("all", "0", "1")})
+
+
+@pytest.mark.slow
+def test_sigterm_while_ray_starts_also_stops_with_143_before_any_trial(tmp_path):
+    spec = {"name": "early", "dataset": {"name": "biased_shapes", "options": {"n_train": 64, "image_size": 8}},
+            "base": {"epochs": 1, "width": 0.0625, "arch": "vgg11"}, "space": {"seed": {"grid": [0, 1]}},
+            "search": {"algorithm": "grid"}}
+    (tmp_path / "early.yaml").write_text(json.dumps(spec))
+    out = tmp_path / "run"
+    driver = subprocess.Popen([sys.executable, "-m", "sweeps.cli", "run", str(tmp_path / "early.yaml"), "--out",
+                               str(out)], cwd=ROOT, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        t0 = time.monotonic()
+        while not (out / "manifest.json").exists():   # written just before Ray starts (~4 s)
+            assert driver.poll() is None and time.monotonic() - t0 < 120, driver.communicate()[1][-2000:]
+            time.sleep(0.02)
+        driver.send_signal(signal.SIGTERM)
+        _, err = driver.communicate(timeout=120)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 143, err[-2000:]
+    assert err.strip().splitlines()[-1].startswith("ncsweep: stopped by SIGTERM")
+    assert not (out / lock.FILE).exists() and not (out / procs.FILE).exists()
+    assert not RunDir(out).records()          # no trial had started
