@@ -93,6 +93,35 @@ def captured_stderr(store, tids: list[str]):
         path.unlink(missing_ok=True)
 
 
+def settle_memory_kill(store, text: str, since: float) -> list[str] | None:
+    """Ray Tune 2.60 lets the OutOfMemoryError of a worker its memory monitor killed escape from
+    `Tuner.fit()` ("Caught unexpected exception: … running low on memory"), ending Tune's loop. Then
+    the trials of this host that started at or after `since`, are still `running` and whose worker
+    process is gone are recorded `oom`. Returns their ids; None when `text` is no memory kill."""
+    import psutil
+
+    if not _RAY_OOM.search(text):
+        return None
+    said = next((ln.strip() for ln in text.splitlines() if _RAY_OOM.search(ln)), "")
+    said = said.removeprefix("Caught unexpected exception: ")[:400]
+    host, out = socket.gethostname(), []
+    running = {tid: rec for tid, rec in store.records().items()
+               if rec.get("status") == "running" and rec.get("hostname") == host and rec.get("pid")
+               and (rec.get("started_at") or 0) >= since}
+    procs = []
+    for rec in running.values():
+        with contextlib.suppress(psutil.NoSuchProcess):
+            procs.append(psutil.Process(rec["pid"]))
+    psutil.wait_procs(procs, timeout=10)   # the error can reach the driver before the process is gone
+    for tid, rec in running.items():
+        pid = rec["pid"]
+        if not psutil.pid_exists(pid):
+            store.update_record(tid, status="oom", error=f"worker pid {pid} on {host} was killed by Ray's memory "
+                                f"monitor (node memory above its threshold): {said}")
+            out.append(tid)
+    return out
+
+
 def _tail(path: Path, n: int = TAIL_LINES) -> list[str]:
     """What matters of a capture file: around a fatal signal, the lines before faulthandler's report
     (glibc's message), the report's first line and the crashing thread's stack; else the last n lines."""

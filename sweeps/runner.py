@@ -283,9 +283,9 @@ def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks,
                 todo = fuse.units(todo, spec.fuse, store)
                 for part in chunks(todo, spec.chunk_size):
                     stop.check()
-                    _fit(spec, store, res, {"trial": _grid(part)}, len(part), None, callbacks, stop)
+                    _fit(spec, store, res, {"trial": _grid(part)}, len(part), None, callbacks, stop, address)
             else:
-                _run_optuna(spec, store, res, callbacks, stop)
+                _run_optuna(spec, store, res, callbacks, stop, address)
             stop.check()
             if not unfinished(store, planned):
                 break
@@ -327,12 +327,13 @@ def _grid(configs: list[dict]):
     return tune.grid_search(configs)
 
 
-def _run_optuna(spec: Spec, store: RunDir, res: dict, callbacks: list, stop: StopOnSignal) -> None:
+def _run_optuna(spec: Spec, store: RunDir, res: dict, callbacks: list, stop: StopOnSignal,
+                address: str | None = None) -> None:
     from ray.tune.search.optuna import OptunaSearch
 
     interrupted = [r["config"] for r in store.records().values() if r.get("status") not in TERMINAL and r.get("config")]
     if interrupted:   # finish them first, from their checkpoints
-        _fit(spec, store, res, {"trial": _grid(interrupted)}, len(interrupted), None, callbacks, stop)
+        _fit(spec, store, res, {"trial": _grid(interrupted)}, len(interrupted), None, callbacks, stop, address)
         stop.check()
     metric, mode = spec.search["metric"], spec.search["mode"]
     done = [r for r in store.records().values() if r.get("status") in TERMINAL]
@@ -345,7 +346,7 @@ def _run_optuna(spec: Spec, store: RunDir, res: dict, callbacks: list, stop: Sto
     searcher = OptunaSearch(optuna_space(spec), metric=metric, mode=mode, seed=spec.search["seed"],
                             points_to_evaluate=[p for p, _ in seen] or None,
                             evaluated_rewards=[v for _, v in seen] or None)
-    _fit(spec, store, res, {}, left, searcher, callbacks, stop)
+    _fit(spec, store, res, {}, left, searcher, callbacks, stop, address)
 
 
 def make_tuner(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: int, searcher,
@@ -372,20 +373,49 @@ def make_tuner(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samp
         run_config=tune.RunConfig(name=f"{spec.name}-{int(time.time() * 1000)}",
                                   storage_path=spec.storage_path or str(store.path / "_tune"),
                                   failure_config=tune.FailureConfig(max_failures=spec.retries),
-                                  verbose=0, callbacks=callbacks),
+                                  verbose=0, callbacks=list(callbacks)),   # Tune appends its loggers to the list
     )
 
 
 def _fit(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: int, searcher, callbacks,
-         stop: StopOnSignal) -> None:
-    results = make_tuner(spec, store, res, param_space, num_samples, searcher, callbacks).fit()
+         stop: StopOnSignal, address: str | None = None) -> None:
+    since = time.time()
+    try:
+        results = make_tuner(spec, store, res, param_space, num_samples, searcher, callbacks).fit()
+    except RuntimeError as e:
+        killed = crash.settle_memory_kill(store, str(e), since)
+        if killed is None:
+            raise
+        _after_memory_kill(store, killed, address, stop)
+        return
     stop.check()   # interrupted: trials that did not end stay `running` (resumed from their checkpoints)
     for r in results:
+        if r.config is None:   # the trial's actor died before the trial started: it stays planned, re-run next pass
+            log.warning("a trial ended before it started (%s); it is run again", format_error(r.error) if r.error else "?")
+            continue
         cfg = tune_trial_config(r.config, spec.base_config())
         if fuse.is_unit(cfg):
             fuse.finish_members(store, cfg, r.error)
             continue
         finish_trial(store, cfg["trial_id"], r.metrics or {}, r.error)
+
+
+def _after_memory_kill(store: RunDir, killed: list[str], address: str | None, stop: StopOnSignal) -> None:
+    """Tune's loop died of a memory-monitor kill (`crash.settle_memory_kill`). Locally, Ray is restarted,
+    which ends the trials the dead loop left running (they continue from their checkpoints in the next
+    pass); on a cluster the driver stops and says how to go on."""
+    import ray
+
+    log.warning("Ray's memory monitor killed the worker of trial(s) %s (recorded oom); Ray Tune's loop ended with "
+                "it, so the other running trials are restarted from their checkpoints", killed or "?")
+    if address:
+        raise Stopped(f"Ray's memory monitor killed trial(s) {killed} and Ray Tune's loop with them", 1)
+    ray.shutdown()
+    try:
+        init_ray(None)
+    finally:
+        stop.hook()   # ray.init replaced our SIGTERM handler
+    procs.record(store.path)
 
 
 def finisher(store: RunDir, base: dict):
