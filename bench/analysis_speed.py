@@ -6,6 +6,7 @@ table, every sensitivity table in parallel processes, architecture comparisons, 
     PYTHONPATH=. python bench/analysis_speed.py --per-epoch          # one file per (trial, epoch): 10^5 files
     PYTHONPATH=. python bench/analysis_speed.py --dir /tmp/x --keep  # reuse / keep the written run directory
     PYTHONPATH=. python bench/analysis_speed.py --per-epoch --wide 86 # rows as wide as the runner's (catalogue metrics added)
+    PYTHONPATH=. python bench/analysis_speed.py --wide 86 --dir /tmp/x --timeline   # wall and CPU per stage
 
 The last line printed is one JSON object: {rows, files, load_s, tables_s, total_s, peak_rss_mb, cpu_s,
 cli_analyze_s, status_s} (peak RSS of this process plus its largest child, in MB; cpu_s: CPU seconds
@@ -126,6 +127,44 @@ def cpu_s() -> float:
     return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
 
 
+def timeline(root: Path) -> None:
+    """`--timeline`: wall and CPU seconds (this process and its finished children) at the start and
+    end of each stage of one analysis and of writing its tables — where the time goes."""
+    import functools
+
+    import analysis.pipeline as pipeline
+    import analysis.report as report
+
+    load = sys.modules["analysis.load"]
+    t0, c0 = time.perf_counter(), cpu_s()
+
+    def mark(label: str) -> None:
+        print(f"# {time.perf_counter() - t0:6.2f}s wall {cpu_s() - c0:6.2f}s cpu  {label}", flush=True)
+
+    def wrap(owner, name: str) -> None:
+        fn = getattr(owner, name)
+
+        @functools.wraps(fn)
+        def timed(*a, **k):
+            mark(f"start {name}")
+            try:
+                return fn(*a, **k)
+            finally:
+                mark(f"end {name}")
+        setattr(owner, name, timed)
+
+    for name in ("trial_records", "trial_table_from", "trial_curves", "run_all", "split_curves"):
+        wrap(pipeline, name)
+    wrap(load.Source, "materialise")
+    wrap(load, "schema_names")
+    res = pipeline.analyse(root, select="best:worst_group_acc")
+    mark("analysed")
+    out = Path(tempfile.mkdtemp(prefix="ncsweep-tables-"))
+    report.write_tables(res, out)
+    mark("tables written")
+    shutil.rmtree(out, ignore_errors=True)
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--trials", type=int, default=2000)
@@ -134,6 +173,7 @@ def main() -> None:
     p.add_argument("--wide", type=int, default=0, help="columns per row, catalogue metrics added (86: as the runner writes)")
     p.add_argument("--dir", help="run directory to write (or reuse, if it holds rows already)")
     p.add_argument("--keep", action="store_true", help="keep the run directory")
+    p.add_argument("--timeline", action="store_true", help="print wall and CPU seconds at each stage, then exit")
     args = p.parse_args()
     root = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix="ncsweep-bench-"))
     try:
@@ -146,6 +186,9 @@ def main() -> None:
         shutil.rmtree(root / "trials", ignore_errors=True)
         if not per_epoch:        # a finished sweep: completed trials' records, read by the analysis
             write_records(root, args.epochs, per_epoch)
+        if args.timeline:
+            timeline(root)
+            return
         from analysis.pipeline import analyse
 
         t0, c0 = time.perf_counter(), cpu_s()
