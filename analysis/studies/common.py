@@ -251,7 +251,7 @@ def headline(findings: list[dict]) -> str:
     s = "; ".join(f"primary outcome {f['id']}: {f['verdict']}" for f in prim) or "no primary outcome declared"
     s += f"; manipulation checks {ok} of {len(man)} supported"
     if ok < len(man):
-        s += " (a failed check makes the claims above uninterpretable)"
+        s += " (where a check does not hold, the claims cannot be read)"
     return s
 
 

@@ -106,4 +106,4 @@ def test_manipulation_checks_are_their_own_family_and_never_the_headline():
     assert fs["extra"]["role"] == "descriptive" and fs["extra"]["verdict"] == ""
     assert fs["missing"]["verdict"] == "inconclusive"          # declared but not measured
     h = headline(list(fs.values()))
-    assert "claim: no effect" in h and "0 of 1" in h and "uninterpretable" in h
+    assert "claim: no effect" in h and "0 of 1" in h and "cannot be read" in h
