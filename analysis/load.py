@@ -305,9 +305,10 @@ def scan(con, files: list[str], columns: list[str], trial_cols: list[str]) -> No
 def latest_trial_columns(con, columns: list[str], trial_cols: list[str]) -> None:
     """Set `trial_cols` of every row of `rows` to the trial's value at its latest epoch (a trial
     resumed elsewhere keeps the host it finished on). Columns that already agree are left alone."""
-    varying = [c for c in trial_cols if con.execute(
-        f"select count(*) from (select trial_id from rows group by trial_id having count(distinct {ident(c)}) > 1)"
-    ).fetchall()[0][0]]
+    counts = ", ".join(f"max(n{i})" for i in range(len(trial_cols)))
+    per_trial_ = ", ".join(f"count(distinct {ident(c)}) as n{i}" for i, c in enumerate(trial_cols))
+    most = con.execute(f"select {counts} from (select {per_trial_} from rows group by trial_id)").fetchall()[0]
+    varying = [c for c, n in zip(trial_cols, most) if (n or 0) > 1]     # one scan of `rows` for all of them
     if not varying:
         return
     latest = ", ".join(f"arg_max({ident(c)}, epoch) as {ident(c)}" for c in varying)
