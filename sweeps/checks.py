@@ -158,18 +158,18 @@ def _dataset_files(name, opts, pr) -> None:
     root = opts.get("root")
     if not isinstance(root, str) or not root:
         return
+    defaults = {k: key.default for k, key in dataset_options(name).items()}
+    files = [f.format(**{**defaults, **opts}) for f in DATASET_FILES.get(name, ())]
     if not Path(root).is_dir():
         pr.add("dataset.options.root", root, f"folder not found on this machine; put the files at {root} (dataset "
-               f"{name!r} reads {', '.join(DATASET_FILES.get(name, ()))} below it) or point `root` to your copy "
+               f"{name!r} reads {', '.join(files)} below it) or point `root` to your copy "
                "(on a cluster: a path every node can read)")
         return
-    defaults = {k: key.default for k, key in dataset_options(name).items()}
-    missing = [f.format(**{**defaults, **opts}) for f in DATASET_FILES.get(name, ())]
-    missing = [f for f in missing if not (Path(root) / f).exists()]
+    missing = [f for f in files if not (Path(root) / f).exists()]
     if missing:
         pr.add("dataset.options.root", root, f"missing {', '.join(missing)}: put the files at "
                f"{', '.join(str(Path(root) / f) for f in missing)} (dataset {name!r} reads "
-               f"{', '.join(DATASET_FILES[name])} below root)")
+               f"{', '.join(files)} below root)")
 
 
 def _config_key(k, v, path, pr, sweep: bool) -> bool:
