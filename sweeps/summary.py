@@ -61,18 +61,22 @@ def status_summary(store: RunDir) -> dict:
 
 
 def exit_code(summary: dict) -> int:
-    """0: every trial completed, stopped or diverged; 1: some failed or ran out of memory."""
-    return 1 if summary.get("failures") else 0
+    """0: every trial completed, stopped or diverged; 1: some failed, ran out of memory, or are
+    still unfinished after the run's passes (they continue with `ncsweep resume`)."""
+    return 1 if summary.get("failures") or summary.get("pending") else 0
 
 
 def failure_line(summary: dict) -> str | None:
-    """The one-line summary printed when trials failed, or None."""
-    fails = summary.get("failures") or {}
-    if not fails:
+    """The one-line summary printed when trials failed or are left unfinished, or None."""
+    fails, pending = summary.get("failures") or {}, int(summary.get("pending") or 0)
+    if not fails and not pending:
         return None
     counts = summary.get("counts", {})
     parts = [f"{counts.get(k, 0)} {k}" for k in FAILED if counts.get(k)]
-    return (f"{len(fails)} of {summary.get('planned') or len(fails)} trials did not finish ({', '.join(parts)}); "
+    if pending:
+        parts.append(f"{pending} unfinished: `ncsweep resume {summary['run_dir']}` continues them")
+    n = len(fails) + pending
+    return (f"{n} of {summary.get('planned') or n} trials did not finish ({', '.join(parts)}); "
             f"see `ncsweep status {summary['run_dir']}`")
 
 

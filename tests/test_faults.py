@@ -267,6 +267,10 @@ def test_exit_code_and_summary_line():
            "failures": {"a": "x", "b": "y"}}
     assert exit_code(ok) == 0 and failure_line(ok) is None
     assert exit_code(bad) == 1 and failure_line(bad).startswith("2 of 4 trials did not finish (1 failed, 1 oom)")
+    left = {"run_dir": "d", "planned": 4, "pending": 1, "counts": {"completed": 3, "running": 1}, "failures": {}}
+    assert exit_code(left) == 1   # a trial still unfinished after the run's passes is no success
+    assert failure_line(left) == ("1 of 4 trials did not finish (1 unfinished: `ncsweep resume d` continues them); "
+                                  "see `ncsweep status d`")
 
 
 def test_the_error_field_is_the_root_exception_without_ray_banner():
