@@ -35,17 +35,19 @@ if TYPE_CHECKING:
 FUSE_KEY = "fused"   # a fused unit of the plan: {"fused": [config, ...], "trial_id": ..., "epochs": ...}
 
 
-def check_spec(raw_fuse, algorithm: str, scheduler) -> int:
-    """The validated `fuse` value (0 = off); raises ValueError saying what is accepted."""
+def check_spec(raw_fuse, algorithm: str, scheduler, key: str = "fuse", unit: str = "fused group",
+               meaning: str = "configurations trained as one fused model") -> int:
+    """The validated `fuse` value (0 = off); raises ValueError saying what is accepted. `key`, `unit`
+    and `meaning` name the spec key (`pack: k` is checked by the same rules, sweeps/pack.py)."""
     if raw_fuse is None or raw_fuse is False:
         return 0
     if isinstance(raw_fuse, bool) or not isinstance(raw_fuse, int) or raw_fuse < 0:
-        raise ValueError("an integer k >= 2 (configurations trained as one fused model), or 0 / absent for off")
+        raise ValueError(f"an integer k >= 2 ({meaning}), or 0 / absent for off")
     if raw_fuse >= 2 and algorithm == "optuna":
-        raise ValueError("Optuna proposes one configuration at a time; fuse works with search.algorithm "
+        raise ValueError(f"Optuna proposes one configuration at a time; {key} works with search.algorithm "
                          "grid or random")
     if raw_fuse >= 2 and scheduler:
-        raise ValueError("a scheduler (ASHA) would stop a whole fused group; remove `scheduler` or `fuse`")
+        raise ValueError(f"a scheduler (ASHA) would stop a whole {unit}; remove `scheduler` or `{key}`")
     return raw_fuse if raw_fuse >= 2 else 0
 
 
@@ -73,11 +75,11 @@ def group(configs: list[dict], k: int) -> tuple[list[list[dict]], list[tuple[dic
     return groups, singles
 
 
-def unit_of(members: list[dict]) -> dict:
-    """The plan entry (one Ray trial) of a fused group."""
+def unit_of(members: list[dict], key: str = FUSE_KEY) -> dict:
+    """The plan entry (one Ray trial) of a fused group (or, key "packed", of a packed unit)."""
     ids = [m["trial_id"] for m in members]
-    uid = "fused-" + hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:8]
-    return {FUSE_KEY: members, "trial_id": uid, "epochs": members[0].get("epochs")}
+    uid = f"{key}-" + hashlib.sha256(json.dumps(ids).encode()).hexdigest()[:8]
+    return {key: members, "trial_id": uid, "epochs": members[0].get("epochs")}
 
 
 def units(configs: list[dict], k: int, store: RunDir | None = None) -> list[dict]:
@@ -128,17 +130,13 @@ def is_unit(cfg: dict | None) -> bool:
 def fused_trainable(params: dict, run_dir: str, base: dict, objectives: dict, gpu: float, cpu: float) -> None:
     """Train a fused unit in a Ray worker. Per member: its attempt recorded, its rows written
     before its checkpoint, its record updated each epoch; one Tune result per member-epoch."""
-    import torch
-
-    from .runner import start_attempt, trial_config
+    from .runner import prepare_worker, start_attempt, trial_config
     from .store import RunDir
 
     store = RunDir(run_dir)
     cfgs = [trial_config({"trial": m}, base, store) for m in params["trial"][FUSE_KEY]]
     tids = [c["trial_id"] for c in cfgs]
-    torch.set_num_threads(max(1, int(cpu)))
-    if gpu and gpu < 1 and torch.cuda.is_available():
-        torch.cuda.set_per_process_memory_fraction(gpu * 0.95)
+    prepare_worker(gpu, cpu)
     extras = [start_attempt(store, c) for c in cfgs]
     for tid in tids:
         store.update_record(tid, fused_with=tids)

@@ -100,7 +100,10 @@ def spec_markdown() -> str:
          "| `loggers` | tensorboard, mlflow, wandb |",
          "| `max_concurrent`, `retries`, `chunk_size`, `storage_path` | runner settings |",
          "| `fuse` | k: train up to k compatible configurations (ERM, SGD) as one fused model; default off "
-         "(docs/fused.md) |", "",
+         "(docs/fused.md) |",
+         "| `pack` | k: run up to k configurations one after another in one Ray trial, each with its own record, "
+         "rows and checkpoint (short trials pay Ray Tune's per-trial cost once per k); grid/random, no scheduler, "
+         "not with `fuse`; default off (docs/fused.md) |", "",
          "## Domains", "",
          "- `grid: [v, ...]` every value (the plan is the product of all grids);",
          "- `choice: [v, ...]` one value drawn per sample (random search / Optuna);",

@@ -47,8 +47,9 @@ class TrialName:
 
 
 def members(tune_config: dict) -> int:
-    """Sweep trials one Tune trial trains: k for a fused unit (sweeps/fuse.py), else 1."""
-    return len((tune_config.get("trial") or {}).get("fused") or ()) or 1
+    """Sweep trials one Tune trial trains: k for a fused or packed unit (sweeps/fuse.py, pack.py), else 1."""
+    unit = tune_config.get("trial") or {}
+    return len(unit.get("fused") or unit.get("packed") or ()) or 1
 
 
 def format_eta(seconds: float | None) -> str:

@@ -34,7 +34,7 @@ from pathlib import Path
 from nccore.catalogue import reported_metrics
 from nccore.config import DEFAULTS
 
-from . import crash, faults, fuse, probe, procs
+from . import crash, faults, fuse, pack, probe, procs
 from .lock import RunLock
 from .stop import StopOnSignal, Stopped
 from .loggers import logger_callbacks, logger_env
@@ -79,8 +79,8 @@ def trial_config(params: dict, base: dict, store: RunDir) -> dict:
     return cfg
 
 
-def start_attempt(store: RunDir, cfg: dict) -> dict:
-    """Record the attempt as running; return the provenance columns every row of it carries."""
+def start_attempt(store: RunDir, cfg: dict, **fields) -> dict:
+    """Record the attempt as running (with `fields`); return the provenance columns every row of it carries."""
     import ray
 
     from nccore.trial import environment
@@ -90,7 +90,7 @@ def start_attempt(store: RunDir, cfg: dict) -> dict:
     where = {"hostname": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id()}
     started_at = time.time()
     store.update_record(tid, status="running", attempts=attempt, config=cfg, error=None, traceback=None,
-                        ran_to_end=False, started_at=started_at, **where)
+                        ran_to_end=False, started_at=started_at, **where, **fields)
     start_fresh_if_corrupt(store, tid)
     return {"attempt": attempt, "ray_version": ray.__version__, **environment(), **where,
             "attempt_started_at": started_at}
@@ -107,20 +107,34 @@ def trainable(params: dict, run_dir: str, base: dict, objectives: dict, gpu: flo
               fault_env: dict | None = None, epochs_fn=trial_epochs) -> None:
     """One trial in a Ray worker: train epoch by epoch, writing each epoch's rows before its
     checkpoint and reporting its scalars to Tune. The driver finishes the trial (finish_trial)."""
-    import torch
-
     if fuse.is_unit(params.get("trial")):   # k configurations trained as one model (sweeps/fuse.py)
         return fuse.fused_trainable(params, run_dir, base, objectives, gpu, cpu)
     store = RunDir(run_dir)
-    cfg = trial_config(params, base, store)
-    tid = cfg["trial_id"]
+    prepare_worker(gpu, cpu)
+    with _environ(fault_env or {}):
+        if pack.is_unit(params.get("trial")):   # k configurations one after another (sweeps/pack.py)
+            unit = params["trial"]
+            cfgs = [trial_config({"trial": m}, base, store) for m in pack.members(unit)]
+            pack.run_unit(store, unit, cfgs, lambda cfg, **fields: run_one(store, cfg, objectives, epochs_fn, **fields))
+            return
+        run_one(store, trial_config(params, base, store), objectives, epochs_fn)
+
+
+def prepare_worker(gpu: float, cpu: float) -> None:
+    """The worker's torch threads (its CPU share) and, on a shared GPU, its CUDA allocator cap."""
+    import torch
+
     torch.set_num_threads(max(1, int(cpu)))
     if gpu and gpu < 1 and torch.cuda.is_available():
         torch.cuda.set_per_process_memory_fraction(gpu * 0.95)
-    with _environ(fault_env or {}):
-        extra = start_attempt(store, cfg)
-        with crash.captured_stderr(store, [tid]):   # a worker that dies leaves its stderr in the run directory
-            _train(store, cfg, extra, objectives, epochs_fn)
+
+
+def run_one(store: RunDir, cfg: dict, objectives: dict, epochs_fn=trial_epochs, **fields) -> None:
+    """One configuration: its attempt recorded (with `fields`), its epochs trained, written and
+    reported while its worker's stderr is captured; a Python error is recorded, then raised."""
+    extra = start_attempt(store, cfg, **fields)
+    with crash.captured_stderr(store, [cfg["trial_id"]]):   # a worker that dies leaves its stderr in the run directory
+        _train(store, cfg, extra, objectives, epochs_fn)
 
 
 def _train(store: RunDir, cfg: dict, extra: dict, objectives: dict, epochs_fn) -> None:
@@ -139,7 +153,7 @@ def _train(store: RunDir, cfg: dict, extra: dict, objectives: dict, epochs_fn) -
     try:
         epochs = epochs_fn({**cfg, "checkpoint_dir": str(store.checkpoint_dir(tid))}, sink)
         for epoch, rows in _timed(epochs, timer):
-            last = {**summarize(rows, objectives), "epoch_rows": len(rows),
+            last = {**summarize(rows, objectives), "epoch_rows": len(rows), "member": tid,   # as a unit's results
                     "hostname": extra["hostname"], "node_id": extra["node_id"]}
             store.record_epoch(tid, epoch, len(rows), final=last)
             tune.report(last)
@@ -281,6 +295,7 @@ def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks,
             if planned is not None:
                 todo = [c for c in planned if (store.read_record(c["trial_id"]) or {}).get("status") not in TERMINAL]
                 todo = fuse.units(todo, spec.fuse, store)
+                todo = pack.units(todo, spec.pack, spec.retries, store)
                 for part in chunks(todo, spec.chunk_size):
                     stop.check()
                     _fit(spec, store, res, {"trial": _grid(part)}, len(part), None, callbacks, stop, address)
@@ -396,8 +411,10 @@ def _fit(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: i
         cfg = tune_trial_config(r.config, spec.base_config())
         if fuse.is_unit(cfg):
             fuse.finish_members(store, cfg, r.error)
-            continue
-        finish_trial(store, cfg["trial_id"], r.metrics or {}, r.error)
+        elif pack.is_unit(cfg):
+            pack.finish_members(store, cfg, r.error)
+        else:
+            finish_trial(store, cfg["trial_id"], r.metrics or {}, r.error)
 
 
 def _after_memory_kill(store: RunDir, killed: list[str], address: str | None, stop: StopOnSignal) -> None:
@@ -428,7 +445,10 @@ def finisher(store: RunDir, base: dict):
             cfg = tune_trial_config(trial.config, base)
             if not fuse.is_unit(cfg):
                 try:
-                    finish_trial(store, cfg["trial_id"], trial.last_result or {}, None)
+                    if pack.is_unit(cfg):
+                        pack.finish_members(store, cfg, None)
+                    else:
+                        finish_trial(store, cfg["trial_id"], trial.last_result or {}, None)
                 except Exception as e:   # never break Tune's loop: `_fit` finishes the trial again
                     log.warning("finishing trial %s failed (retried after the chunk): %s", cfg["trial_id"], e)
 

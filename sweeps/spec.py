@@ -32,11 +32,12 @@ from nccore.catalogue import CONFIG, DEFAULTS
 
 from . import checks, crosschecks
 from .fuse import check_spec as check_fuse
+from .pack import check_spec as check_pack
 from .loggers import check_loggers
 from .yamlsafe import YamlProblem, load_yaml
 
 TOP_KEYS = {"name", "description", "dataset", "base", "space", "variants", "search", "scheduler", "resources",
-            "loggers", "max_concurrent", "retries", "chunk_size", "storage_path", "fuse", "study"}
+            "loggers", "max_concurrent", "retries", "chunk_size", "storage_path", "fuse", "pack", "study"}
 DOMAINS = checks.DOMAINS
 ALGORITHMS = ("grid", "random", "optuna")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -68,6 +69,7 @@ class Spec:
     variants: list = field(default_factory=list)
     loggers: list = field(default_factory=list)   # tensorboard, mlflow, wandb (sweeps/loggers.py)
     fuse: int = 0                                  # configurations per fused trial (sweeps/fuse.py); 0: off
+    pack: int = 0                                  # configurations run one after another per Ray trial (sweeps/pack.py)
     study: dict | None = None                      # the declared findings (sweeps/checks.py `study`)
     raw: dict = field(default_factory=dict, repr=False)
 
@@ -182,6 +184,12 @@ def _parse(raw, default_name, pr: "checks.Problems") -> Spec | None:
         fuse = check_fuse(raw.get("fuse"), search.get("algorithm") if isinstance(search, dict) else None, scheduler)
     except ValueError as e:
         pr.add("fuse", raw.get("fuse"), str(e))
+    pack = 0
+    try:
+        pack = check_pack(raw.get("pack"), search.get("algorithm") if isinstance(search, dict) else None, scheduler,
+                          fuse)
+    except ValueError as e:
+        pr.add("pack", raw.get("pack"), str(e))
     max_concurrent = checks.integer(raw.get("max_concurrent"), "max_concurrent", pr, low=1, optional=True)
     retries = checks.integer(raw.get("retries", 1), "retries", pr, low=0)
     chunk_size = checks.integer(raw.get("chunk_size", 256), "chunk_size", pr, low=1)
@@ -197,7 +205,7 @@ def _parse(raw, default_name, pr: "checks.Problems") -> Spec | None:
                 search=search, scheduler=scheduler, resources=resources, max_concurrent=max_concurrent,
                 retries=retries if isinstance(retries, int) else 1,
                 chunk_size=chunk_size if isinstance(chunk_size, int) else 256, storage_path=storage,
-                description=str(desc or ""), raw=raw, variants=variants, loggers=loggers, fuse=fuse, study=study)
+                description=str(desc or ""), raw=raw, variants=variants, loggers=loggers, fuse=fuse, pack=pack, study=study)
     with pr.guard("<trials>"):
         crosschecks.cross_checks(spec, pr)
     return spec

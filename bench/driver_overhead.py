@@ -1,0 +1,88 @@
+"""Driver overhead per configuration, unpacked vs packed (`pack: k`, sequential units), measured in
+one run: N trivial configurations (vgg11, width 1/16, 8x8 images, 64 training images, 1 epoch, a
+seed grid), `max_concurrent` 2, each mode in a fresh driver process.
+
+    .venv/bin/python bench/driver_overhead.py [--n 300 --pack 10 --concurrent 2 --modes unpacked,packed]
+
+Per mode it prints:
+  overhead_s  per configuration: (sweep wall − Ray start) × concurrent / N − mean run_trial time,
+              i.e. what a configuration costs beyond its own training and evaluation (run_trial_s is
+              each record's time inside nccore's iter_epochs, rows and checkpoint writes excluded);
+  rss_mb      the driver process's peak resident memory (ru_maxrss; Ray's own processes and the
+              trial workers are separate processes and not counted).
+Not a CI test: on 2 shared cores the figures move by ~20% between runs; compare modes of one run.
+Records section "driver_overhead" in bench/cpu_results.json (or gpu_results.json) with --record.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = r"""
+import json, os, resource, sys, time
+from sweeps.runner import run_sweep
+from sweeps.spec import parse_spec
+n, pack, conc, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+raw = {"name": "overhead", "dataset": {"name": "biased_shapes",
+                                       "options": {"n_train": 64, "n_val": 32, "n_test": 32, "image_size": 8}},
+       "base": {"arch": "vgg11", "width": 0.0625, "epochs": 1, "batch_size": 32},
+       "space": {"seed": {"grid": list(range(n))}}, "max_concurrent": conc, "resources": {"cpu": 1, "gpu": 0}}
+if pack:
+    raw["pack"] = pack
+s = run_sweep(parse_spec(raw), out, quiet=True)
+print(json.dumps({"wall_s": s["wall_s"], "ray_init_s": s["ray_init_s"], "finished": s["finished"],
+                  "mean_run_trial_s": s["mean_run_trial_s"], "counts": s["counts"],
+                  "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def measure(n: int, pack: int, concurrent: int) -> dict:
+    """One sweep in a fresh driver process; its figures."""
+    with tempfile.TemporaryDirectory(prefix="ncsweep-overhead-") as tmp:
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "PYTHONPATH": str(ROOT)}
+        t = time.perf_counter()
+        p = subprocess.run([sys.executable, "-c", CHILD, str(n), str(pack), str(concurrent), f"{tmp}/run"],
+                           cwd=ROOT, env=env, capture_output=True, text=True)
+        if p.returncode != 0:
+            raise SystemExit(f"driver exited {p.returncode}:\n{p.stderr[-3000:]}")
+        out = json.loads(p.stdout.strip().splitlines()[-1])
+    out["process_s"] = time.perf_counter() - t
+    busy = out["wall_s"] - out["ray_init_s"]
+    out["overhead_s"] = busy * concurrent / n - (out["mean_run_trial_s"] or 0.0)
+    return out
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=300)
+    ap.add_argument("--pack", type=int, default=10, help="k of the packed mode")
+    ap.add_argument("--concurrent", type=int, default=2)
+    ap.add_argument("--modes", default="unpacked,packed")
+    ap.add_argument("--record", action="store_true", help="write bench/*_results.json section driver_overhead")
+    a = ap.parse_args(argv)
+    print(f"# driver overhead: {a.n} trivial configurations, {a.concurrent} at a time; "
+          f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}")
+    results = {}
+    for mode in a.modes.split(","):
+        r = measure(a.n, a.pack if mode == "packed" else 0, a.concurrent)
+        results[mode] = {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
+        print(f"{mode:9s} pack={a.pack if mode == 'packed' else 0:<3d} overhead/config {r['overhead_s']:.3f} s · "
+              f"run_trial {r['mean_run_trial_s'] or 0:.3f} s · sweep {r['wall_s']:.1f} s (Ray start "
+              f"{r['ray_init_s']:.1f} s) · driver peak RSS {r['rss_mb']:.0f} MB · {r['counts']}", flush=True)
+    if a.record:
+        sys.path.insert(0, str(ROOT))
+        from bench.common import record
+
+        record("driver_overhead", results, {"n": a.n, "pack": a.pack, "concurrent": a.concurrent})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,158 @@
+"""sweeps.pack: how a plan is cut into sequential units under `pack: k`, the spec checks, a unit's
+body (per configuration a record, rows, checkpoint and failure cause; one configuration raising
+does not stop the others), the driver's settling after a worker died, and (slow) a packed sweep
+through Ray Tune that a resume re-packs."""
+import json
+
+import pandas as pd
+import pytest
+
+from sweeps import pack
+from sweeps.plan import planned_configs
+from sweeps.spec import SpecError, parse_spec
+from sweeps.store import RunDir
+
+DATA = {"n_train": 32, "n_val": 16, "n_test": 16, "image_size": 8}
+BASE = {"epochs": 1, "width": 0.0625, "batch_size": 16, "arch": "vgg11", "metrics": ["fairness"]}
+
+
+def _spec(n=5, **kw):
+    raw = {"name": "pk", "dataset": {"name": "biased_shapes", "options": DATA}, "base": BASE,
+           "space": {"seed": {"grid": list(range(n))}}, **kw}
+    return parse_spec(raw)
+
+
+def test_configs_are_cut_in_plan_order_into_units_of_k_and_a_lone_one_runs_plain(tmp_path):
+    configs = planned_configs(_spec(5, pack=2))
+    units = pack.units(configs, 2, retries=1, store=RunDir(tmp_path))
+    assert [pack.is_unit(u) for u in units] == [True, True, False]   # 2 + 2 + 1
+    assert [m["trial_id"] for u in units[:2] for m in pack.members(u)] + [units[2]["trial_id"]] == \
+        [c["trial_id"] for c in configs]
+    assert units[0]["trial_id"].startswith("packed-") and units[0]["retries"] == 1
+    plan = json.loads((tmp_path / "pack_plan.json").read_text())
+    assert plan["units"] == 2 and plan["packed_configs"] == 4
+    assert pack.units(configs, 0, retries=1) == configs   # off: the plan unchanged
+
+
+@pytest.mark.parametrize("extra, msg", [
+    ({"pack": "two"}, "integer"), ({"pack": -1}, "integer"),
+    ({"pack": 2, "scheduler": {"type": "asha", "metric": "val_acc", "mode": "max"}}, "scheduler"),
+    ({"pack": 2, "fuse": 2}, "do not combine"),
+    ({"pack": 2, "search": {"algorithm": "optuna", "num_samples": 2, "metric": "val_acc", "mode": "max"},
+      "space": {"lr": {"loguniform": [0.01, 0.1]}}}, "Optuna"),
+])
+def test_spec_refuses_pack_it_cannot_honour(extra, msg):
+    with pytest.raises(SpecError, match=f"`pack`.*{msg}"):
+        _spec(**extra)
+
+
+def _fake_worker(monkeypatch):
+    """ray.tune.report and the Ray-only part of start_attempt replaced: the unit runs in this process."""
+    import ray.tune
+
+    from sweeps import runner
+
+    reports = []
+    monkeypatch.setattr(ray.tune, "report", lambda metrics, **kw: reports.append(metrics))
+    monkeypatch.setattr(runner, "start_attempt", lambda store, cfg, **f: (store.update_record(
+        cfg["trial_id"], status="running", error=None, ran_to_end=False, config=cfg, hostname="h", node_id="n",
+        attempts=(store.read_record(cfg["trial_id"]) or {}).get("attempts", 0) + 1, **f),
+        {"attempt": 1, "hostname": "h", "node_id": "n"})[1])
+    return reports
+
+
+def test_a_unit_keeps_each_configuration_apart_and_goes_on_after_one_raises(tmp_path, monkeypatch):
+    """Three configurations in one unit: the second raises on every attempt, the third on its first
+    only. Each ends with its own record, rows, checkpoint and cause."""
+    from sweeps import runner
+
+    reports = _fake_worker(monkeypatch)
+    configs = planned_configs(_spec(3, pack=3, retries=1))
+    (unit,) = pack.units(configs, 3, retries=1)
+    first, bad, flaky = (c["trial_id"] for c in configs)
+    tries = {bad: 0, flaky: 0}
+
+    def epochs(cfg, sink):
+        if cfg["trial_id"] in tries:
+            tries[cfg["trial_id"]] += 1
+            if cfg["trial_id"] == bad or tries[flaky] == 1:
+                raise ValueError(f"boom in {cfg['trial_id']}")
+        return runner.trial_epochs(cfg, sink)
+
+    runner.trainable({"trial": unit}, str(tmp_path), {}, {}, gpu=0, cpu=1, epochs_fn=epochs)
+    store = RunDir(tmp_path)
+    assert pack.finish_members(store, unit, None) == []
+    recs = {t: store.read_record(t) for t in (first, bad, flaky)}
+    assert {t: r["status"] for t, r in recs.items()} == {first: "completed", bad: "failed", flaky: "completed"}
+    assert tries == {bad: 2, flaky: 2}                                   # 1 + retries attempts each
+    assert recs[bad]["error"].startswith(f"ValueError: boom in {bad}") and recs[bad]["attempts"] == 2
+    assert recs[flaky]["attempts"] == 2 and recs[first]["attempts"] == 1
+    assert all(r["packed_in"] == unit["trial_id"] for r in recs.values())
+    rows = pd.read_parquet(tmp_path / "rows")
+    assert set(rows.trial_id) == {first, flaky}                          # 1 epoch × 3 splits × (all + 2 groups)
+    assert (rows.trial_id == first).sum() == (rows.trial_id == flaky).sum() == 9
+    assert not rows.duplicated(["trial_id", "epoch", "split", "group"]).any()
+    assert (store.checkpoint_dir(first) / "state.pt").exists() and not store.checkpoint_dir(bad).exists()
+    assert [r["member"] for r in reports] == [first, flaky]               # one Tune result per epoch run
+    assert not list((tmp_path / "crash").glob("*.stderr"))               # ended in Python: captures removed
+
+
+def test_a_retried_unit_skips_configurations_an_earlier_attempt_settled(tmp_path, monkeypatch):
+    from sweeps import runner
+
+    _fake_worker(monkeypatch)
+    configs = planned_configs(_spec(2, pack=2))
+    (unit,) = pack.units(configs, 2, retries=0)
+    store = RunDir(tmp_path)
+    store.update_record(configs[0]["trial_id"], status="running", ran_to_end=True, attempts=1)
+    ran = []
+    runner.trainable({"trial": unit}, str(tmp_path), {}, {}, gpu=0, cpu=1,
+                     epochs_fn=lambda cfg, sink: (ran.append(cfg["trial_id"]), runner.trial_epochs(cfg, sink))[1])
+    assert ran == [configs[1]["trial_id"]]
+
+
+def test_after_the_worker_died_only_the_running_configuration_gets_the_cause(tmp_path):
+    """The unit's worker died during its second configuration: the first (ran to the end) is
+    finished, the second is failed with the death's cause, the third (never reached) stays for the
+    driver's next pass."""
+    configs = planned_configs(_spec(3, pack=3))
+    (unit,) = pack.units(configs, 3, retries=0)
+    done, running, unreached = (c["trial_id"] for c in configs)
+    store = RunDir(tmp_path)
+    store.update_record(done, status="running", ran_to_end=True, attempts=1, config=configs[0])
+    rel = "crash/" + running + ".stderr"
+    (tmp_path / "crash").mkdir()
+    (tmp_path / rel).write_text("Fatal Python error: Segmentation fault\n\nCurrent thread 0x1 (most recent call first):\n"
+                                "  File \"conv.py\", line 3 in forward\n")
+    store.update_record(running, status="running", attempts=1, config=configs[1], stderr_log=rel, pid=4242,
+                        hostname="node-a")
+    left = pack.finish_members(store, unit, RuntimeError("The actor died unexpectedly before finishing this task."))
+    assert left == [unreached]
+    assert store.read_record(done)["status"] == "completed"   # no rows to merge: a 0-row trial is still its own
+    dead = store.read_record(running)
+    assert dead["status"] == "failed" and "worker pid 4242 on node-a died by SIGSEGV" in dead["error"]
+    assert store.read_record(unreached) is None
+
+
+@pytest.mark.slow
+def test_a_packed_sweep_through_ray_tune_keeps_each_configuration_and_resumes_per_configuration(tmp_path):
+    from sweeps.runner import run_sweep
+
+    spec = _spec(5, pack=2, max_concurrent=2, space={"seed": {"grid": [0, 1, 2, 3]}, "lr": {"grid": [0.05]}},
+                 variants=[{}, {"lr": {"grid": [1e12]}, "seed": {"grid": [7]}}])   # 4 + a diverging one
+    out = tmp_path / "run"
+    summary = run_sweep(spec, out, quiet=True)
+    store = RunDir(out)
+    recs = store.records()
+    assert summary["finished"] == summary["planned"] == 5
+    assert sorted(r["status"] for r in recs.values()) == ["completed"] * 4 + ["diverged"]
+    assert json.loads((out / "pack_plan.json").read_text())["units"] == 2
+    rows = pd.read_parquet(out / "rows")
+    assert not rows.duplicated(["trial_id", "epoch", "split", "group"]).any() and rows.trial_id.nunique() == 5
+    lost = sorted(recs)[0]   # a configuration whose record and rows are gone is re-run, alone
+    store.record_path(lost).unlink()
+    run_sweep(spec, out, quiet=True)
+    after = RunDir(out).records()
+    assert after[lost]["status"] in ("completed", "diverged") and after[lost]["attempts"] == 1
+    assert {t: r["attempts"] for t, r in after.items() if t != lost} == {t: r["attempts"] for t, r in recs.items()
+                                                                         if t != lost}
