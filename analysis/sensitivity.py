@@ -218,9 +218,12 @@ def fit_table(trials: pd.DataFrame, metric: str, axes=None, interactions=(), cor
         return table
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ols = smf.ols(formula(varying, frame, interactions), data=frame).fit()
+        if interactions:
+            ols = smf.ols(formula(varying, frame, interactions), data=frame).fit()
+            aov = anova_lm(ols, typ=2)
+        else:                     # the same model and numbers without patsy (~2× faster per table)
+            ols, aov = fit_main_effects(frame, varying)
         robust = ols.get_robustcov_results(cov_type="HC3")
-        aov = anova_lm(ols, typ=2)
     ci = np.asarray(robust.conf_int())
     eff = pd.DataFrame({"term": ols.model.exog_names, "effect": np.asarray(robust.params), "ci_low": ci[:, 0],
                         "ci_high": ci[:, 1], "p": np.asarray(robust.pvalues)})
@@ -238,6 +241,43 @@ def fit_table(trials: pd.DataFrame, metric: str, axes=None, interactions=(), cor
     if fanova and n_configs >= FANOVA_MIN_CONFIGS:
         table.importance = fanova_importance(frame, varying)
     return table
+
+
+def main_effects_matrix(frame: pd.DataFrame, varying: list[str]) -> pd.DataFrame:
+    """The design matrix patsy builds for `formula(varying, frame)` without interactions, with its
+    column names: Intercept, `C(a)[T.level]` dummies of each categorical axis' levels after the
+    first in sorted order (treatment coding), and each numeric axis as it is."""
+    cols = {"Intercept": np.ones(len(frame))}
+    for a in varying:
+        if _is_cat(frame[a]):
+            for level in sorted(frame[a].unique())[1:]:
+                cols[f"C({a})[T.{level}]"] = (frame[a] == level).to_numpy(float)
+        else:
+            cols[a] = frame[a].to_numpy(float)
+    return pd.DataFrame(cols, index=frame.index)
+
+
+def fit_main_effects(frame: pd.DataFrame, varying: list[str]):
+    """(OLS results, type-II ANOVA frame as `anova_lm(typ=2)` gives it) for the main-effects model.
+    Type II without interactions: an axis' sum of squares is the rise in the residual sum of
+    squares when its columns are dropped from the full model; F = (SS/df) / (RSS/df_resid)."""
+    import statsmodels.api as sm
+    from scipy import stats
+
+    x = main_effects_matrix(frame, varying)
+    y = frame["y"].to_numpy(float)
+    ols = sm.OLS(y, x).fit()
+    rss, df_resid = float(ols.ssr), float(ols.df_resid)
+    rows = {}
+    for a in varying:
+        keep = [c for c in x.columns if c == "Intercept" or axis_of(c) != a]
+        xr = x[keep].to_numpy(float)
+        ss = float(((y - xr @ np.linalg.lstsq(xr, y, rcond=None)[0]) ** 2).sum()) - rss
+        df = len(x.columns) - len(keep)
+        f = (ss / df) / (rss / df_resid) if rss > 0 else np.inf
+        rows[_term(a, frame)] = (ss, float(df), f, float(stats.f.sf(f, df, df_resid)))
+    rows["Residual"] = (rss, df_resid, np.nan, np.nan)
+    return ols, pd.DataFrame.from_dict(rows, orient="index", columns=["sum_sq", "df", "F", "PR(>F)"])
 
 
 UNIT_COLUMNS = ["label", "from_level", "to_level", "from_value", "to_value", "diff", "diff_ci_low", "diff_ci_high"]

@@ -57,3 +57,21 @@ def test_a_merged_file_gives_each_trial_the_host_of_its_latest_epoch(tmp_path):
         assert src.query("select acc from rows order by epoch")["acc"].tolist() == [0.5, 0.6, 0.7]
     finally:
         src.close()
+
+
+def test_main_effects_fit_equals_the_formula_fit_and_anova_lm():
+    import statsmodels.formula.api as smf
+    from statsmodels.stats.anova import anova_lm
+
+    from analysis.sensitivity import fit_main_effects
+
+    f, varying, _ = design(frame(), "m", ["arch", "lr", "bias_level"])
+    ols, aov = fit_main_effects(f, varying)
+    ref = smf.ols("y ~ C(arch) + lr + bias_level", data=f).fit()
+    assert list(ols.model.exog_names) == list(ref.model.exog_names)
+    assert np.asarray(ols.params) == pytest.approx(np.asarray(ref.params), abs=1e-12)
+    hc3, ref_hc3 = ols.get_robustcov_results("HC3"), ref.get_robustcov_results("HC3")
+    assert np.asarray(hc3.pvalues) == pytest.approx(np.asarray(ref_hc3.pvalues), rel=1e-9)
+    ref_aov = anova_lm(ref, typ=2)
+    for col in ("sum_sq", "df", "F", "PR(>F)"):
+        assert aov[col].to_numpy() == pytest.approx(ref_aov.loc[aov.index, col].to_numpy(), rel=1e-9, nan_ok=True)
