@@ -205,9 +205,9 @@ def test_fine_structure_reduced(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_gc_transfer_reduced(tmp_path, capsys):
-    """Reduced: the causal arm λ ∈ {0, 1e-3} × the spec's 5 seeds and the equal-step arm lr {0.01, 0.2}
+    """Reduced: the causal arm λ ∈ {0, 1e-2} × the spec's 5 seeds and the equal-step arm lr {0.01, 0.2}
     × batch {32, 64} at seed 0 (14 trials of the spec's 50)."""
-    variants = [{"penalty": {"grid": [0.0, 0.001]}},
+    variants = [{"penalty": {"grid": [0.0, 0.01]}},
                 {"lr": {"grid": [0.01, 0.2]}, "batch_size": 32, "epochs": 8, "seed": 0},
                 {"lr": {"grid": [0.01, 0.2]}, "batch_size": 64, "epochs": 16, "seed": 0}]
     _run("gc_transfer", tmp_path, capsys, variants=variants)
