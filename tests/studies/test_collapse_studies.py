@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from analysis.studies import STUDIES, run_study, study_command, study_sections, text_table
+from analysis.studies import run_study, study_command, study_sections, text_table
 from analysis.studies.common import VERDICTS, rank_est
 from nccore.evaluate import memorisation
 from nccore.methods.gc_reg import gc_penalty
