@@ -12,7 +12,6 @@ seeds' means give the mean and its t-interval — seeds are the replicates, conf
 """
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 
 from . import vocab

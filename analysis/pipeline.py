@@ -24,8 +24,8 @@ from . import vocab
 from .compare import arch_summary, leaderboard, nc_vs_fairness, paired_differences
 from .curves import CURVES, split_curves, trial_curves
 from .filters import DEFAULT_STATUS, describe_exclusions, usable
-from .load import (HOST_COLUMNS, KEY, PARALLEL_SCAN_FILES, ResultsError, ResultsWarning, Source, checksum_mismatches, load, manifests,
-                   trial_records)
+from .load import (HOST_COLUMNS, KEY, PARALLEL_SCAN_FILES, ResultsError, ResultsWarning, Source, checksum_mismatches,
+                   load, manifests, trial_records)
 from .select import SPLITS, check_metrics, parse_metric, trial_table_from
 from .parallel import default_workers, import_table_libraries, run_all
 from .sensitivity import parse_interactions, run_job, table_jobs

@@ -1,6 +1,7 @@
-"""The report and the tables on disk: CSV + Parquet + LaTeX tables (the `TABLES` registry), one self-contained HTML page and a
-Markdown summary. The content is built as data (`reportdata.build`) and rendered from templates
-(`render.render`); `analysis.pipeline.analyse` computes the result both start from."""
+"""The report and the tables on disk: CSV + Parquet + LaTeX tables (the `TABLES` registry), one
+self-contained HTML page and a Markdown summary. The content is built as data (`reportdata.build`)
+and rendered from templates (`render.render`); `analysis.pipeline.analyse` computes the result both
+start from."""
 from __future__ import annotations
 
 import json
