@@ -8,6 +8,7 @@ written here (see `analysis/render.py` and `analysis/templates/`):
     statistics    estimator, CI methods, correction, reference levels, scales, units, exclusions
     families      one section per metric family (catalogue metric sets), one block per fitted table
     insufficient  tables without enough data, folded into one list saying what is missing
+    sections      the registered extra sections (`register_section`), as plain data
     studies       (heading, html, markdown) from `analysis.studies.study_sections`
     metadata      spec, trial statuses, hosts / devices / versions, failed trials with their errors
     contents      (id, title) of every section, in page order
@@ -19,6 +20,7 @@ import json
 import math
 import re
 import time
+from collections.abc import Callable
 
 import numpy as np
 import pandas as pd
@@ -319,6 +321,27 @@ def _figures(result: dict) -> list[dict]:
     return [f for f in figs if f]
 
 
+# Report sections beyond the built-in ones, in page order (after the figures, before the study
+# sections): id -> (title, builder). A builder takes the analysis result and returns None (no
+# section for this run) or {"text": [paragraph, ...], "tables": [{"caption", "columns", "rows"}],
+# "figures": [{"alt", "src"}]} — plain data the templates render like every other section.
+SECTIONS: dict[str, tuple[str, Callable[[dict], dict | None]]] = {}
+
+
+def register_section(section_id: str, title: str, builder: Callable[[dict], dict | None]) -> None:
+    SECTIONS[section_id] = (title, builder)
+
+
+def _sections(result: dict) -> list[dict]:
+    out = []
+    for sid, (title, builder) in SECTIONS.items():
+        content = builder(result)
+        if content:
+            out.append({"id": slug(sid), "title": title, "text": list(content.get("text", [])),
+                        "tables": list(content.get("tables", [])), "figures": list(content.get("figures", []))})
+    return out
+
+
 def build(result: dict, title: str, studies=()) -> dict:
     tables = result["tables"]
     fitted = [t for t in tables if not t.message]
@@ -343,6 +366,7 @@ def build(result: dict, title: str, studies=()) -> dict:
            "statistics": _statistics(result), "families": fam_list,
            "insufficient": [{"reason": k, "tables": v} for k, v in insufficient.items()],
            "studies": study_blocks, "figures": _figures(result), "metadata": _metadata(result),
+           "sections": _sections(result),
            "nc_fair": _frame_rows(result.get("nc_fair"), ["nc", "fairness", "rho", "ci_low", "ci_high", "p", "n", "clusters"]
                                   if result.get("nc_fair") is not None and not result["nc_fair"].empty else None)}
     doc["contents"] = ([("summary", "Summary"), ("statistics", "How to read the numbers")]
@@ -350,5 +374,6 @@ def build(result: dict, title: str, studies=()) -> dict:
                        + ([("insufficient", "Tables without enough data")] if doc["insufficient"] else [])
                        + [("arch-details", "Architecture comparison"), ("nc-fairness", "Neural collapse vs fairness"),
                           ("figures", "Figures")]
+                       + [(s["id"], s["title"]) for s in doc["sections"]]
                        + [(s["id"], s["title"]) for s in study_blocks] + [("metadata", "Run metadata")])
     return doc

@@ -70,3 +70,20 @@ def test_rendered_pages_state_units_reference_and_correction(result, tmp_path):
         assert text in page, text
     summary = md.read_text()
     assert summary.startswith("# title <x>") and "## Summary" in summary and "Leaderboard" in summary
+
+
+def test_a_registered_section_is_rendered_and_listed_in_the_contents(result, tmp_path, monkeypatch):
+    from analysis import reportdata
+
+    monkeypatch.setattr(reportdata, "SECTIONS", {})
+    reportdata.register_section("verdicts", "Study verdicts", lambda res: {
+        "text": [f"{len(res['trials'])} trials <judged>"],
+        "tables": [{"caption": "primary outcome", "columns": ["outcome", "verdict"], "rows": [["wga", "supported"]]}]})
+    reportdata.register_section("empty", "Never shown", lambda res: None)
+    doc = build(result, "t")
+    assert ("verdicts", "Study verdicts") in doc["contents"] and ("empty", "Never shown") not in doc["contents"]
+    html, md = render(doc, tmp_path)
+    page = html.read_text()
+    assert '<section id="verdicts"><h2>Study verdicts</h2>' in page and "16 trials &lt;judged&gt;" in page
+    assert "<td>supported</td>" in page
+    assert "## Study verdicts" in md.read_text() and "| wga | supported |" in md.read_text()
