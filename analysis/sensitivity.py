@@ -323,15 +323,17 @@ def contrasts(ols, frame: pd.DataFrame, eff: pd.DataFrame, interactions=()) -> p
         a = r.axis
         if "×" not in a and (a in refs or a in span):
             if a in refs:
-                lo = hi_level = refs[a]
-                hi_level = re.search(r"\[T\.(.+)\]$", r.term).group(1)
-                points, levels, width = (lo, hi_level), (lo, hi_level), 1.0
+                level = re.search(r"\[T\.(.+)\]$", r.term).group(1)
+                points = levels = (refs[a], level)
+                width = 1.0
             else:
                 raw_lo, raw_hi, z_lo, z_hi = span[a]
                 points, levels, width = (z_lo, z_hi), (_level(raw_lo), _level(raw_hi)), z_hi - z_lo
             pred = _mean_predictions(ols, frame, a, points, a in in_pairs)
-            out.update(from_level=str(levels[0]), to_level=str(levels[1]), from_value=mean + sd * pred[0],
-                       to_value=mean + sd * pred[1], diff=sd * (pred[1] - pred[0]))
+            tiny = 1e-9 * (abs(mean) + sd)            # rounding noise of an exact 0 (e.g. a gap at bias 0)
+            start, end = (0.0 if abs(v) < tiny else v for v in (mean + sd * pred[0], mean + sd * pred[1]))
+            out.update(from_level=str(levels[0]), to_level=str(levels[1]), from_value=start, to_value=end,
+                       diff=sd * (pred[1] - pred[0]))
             if a not in in_pairs:
                 out.update(diff_ci_low=sd * width * r.ci_low, diff_ci_high=sd * width * r.ci_high)
         rows.append(out)
