@@ -217,6 +217,21 @@ def max_epochs(spec: Spec) -> int:
     return int(max(float(v) for v in values if isinstance(v, (int, float))))
 
 
+def import_tensorboardx_without_torch() -> None:
+    """Ray Tune's TensorBoard logger imports tensorboardX in the driver, which imports torch if it can
+    (only to accept tensors as values): 670 MB of the driver's 1 GB for nothing, since results are
+    floats. Import it once with torch hidden; a driver that has torch already keeps it."""
+    if "torch" in sys.modules or "tensorboardX" in sys.modules:
+        return
+    sys.modules["torch"] = None   # `import torch` raises ImportError, which tensorboardX catches
+    try:
+        import tensorboardX  # noqa: F401
+    except ImportError:
+        pass   # not installed: Tune does without its TensorBoard logger
+    finally:
+        del sys.modules["torch"]
+
+
 def init_ray(address: str | None) -> float:
     """Start (or connect to) Ray quietly. Returns seconds."""
     import ray
@@ -284,6 +299,7 @@ def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks,
         probe.require_shared(store.path)   # every node writes a probe the driver reads, before any trial
     else:
         procs.record(store.path)
+    import_tensorboardx_without_torch()
     progress = SweepProgress.for_run(spec, store, planned, TERMINAL, quiet)
     callbacks = [progress, *logger_callbacks(spec.loggers, store.path, spec.name), *callbacks]
     callbacks.append(finisher(store, spec.base_config()))
