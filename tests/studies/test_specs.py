@@ -65,3 +65,9 @@ def test_spec_headers_name_only_files_that_exist(path):
     for name in re.findall(r"[\w./-]+\.yaml", header):
         candidates = [Path(name), Path("sweeps/specs") / name, path.parent / name]
         assert any(c.is_file() for c in candidates), f"{path}: header names {name}, which does not exist"
+
+
+def test_every_finding_is_documented():
+    text = Path("docs/studies-collapse.md").read_text() + Path("docs/studies-debias.md").read_text()
+    missing = [f"{s.name}.{fid}" for s in STUDIES.values() for fid in s.findings if f"`{fid}`" not in text]
+    assert not missing, f"docs/studies-*.md lack {missing}"
