@@ -61,15 +61,20 @@ def stderr_name(tids: list[str]) -> str:
     return f"crash/{tids[0]}{more}.stderr"
 
 
+def capture_fields(tids: list[str]) -> dict:
+    """What the records of `tids` say about their capture: the file, the worker's pid, the cgroup's OOM-kill count."""
+    return {"stderr_log": stderr_name(tids), "pid": os.getpid(), "oom_kills_at_start": oom_kills()}
+
+
 @contextlib.contextmanager
-def captured_stderr(store, tids: list[str]):
+def captured_stderr(store, tids: list[str], record: bool = True):
     """Inside a Ray worker, for one trial (or fused unit): fd 2 and faulthandler write into
-    RUN_DIR/crash/<trial>.stderr; the records of `tids` name it (see the module doc)."""
-    rel = stderr_name(tids)
-    path = store.path / rel
+    RUN_DIR/crash/<trial>.stderr; the records of `tids` name it (see the module doc) — written here,
+    or with record=False by the caller, in a record write it makes anyway (`capture_fields`)."""
+    path = store.path / stderr_name(tids)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for tid in tids:
-        store.update_record(tid, stderr_log=rel, pid=os.getpid(), oom_kills_at_start=oom_kills())
+    for tid in tids if record else ():
+        store.update_record(tid, **capture_fields(tids))
     sys.stderr.flush()
     saved = os.dup(2)
     log = open(path, "w+b", buffering=0)

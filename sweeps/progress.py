@@ -149,8 +149,9 @@ class SweepProgress(Callback):
         self._draw()
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        self.epochs += 1
-        self.epochs_session += 1
+        n = int(result.get("epochs_reported", 1))   # a packed unit's result may stand for several (sweeps/pack.py)
+        self.epochs += n
+        self.epochs_session += n
         self.reached[trial.trial_id] = int(result.get("epoch", 0)) + 1
         v = result.get(self.metric) if self.metric else None
         if isinstance(v, (int, float)) and math.isfinite(v):

@@ -115,7 +115,10 @@ def trainable(params: dict, run_dir: str, base: dict, objectives: dict, gpu: flo
         if pack.is_unit(params.get("trial")):   # k configurations one after another (sweeps/pack.py)
             unit = params["trial"]
             cfgs = [trial_config({"trial": m}, base, store) for m in pack.members(unit)]
-            pack.run_unit(store, unit, cfgs, lambda cfg, **fields: run_one(store, cfg, objectives, epochs_fn, **fields))
+            from ray import tune
+
+            pack.run_unit(store, unit, cfgs, lambda cfg, report, **fields: run_one(store, cfg, objectives, epochs_fn,
+                                                                                  report, **fields), tune.report)
             return
         run_one(store, trial_config(params, base, store), objectives, epochs_fn)
 
@@ -129,19 +132,21 @@ def prepare_worker(gpu: float, cpu: float) -> None:
         torch.cuda.set_per_process_memory_fraction(gpu * 0.95)
 
 
-def run_one(store: RunDir, cfg: dict, objectives: dict, epochs_fn=trial_epochs, **fields) -> None:
+def run_one(store: RunDir, cfg: dict, objectives: dict, epochs_fn=trial_epochs, report=None, **fields) -> None:
     """One configuration: its attempt recorded (with `fields`), its epochs trained, written and
-    reported while its worker's stderr is captured; a Python error is recorded, then raised."""
-    extra = start_attempt(store, cfg, **fields)
-    with crash.captured_stderr(store, [cfg["trial_id"]]):   # a worker that dies leaves its stderr in the run directory
-        _train(store, cfg, extra, objectives, epochs_fn)
+    reported (`report`, default `ray.tune.report`) while its worker's stderr is captured; a Python
+    error is recorded, then raised."""
+    extra = start_attempt(store, cfg, **crash.capture_fields([cfg["trial_id"]]), **fields)   # one record write
+    with crash.captured_stderr(store, [cfg["trial_id"]], record=False):   # a dead worker leaves its stderr in the run directory
+        _train(store, cfg, extra, objectives, epochs_fn, report)
 
 
-def _train(store: RunDir, cfg: dict, extra: dict, objectives: dict, epochs_fn) -> None:
+def _train(store: RunDir, cfg: dict, extra: dict, objectives: dict, epochs_fn, report=None) -> None:
     """The epochs of one trial, each written, recorded and reported; a Python error is recorded."""
     import torch
     from ray import tune
 
+    report = report or tune.report
     tid = cfg["trial_id"]
     timer = {"t0": time.perf_counter(), "sink_s": 0.0, "inner_s": 0.0}
 
@@ -156,7 +161,7 @@ def _train(store: RunDir, cfg: dict, extra: dict, objectives: dict, epochs_fn) -
             last = {**summarize(rows, objectives), "epoch_rows": len(rows), "member": tid,   # as a unit's results
                     "hostname": extra["hostname"], "node_id": extra["node_id"]}
             store.record_epoch(tid, epoch, len(rows), final=last)
-            tune.report(last)
+            report(last)
     except torch.cuda.OutOfMemoryError as e:
         store.update_record(tid, status="oom", error=format_error(e, frames=0),
                             wall_s=time.perf_counter() - timer["t0"])

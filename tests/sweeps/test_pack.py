@@ -97,6 +97,15 @@ def test_a_unit_keeps_each_configuration_apart_and_goes_on_after_one_raises(tmp_
     assert not list((tmp_path / "crash").glob("*.stderr"))               # ended in Python: captures removed
 
 
+def test_a_unit_sends_tune_at_most_one_result_per_period_standing_for_the_epochs_since_the_last():
+    sent = []
+    report = pack.Reporter(sent.append, every_s=3600)
+    for i in range(4):
+        report({"member": f"t{i}", "epoch": 0})
+    report.flush()
+    assert [(r["member"], r["epochs_reported"]) for r in sent] == [("t0", 1), ("t3", 3)]   # 4 epochs in 2 results
+
+
 def test_a_retried_unit_skips_configurations_an_earlier_attempt_settled(tmp_path, monkeypatch):
     from sweeps import runner
 
