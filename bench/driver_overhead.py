@@ -8,6 +8,10 @@ Per mode it prints:
   overhead_s  per configuration: (sweep wall − Ray start) × concurrent / N − mean run_trial time,
               i.e. what a configuration costs beyond its own training and evaluation (run_trial_s is
               each record's time inside nccore's iter_epochs, rows and checkpoint writes excluded);
+              it includes the fixed costs of a sweep (Tune's setup, the worker processes' start,
+              Ray's shutdown: ~10 s idle, ~20 s on busy cores, i.e. 0.07–0.13 s per configuration at N=300);
+  steady      the same from the first configuration's start to the last one's end (records'
+              started_at and wall_s): the cost per configuration once the workers run;
   rss_mb      the driver process's peak resident memory (ru_maxrss; Ray's own processes and the
               trial workers are separate processes and not counted).
 Not a CI test: on 2 shared cores the figures move by ~20% between runs; compare modes of one run.
@@ -30,6 +34,7 @@ CHILD = r"""
 import json, os, resource, sys, time
 from sweeps.runner import run_sweep
 from sweeps.spec import parse_spec
+from sweeps.store import RunDir
 n, pack, conc, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 raw = {"name": "overhead", "dataset": {"name": "biased_shapes",
                                        "options": {"n_train": 64, "n_val": 32, "n_test": 32, "image_size": 8}},
@@ -38,7 +43,9 @@ raw = {"name": "overhead", "dataset": {"name": "biased_shapes",
 if pack:
     raw["pack"] = pack
 s = run_sweep(parse_spec(raw), out, quiet=True)
-print(json.dumps({"wall_s": s["wall_s"], "ray_init_s": s["ray_init_s"], "finished": s["finished"],
+recs = [r for r in RunDir(out).records().values() if "wall_s" in r]
+span = max(r["started_at"] + r["wall_s"] for r in recs) - min(r["started_at"] for r in recs)
+print(json.dumps({"span_s": span, "wall_s": s["wall_s"], "ray_init_s": s["ray_init_s"], "finished": s["finished"],
                   "mean_run_trial_s": s["mean_run_trial_s"], "counts": s["counts"],
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
@@ -57,6 +64,7 @@ def measure(n: int, pack: int, concurrent: int) -> dict:
     out["process_s"] = time.perf_counter() - t
     busy = out["wall_s"] - out["ray_init_s"]
     out["overhead_s"] = busy * concurrent / n - (out["mean_run_trial_s"] or 0.0)
+    out["steady_overhead_s"] = out["span_s"] * concurrent / n - (out["mean_run_trial_s"] or 0.0)
     return out
 
 
@@ -74,7 +82,8 @@ def main(argv=None) -> None:
     for mode in a.modes.split(","):
         r = measure(a.n, a.pack if mode == "packed" else 0, a.concurrent)
         results[mode] = {k: round(v, 4) if isinstance(v, float) else v for k, v in r.items()}
-        print(f"{mode:9s} pack={a.pack if mode == 'packed' else 0:<3d} overhead/config {r['overhead_s']:.3f} s · "
+        print(f"{mode:9s} pack={a.pack if mode == 'packed' else 0:<3d} overhead/config {r['overhead_s']:.3f} s "
+              f"(steady {r['steady_overhead_s']:.3f} s) · "
               f"run_trial {r['mean_run_trial_s'] or 0:.3f} s · sweep {r['wall_s']:.1f} s (Ray start "
               f"{r['ray_init_s']:.1f} s) · driver peak RSS {r['rss_mb']:.0f} MB · {r['counts']}", flush=True)
     if a.record:
