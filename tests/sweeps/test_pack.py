@@ -148,7 +148,7 @@ def test_a_packed_sweep_through_ray_tune_keeps_each_configuration_and_resumes_pe
     from sweeps.runner import run_sweep
 
     spec = _spec(5, pack=2, max_concurrent=2, space={"seed": {"grid": [0, 1, 2, 3]}, "lr": {"grid": [0.05]}},
-                 variants=[{}, {"lr": {"grid": [1e12]}, "seed": {"grid": [7]}}])   # 4 + a diverging one
+                 variants=[{"lr": {"grid": [0.05]}}, {"lr": {"grid": [1e12]}, "seed": {"grid": [7]}}])   # 4 + a diverging one
     out = tmp_path / "run"
     summary = run_sweep(spec, out, quiet=True)
     store = RunDir(out)
