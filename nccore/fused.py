@@ -36,8 +36,8 @@ Only ERM with SGD fuses (`why_not_fusable`); members must agree on every key exc
 """
 from __future__ import annotations
 
-import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -47,11 +47,10 @@ from torch.func import functional_call, vmap
 from . import checkpoint
 from .config import trial_id, validate_config
 from .data.loader import augment_draws, crop_flip
-from .evaluate import evaluate, stratified_sample
+from .evaluate import stratified_sample
 from .fused_bn import use_stacked_batch_norm
-from .catalogue import config_columns
-from .models import build_model, family
-from .trial import Runtime, eval_due, kernels, prepare
+from .models import build_model
+from .trial import epoch_rows, fixed_columns, kernels, prepare
 
 FUSABLE_METHODS = ("erm",)
 FUSABLE_OPTIMIZERS = ("sgd",)
@@ -291,32 +290,21 @@ def _train(members: list[Member], idx: list[int], sinks) -> Iterator[tuple[int, 
 
 
 def _epoch_rows(m: Member, epoch: int, loss: float, train_time: float, steps: int) -> list[dict]:
-    """The rows of one member's epoch, as `nccore.trial.iter_epochs` writes them."""
-    cfg = m.cfg
-    fixed = {"trial_id": m.tid, **{k: cfg[k] for k in config_columns()}, "family": family(cfg["arch"]),
-             **Runtime.resolve(cfg).columns()}
-    base = {**fixed, "epoch": epoch, "lr_now": m.method.lr(), "train_loss": loss, "train_time": train_time,
-            "images_per_s": steps * cfg["batch_size"] / max(train_time, 1e-9),
-            "metrics_train_samples": len(m.train_idx), **m.method.end_of_epoch(epoch)}
-    if not math.isfinite(loss):
+    """The rows of one member's epoch: `nccore.trial.epoch_rows`, as a separate trial writes them."""
+    rows = epoch_rows(m.cfg, fixed_columns(m.tid, m.cfg), m.method, m.data, m.train_idx, epoch, loss, train_time,
+                      steps, m.method.end_of_epoch(epoch))
+    if rows[0]["status"] == "diverged":
         m.status = "diverged"
-        return [{**base, "split": "train", "group": "all", "status": "diverged"}]
-    if not eval_due(cfg, epoch, m.method.finished):   # eval_every: the train row only
-        return [{**base, "split": "train", "group": "all", "status": "ok"}]
-    t1 = time.perf_counter()
-    rows = evaluate(m.method.eval_model(), m.data, cfg, m.train_idx, m.method.autocast, epoch)
-    base["eval_time"] = time.perf_counter() - t1
-    return [{**base, **r, "status": "ok"} for r in rows]
+    return rows
 
 
 def _advance(sched, n: int) -> None:
-    """Move a LambdaLR on by n steps without an optimizer step (the fused step did them)."""
-    sched.last_epoch += n
-    sched._step_count += n
-    lrs = [b * f(sched.last_epoch) for b, f in zip(sched.base_lrs, sched.lr_lambdas)]
-    for g, lr in zip(sched.optimizer.param_groups, lrs):
-        g["lr"] = lr
-    sched._last_lr = lrs
+    """Move a member's learning-rate schedule on by n steps (the fused step did the optimizer's
+    work): n `sched.step()` calls, without the warning that no optimizer step came first."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.optim\.lr_scheduler")
+        for _ in range(n):
+            sched.step()
 
 
 def _save(m: Member, epoch: int) -> None:

@@ -158,8 +158,7 @@ def _epochs(config: dict, sink) -> Iterator[tuple[int, list[dict]]]:
         method.load_state_dict(state["method"])
         checkpoint.set_rng_state(state["rng"], gen)
         start = state["epoch"] + 1
-    fixed = {"trial_id": tid, **{k: cfg[k] for k in config_columns()}, "family": family(cfg["arch"]),
-             **Runtime.resolve(cfg).columns()}
+    fixed = fixed_columns(tid, cfg)
     for epoch in range(start, cfg["epochs"]):
         if method.finished:
             break
@@ -170,29 +169,42 @@ def _epochs(config: dict, sink) -> Iterator[tuple[int, list[dict]]]:
             loss_sum += method.update(x, y, *g)
         train_loss = float(loss_sum) / max(len(loader), 1)       # the one host sync of the epoch
         extra = method.end_of_epoch(epoch)
-        train_time = time.perf_counter() - t0
-        base = {**fixed, "epoch": epoch, "lr_now": method.lr(), "train_loss": train_loss,
-                "train_time": train_time, "images_per_s": len(loader) * cfg["batch_size"] / max(train_time, 1e-9),
-                "metrics_train_samples": len(train_idx), **extra}
-        if not math.isfinite(train_loss):
-            rows = [{**base, "split": "train", "group": "all", "status": "diverged"}]
-            if sink is not None:
-                sink(epoch, rows)
-            yield epoch, rows
-            return
-        if eval_due(cfg, epoch, method.finished):
-            t1 = time.perf_counter()
-            rows = evaluate(method.eval_model(), data, cfg, train_idx, method.autocast, epoch)
-            base["eval_time"] = time.perf_counter() - t1
-            rows = [{**base, **r, "status": "ok"} for r in rows]
-        else:   # eval_every: this epoch writes its train row only
-            rows = [{**base, "split": "train", "group": "all", "status": "ok"}]
+        rows = epoch_rows(cfg, fixed, method, data, train_idx, epoch, train_loss, time.perf_counter() - t0,
+                          len(loader), extra)
         if sink is not None:
             sink(epoch, rows)
+        if rows[0]["status"] == "diverged":
+            yield epoch, rows
+            return
         if cfg["checkpoint_dir"]:
             checkpoint.save(cfg["checkpoint_dir"], {"epoch": epoch, "method": method.state_dict(),
                                                      "rng": checkpoint.rng_state(gen), "config": config})
         yield epoch, rows
+
+
+def fixed_columns(tid: str, cfg: dict) -> dict:
+    """The columns every row of a trial carries: its id, config axes, family and runtime."""
+    return {"trial_id": tid, **{k: cfg[k] for k in config_columns()}, "family": family(cfg["arch"]),
+            **Runtime.resolve(cfg).columns()}
+
+
+def epoch_rows(cfg: dict, fixed: dict, method, data, train_idx: torch.Tensor, epoch: int, train_loss: float,
+               train_time: float, steps: int, extra: dict) -> list[dict]:
+    """The rows of one trained epoch, for a plain trial and for a fused member alike: a `diverged`
+    train row when the loss is not finite; the train row alone when no evaluation is due
+    (`eval_every`); else one row per split × (all, each subgroup). `extra`: the method's
+    end-of-epoch columns."""
+    base = {**fixed, "epoch": epoch, "lr_now": method.lr(), "train_loss": train_loss, "train_time": train_time,
+            "images_per_s": steps * cfg["batch_size"] / max(train_time, 1e-9),
+            "metrics_train_samples": len(train_idx), **extra}
+    if not math.isfinite(train_loss):
+        return [{**base, "split": "train", "group": "all", "status": "diverged"}]
+    if not eval_due(cfg, epoch, method.finished):
+        return [{**base, "split": "train", "group": "all", "status": "ok"}]
+    t1 = time.perf_counter()
+    rows = evaluate(method.eval_model(), data, cfg, train_idx, method.autocast, epoch)
+    base["eval_time"] = time.perf_counter() - t1
+    return [{**base, **r, "status": "ok"} for r in rows]
 
 
 def eval_due(cfg: dict, epoch: int, finished: bool = False) -> bool:
