@@ -77,6 +77,10 @@ class Key:
     in_id: bool = True             # part of the trial id
     id_if_set: bool = False        # in the trial id only when not at its default (a key added after
                                    # trials were run: their ids, and so their resume, stay the same)
+    determines: tuple = ()         # what the key decides beyond its trial: "data" (the dataset a trial
+                                   # builds: fused members share one copy), "base" (a tuning method's
+                                   # pre-trained base model, cached and shared by the configs that agree)
+    fuse_axis: bool = False        # fused configurations may differ in it (docs/fused.md)
     aliases: tuple = ()            # common misspellings, for did-you-mean
     item: str = "entry"            # what a list entry is, for messages
     per_method: dict = field(default_factory=dict, hash=False)     # method -> what the value means
@@ -286,26 +290,26 @@ _TRANSFER_METHODS = ("transfer", "gc_reg")   # gc_reg: transfer pre-training + �
 # --------------------------------------------------------------------------- config keys
 _K = [
     _key("dataset", "str", "biased_shapes", "dataset registry name (a spec sets it with dataset.name)",
-         choices=tuple(DATASET_OPTIONS), sweepable=False, axis=True, condition=True),
-    _key("data", "mapping", {}, "dataset options (a spec sets them with dataset.options)", sweepable=False),
+         choices=tuple(DATASET_OPTIONS), sweepable=False, axis=True, condition=True, determines=('base', 'data')),
+    _key("data", "mapping", {}, "dataset options (a spec sets them with dataset.options)", sweepable=False, determines=('base', 'data')),
     _num("bias_level", "float", 0.0, "β of the spurious correlation (bias_kind=spurious), label-flip rate of "
          "positives in subgroup a=1 (bias_kind=label), or the rate at which those positives are dropped "
          "instead (bias_kind=drop: the same imbalance without label noise)", low=0.0, high=1.0, axis=True,
          aliases=("bias",),
-         condition=True),
+         condition=True, determines=('base', 'data'), fuse_axis=True),
     _key("bias_kind", "str", "spurious", "what bias_level controls", choices=("spurious", "label", "drop"), axis=True,
-         condition=True),
+         condition=True, determines=('base', 'data')),
     _key("group_by", "str", "spurious", "attribute of the per-subgroup rows: spurious p or sensitive a",
-         choices=("spurious", "sensitive"), axis=True, condition=True),
+         choices=("spurious", "sensitive"), axis=True, condition=True, determines=('base', 'data')),
     _key("coarse", "bool", False, "train on coarse labels; fine-label recovery is then measured", axis=True,
-         condition=True),
+         condition=True, determines=('base', 'data')),
     _key("arch", "str", "resnet18", "architecture registry name", choices=tuple(ARCH_FAMILIES), axis=True,
-         aliases=("architecture", "model")),
+         aliases=("architecture", "model"), determines=('base',)),
     _num("width", "float", 0.25, "channel-width multiplier of the architecture", low=0.0, low_open=True,
-         axis=True),
+         axis=True, determines=('base',)),
     _key("stem", "str", "auto", "input stem: cifar (3×3) or imagenet (7×7 + pool); auto: cifar for ≤ 64 px",
-         choices=("auto", "cifar", "imagenet"), axis=True),
-    _key("weights", "path", None, "local state_dict to start the backbone from", nullable=True),
+         choices=("auto", "cifar", "imagenet"), axis=True, determines=('base',)),
+    _key("weights", "path", None, "local state_dict to start the backbone from", nullable=True, determines=('base',)),
     _key("method", "str", "erm", "training method registry name", choices=tuple(METHOD_OPTIONS), axis=True),
     _key("method_options", "mapping", {}, "options of the method (see the method options tables)"),
     _num("penalty", "float", 0.0, "the method's penalty / blend strength (one axis; its meaning depends on the "
@@ -315,30 +319,30 @@ _K = [
                      "mas": "λ of the MAS penalty λ·Σ Ω_j (θ_j − θ*_j)²",
                      "side_tuning": "blend α of r(x) = α·base(x) + (1 − α)·side(x), in [0, 1]",
                      "gc_reg": "λ of the geometric-complexity regulariser λ·mean ‖∂f/∂x‖²_F (0: plain transfer)"},
-         method_range={"side_tuning": (0.0, 1.0)}),
+         method_range={"side_tuning": (0.0, 1.0)}, fuse_axis=True),
     _key("init_from", "str", None, "start from an earlier trial (`trial:ID` with the id of a trial of this spec) or a checkpoint / "
-         "weights file", nullable=True),
-    _key("optimizer", "str", "sgd", "optimiser", choices=("sgd", "adam", "adamw"), axis=True),
+         "weights file", nullable=True, fuse_axis=True),
+    _key("optimizer", "str", "sgd", "optimiser", choices=("sgd", "adam", "adamw"), axis=True, determines=('base',)),
     _num("lr", "float", 0.05, "peak learning rate", low=0.0, low_open=True, axis=True,
-         aliases=("learning_rate",)),
-    _num("momentum", "float", 0.9, "SGD momentum", low=0.0, high=1.0, axis=True),
-    _num("weight_decay", "float", 5e-4, "L2 weight decay", low=0.0, axis=True, aliases=("wd",)),
+         aliases=("learning_rate",), fuse_axis=True),
+    _num("momentum", "float", 0.9, "SGD momentum", low=0.0, high=1.0, axis=True, determines=('base',), fuse_axis=True),
+    _num("weight_decay", "float", 5e-4, "L2 weight decay", low=0.0, axis=True, aliases=("wd",), determines=('base',), fuse_axis=True),
     _key("schedule", "str", "cosine", "learning-rate schedule (step: ×0.1 at 50% and 75%)",
-         choices=("cosine", "constant", "step"), axis=True),
+         choices=("cosine", "constant", "step"), axis=True, determines=('base',)),
     _num("epochs", "int", 5, "training epochs (tuning methods: the cap on tuning epochs)", low=1, unit="epochs",
          axis=True, aliases=("num_epochs",)),
-    _num("batch_size", "int", 128, "training mini-batch size", low=1, unit="images", axis=True, aliases=("bs",)),
-    _key("augment", "bool", True, "random crop + flip on the device", axis=True),
-    _num("seed", "int", 0, "seed of data generation, initialisation and sampling", low=0, axis=True),
+    _num("batch_size", "int", 128, "training mini-batch size", low=1, unit="images", axis=True, aliases=("bs",), determines=('base',)),
+    _key("augment", "bool", True, "random crop + flip on the device", axis=True, determines=('base',)),
+    _num("seed", "int", 0, "seed of data generation, initialisation and sampling", low=0, axis=True, determines=('base', 'data'), fuse_axis=True),
     _key("device", "str", "auto", "torch device (auto: cuda if available)", in_id=False),
     _key("precision", "str", "auto", "autocast precision (auto: bf16 on CUDA, fp32 on CPU)",
-         choices=("auto", "fp32", "bf16", "fp16")),      # rows record the precision used as `amp`
+         choices=("auto", "fp32", "bf16", "fp16"), determines=('base',)),      # rows record the precision used as `amp`
     _key("channels_last", "bool", "auto", "channels-last memory format (auto: on CUDA)",
-         choices=("auto", True, False)),
-    _key("compile", "bool", False, "torch.compile the training forward"),
+         choices=("auto", True, False), determines=('base',)),
+    _key("compile", "bool", False, "torch.compile the training forward", determines=('base',)),
     _key("deterministic", "bool", False, "deterministic kernels: torch deterministic algorithms, oneDNN off on "
          "the CPU, cuDNN deterministic without autotuning, a fixed cuBLAS workspace (slower; docs/fused.md "
-         "says how far default kernels drift)", id_if_set=True),
+         "says how far default kernels drift)", id_if_set=True, determines=('base',)),
     _key("metrics", "list[str]", ["nc", "fairness"], "metric sets computed each epoch (fine is added with "
          "coarse, gc with method transfer)", choices=METRIC_SETS, item="metric set"),
     _num("metrics_train_samples", "int", 5000, "stratified train subsample for train-split metrics", low=1,
@@ -568,6 +572,16 @@ ROW_FIELDS: dict[str, tuple[str, str]] = {
 def axis_keys() -> tuple[str, ...]:
     """Config keys that are analysis factors when a run sweeps them."""
     return tuple(k for k, v in CONFIG.items() if v.axis)
+
+
+def keys_determining(what: str) -> tuple[str, ...]:
+    """Config keys whose value decides `what` ("data" or "base", see Key.determines)."""
+    return tuple(k for k, v in CONFIG.items() if what in v.determines)
+
+
+def fuse_axes() -> tuple[str, ...]:
+    """Config keys in which the configurations of one fused group may differ."""
+    return tuple(k for k, v in CONFIG.items() if v.fuse_axis)
 
 
 def config_columns() -> tuple[str, ...]:

@@ -32,7 +32,8 @@ its evaluation (`nccore.evaluate.evaluate`) and checkpoint (the same file a sepa
 writes, so either mode resumes the other's checkpoints) need no copy of the training state.
 
 Only ERM with SGD fuses (`why_not_fusable`); members must agree on every key except
-`FUSE_AXES`. Training-mode channels_last is not used for the 5-D stacked batch.
+the catalogue's fuse axes (`Key.fuse_axis`). Training-mode channels_last is not used for the 5-D
+stacked batch.
 """
 from __future__ import annotations
 
@@ -46,6 +47,7 @@ from torch.func import functional_call, vmap
 
 from . import checkpoint
 from .config import trial_id, validate_config
+from .catalogue import fuse_axes, keys_determining
 from .data.loader import augment_draws, crop_flip
 from .evaluate import stratified_sample
 from .fused_bn import use_stacked_batch_norm
@@ -54,10 +56,9 @@ from .trial import epoch_rows, fixed_columns, kernels, prepare
 
 FUSABLE_METHODS = ("erm",)
 FUSABLE_OPTIMIZERS = ("sgd",)
-# Keys members of one fused group may differ in; every other config key must be equal.
-FUSE_AXES = ("lr", "weight_decay", "momentum", "seed", "bias_level", "penalty", "init_from")
-_PER_MEMBER = FUSE_AXES + ("trial_id", "checkpoint_dir")
-_DATA_KEYS = ("dataset", "data", "bias_level", "bias_kind", "group_by", "seed", "coarse")
+# Members of one fused group may differ in the catalogue's fuse axes (Key.fuse_axis) and their own
+# trial id and checkpoint directory; every other config key must be equal.
+_PER_MEMBER = fuse_axes() + ("trial_id", "checkpoint_dir")
 
 
 def why_not_fusable(config: dict) -> str | None:
@@ -71,7 +72,7 @@ def why_not_fusable(config: dict) -> str | None:
 
 
 def fuse_key(config: dict) -> str:
-    """Configs with equal keys can share a fused group: all keys but `FUSE_AXES` agree."""
+    """Configs with equal keys can share a fused group: all keys but the fuse axes agree."""
     cfg = validate_config(config)
     return repr(sorted((k, repr(v)) for k, v in cfg.items() if k not in _PER_MEMBER))
 
@@ -96,7 +97,7 @@ class Member:
 def prepare_member(config: dict, shared: dict) -> Member:
     """`nccore.trial.prepare` for one member, its checkpoint loaded; identical datasets shared."""
     cfg, data, model, method, loader, gen = prepare(config)
-    key = repr([cfg[k] for k in _DATA_KEYS])
+    key = repr([cfg[k] for k in keys_determining("data")])
     if key in shared:   # same data: keep one copy on the device
         data = method.data = shared[key]
         loader.split = method.train_split()
@@ -222,7 +223,7 @@ def _check_group(members: list[Member]) -> None:
             raise ValueError(f"trial {m.tid} cannot be fused: {why}")
     keys = {fuse_key(m.config) for m in members}
     if len(keys) > 1:
-        raise ValueError(f"fused configs must agree on every key except {list(FUSE_AXES)}; "
+        raise ValueError(f"fused configs must agree on every key except {list(fuse_axes())}; "
                          f"trials {[m.tid for m in members]} differ elsewhere")
     if len({m.tid for m in members}) < len(members):
         raise ValueError("fused configs must be distinct trials (two have the same trial_id)")
@@ -326,5 +327,5 @@ def run_fused(configs: list[dict]) -> list[list[dict]]:
     return out
 
 
-__all__ = ["FUSE_AXES", "FusedLoader", "FusedStack", "Member", "fuse_key", "iter_fused_epochs", "run_fused",
+__all__ = ["FusedLoader", "FusedStack", "Member", "fuse_key", "iter_fused_epochs", "run_fused",
            "why_not_fusable"]

@@ -3,7 +3,7 @@ the Ray trial that trains one group as one model (`nccore.fused`) while every co
 its own record, rows and checkpoint in the run directory.
 
 Grouping. Planned configurations that can fuse (ERM with SGD, `nccore.fused.why_not_fusable`) and
-agree on every key except `nccore.fused.FUSE_AXES` (lr, weight decay, momentum, seed, bias level,
+agree on every key except the catalogue's fuse axes (`Key.fuse_axis`: lr, weight decay, momentum, seed, bias level,
 penalty, init_from) form a class; each class is cut, in plan order, into groups of at most k. A
 group of one, and every configuration that cannot fuse, runs as an ordinary trial. `describe`
 says how a plan was grouped; the runner writes it to RUN_DIR/fuse_plan.json and the log.

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..catalogue import keys_determining
 from ..metrics import worst_group_accuracy
 from ..metrics.saliency import saliency_summary
 from .base import Method
@@ -50,19 +51,13 @@ def tuning_indices(y: np.ndarray, p: np.ndarray, n_tune: int, seed: int, n_ordin
     return np.sort(np.concatenate(out))
 
 
-# Config keys that determine the pre-trained base (everything else only changes the tuning).
-BASE_KEYS = ("dataset", "data", "bias_level", "bias_kind", "group_by", "coarse", "arch", "width", "stem", "weights",
-             "seed", "batch_size", "optimizer", "momentum", "weight_decay", "schedule", "augment", "precision",
-             "channels_last", "compile", "deterministic")
-
-
 def base_cache_path(cfg: dict, opts: dict) -> Path | None:
     """Where the base of this config is cached: beside the trial checkpoints of the run directory
     (<run>/checkpoints/_bases/<hash>.pt), so the λ × n × method grid of one seed trains its base once.
     None without a checkpoint_dir (a bare run_trial)."""
     if not cfg.get("checkpoint_dir"):
         return None
-    key = {k: cfg.get(k) for k in BASE_KEYS}
+    key = {k: cfg.get(k) for k in keys_determining("base")}   # catalogue: Key.determines
     key.update(pretrain_epochs=opts["pretrain_epochs"], pretrain_lr=opts["pretrain_lr"])
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
     return Path(cfg["checkpoint_dir"]).parent / "_bases" / f"{digest}.pt"
