@@ -30,9 +30,10 @@ from .metrics.collapse import CollapseStats, alignment_from_stats, nc_metrics
 from .metrics.saliency import saliency_summary
 
 NC_KEYS = tuple(k for k, m in METRICS.items() if m.metric_set == "nc")   # declared in nccore.catalogue
-# NC metrics that are also computed with the clean labels under label bias (suffix `_clean`);
-# NC4 is left out: it compares nearest-class-mean with the network's prediction, not the labels.
-CLEAN_KEYS = ("nc1", "nc1_tr_ratio", "cdnv", "nc3")
+# NC metrics that are also computed with the clean labels under label bias: those the catalogue
+# declares a `<name>_clean` twin for (NC4 has none: it compares nearest-class-mean with the
+# network's prediction, not the labels).
+CLEAN_KEYS = tuple(k for k in NC_KEYS if f"{k}_clean" in METRICS)
 
 
 def stratified_sample(split: Split, subgroup: torch.Tensor, cap: int, seed: int) -> torch.Tensor:

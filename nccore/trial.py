@@ -218,8 +218,10 @@ def _device_name(device: str) -> str:
     return platform.processor() or platform.machine()
 
 
-def environment() -> dict:
-    """Library versions and determinism flags a result row needs to be reproduced."""
+def environment(cfg: dict | None = None) -> dict:
+    """Library versions and determinism flags a result row needs to be reproduced: the cuDNN flags
+    the trial of `cfg` runs with (`kernels` sets them for `deterministic: true`)."""
+    det = bool((cfg or {}).get("deterministic"))
     return {"torch_version": torch.__version__, "ncsweep_version": __version__,
-            "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
-            "cudnn_benchmark": bool(torch.backends.cudnn.benchmark)}
+            "cudnn_deterministic": det or bool(torch.backends.cudnn.deterministic),
+            "cudnn_benchmark": not det and bool(torch.backends.cudnn.benchmark)}

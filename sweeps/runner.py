@@ -92,7 +92,7 @@ def start_attempt(store: RunDir, cfg: dict, **fields) -> dict:
     store.update_record(tid, status="running", attempts=attempt, config=cfg, error=None, traceback=None,
                         ran_to_end=False, started_at=started_at, **where, **fields)
     start_fresh_if_corrupt(store, tid)
-    return {"attempt": attempt, "ray_version": ray.__version__, **environment(), **where,
+    return {"attempt": attempt, "ray_version": ray.__version__, **environment(cfg), **where,
             "attempt_started_at": started_at}
 
 
