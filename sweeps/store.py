@@ -3,7 +3,7 @@
     RUN_DIR/
       manifest.json            the spec, its digest, the planned trials (atomic writes)
       spec.json                a second copy of the spec, so `ncsweep repair` can rebuild the manifest
-      lock.json                the driver holding the directory (host, pid, start) — sweeps.lock
+      lock.json                the driver holding the directory (host, pid, start, heartbeat) — sweeps.lock
       ray_procs.json           the Ray processes that driver started (pid, start) — sweeps.procs
       rows/<trial_id>/epoch-0003.parquet   one file per (trial, epoch), atomically replaced;
       rows/<trial_id>/trial.parquet        the trial's epochs merged into one file: every ROLL_EVERY
