@@ -122,7 +122,8 @@ class SweepProgress(Callback):
 
     @property
     def mean_trial_s(self) -> float | None:
-        """Mean wall time of this session's finished trials as Tune sees them (actor start included)."""
+        """Mean wall time of this session's finished trials as Tune sees them (actor start included);
+        a packed unit's time is shared by its configurations, which ran one after another."""
         return self.trial_s_sum / self.trial_s_n if self.trial_s_n else None
 
     def describe(self) -> str:
@@ -171,7 +172,7 @@ class SweepProgress(Callback):
         t0 = self.started_at.pop(trial.trial_id, None)
         if t0 is not None:
             self.trial_s_sum += time.perf_counter() - t0
-            self.trial_s_n += 1
+            self.trial_s_n += k if "packed" in (trial.config.get("trial") or {}) else 1   # one after another
         return k
 
     def on_trial_complete(self, iteration, trials, trial, **info):

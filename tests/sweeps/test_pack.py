@@ -165,3 +165,25 @@ def test_a_packed_sweep_through_ray_tune_keeps_each_configuration_and_resumes_pe
     assert after[lost]["status"] in ("completed", "diverged") and after[lost]["attempts"] == 1
     assert {t: r["attempts"] for t, r in after.items() if t != lost} == {t: r["attempts"] for t, r in recs.items()
                                                                          if t != lost}
+
+
+def test_the_progress_bar_counts_a_units_configurations_and_the_epochs_each_result_stands_for(monkeypatch):
+    import io
+    from types import SimpleNamespace
+
+    from sweeps.progress import SweepProgress
+
+    now = [100.0]
+    monkeypatch.setattr("sweeps.progress.time.perf_counter", lambda: now[0])
+    configs = planned_configs(_spec(4, pack=4))
+    (unit,) = pack.units(configs, 4, retries=0)
+    t = SimpleNamespace(trial_id="u0", config={"trial": unit})
+    p = SweepProgress(planned=4, total_epochs=4, base={}, file=io.StringIO())
+    p.on_trial_start(0, [], t)
+    assert (p.n_running, p.pending) == (4, 0)
+    p.on_trial_result(0, [], t, {"epoch": 0, "epochs_reported": 1})
+    p.on_trial_result(0, [], t, {"epoch": 0, "epochs_reported": 3})
+    now[0] += 8.0
+    p.on_trial_complete(0, [], t)
+    assert (p.done, p.epochs, p.n_running) == (4, 4, 0)
+    assert p.mean_trial_s == 2.0   # 8 s of Tune time shared by 4 configurations run one after another
