@@ -27,23 +27,16 @@ import pyarrow as pa
 import pyarrow.feather as feather
 import pyarrow.parquet as pq
 
+from sweeps import layout   # the run directory's names (sweeps/layout.py)
+from sweeps.layout import MERGED, epoch_of, is_epoch_file
 from sweeps.store import file_sha256   # the run directory's own checksum (sweeps/store.py writes it)
 
 from . import vocab
 from .vocab import status_class
 
-MERGED = "trial.parquet"      # a finished trial's one result file (RunDir.merged_path)
-
-KEY = ["trial_id", "epoch", "split", "group"]
+KEY = list(layout.KEY)
 TIME_COLUMNS = ("epoch_ended_at", "written_at", "recorded_at")   # the runner writes epoch_ended_at
 HOST_COLUMNS = ("hostname", "node_id", "device", "amp", "torch_version", "ray_version", "ncsweep_version")
-
-
-def is_epoch_file(path: str) -> bool:
-    """Whether path names the runner's file of one (trial, epoch): .../epoch-NNNN.parquet (string
-    tests, not a regex: this runs over 10^5 paths several times)."""
-    name = path.rpartition(os.sep)[2]
-    return name.startswith("epoch-") and name.endswith(".parquet") and name[6:-8].isdigit()
 
 
 def per_trial(column: str) -> bool:
@@ -123,11 +116,10 @@ def chosen_files(files: list[str], picks: dict[str, int], trials: set[str]) -> l
     directory named after no trial in `trials` (a layout the runner does not write)."""
     out = []
     for f in files:
-        d, _, name = f.rpartition(os.sep)
-        tid = d.rpartition(os.sep)[2]
+        tid = f.rpartition(os.sep)[0].rpartition(os.sep)[2]
         if tid not in trials:
             out.append(f)
-        elif tid in picks and (not is_epoch_file(f) or int(name[6:-8]) == picks[tid]):
+        elif tid in picks and (not is_epoch_file(f) or epoch_of(f) == picks[tid]):
             out.append(f)
     return out
 
@@ -192,7 +184,7 @@ def checksum_mismatches(records: pd.DataFrame, workers: int = 4) -> list[str]:
 def manifests(run_dirs) -> list[dict]:
     out = []
     for d in as_dirs(run_dirs):
-        p = d / "manifest.json"
+        p = d / layout.MANIFEST
         try:
             out.append(json.loads(p.read_text()) if p.exists() else {})
         except (json.JSONDecodeError, OSError):
@@ -224,7 +216,7 @@ def epoch_file_keys(files: list[str]) -> pa.Table:
     parts = [f.rsplit(os.sep, 2) for f in files]
     return pa.table({"file_index": pa.array(range(len(files)), pa.int64()),
                      "trial_id": [p[-2] for p in parts],
-                     "epoch": pa.array([int(p[-1][6:-8]) for p in parts], pa.int64())})
+                     "epoch": pa.array([epoch_of(p[-1]) for p in parts], pa.int64())})
 
 
 def paths_name_their_rows(con, epoch_files: list[str]) -> bool:

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from sweeps import layout
+
 from .compare import LEADERBOARD_ADDED
 from .latex import booktabs
 from .pipeline import analyse  # noqa: F401  (the entry point most callers want)
@@ -66,7 +68,7 @@ def write_report(result: dict, out: Path, title: str, extra_sections=()) -> tupl
 
 
 def spec_name(run_dir) -> str:
-    p = Path(run_dir) / "manifest.json"
+    p = Path(run_dir) / layout.MANIFEST
     try:
         return json.loads(p.read_text()).get("name", Path(run_dir).name) if p.exists() else Path(run_dir).name
     except (json.JSONDecodeError, OSError):

@@ -23,6 +23,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from sweeps import layout
+
 ARCH_OFFSET = {"resnet18": 0.0, "vgg11": -0.08, "densenet121": 0.04}
 FAMILY = {"resnet18": "resnet", "vgg11": "vgg", "densenet121": "densenet"}
 GROUPS = ("all", "0", "1")
@@ -107,9 +109,9 @@ def write_run(root, trials: list[dict], epochs: int = 3, per_epoch: bool = False
         tables = [_table(_rows(t, e, epochs, rng, cn, noise_sd)) for e in range(last + 1)]
         if per_epoch:
             for e, tb in enumerate(tables):
-                pq.write_table(tb, d / f"epoch-{e:04d}.parquet")
+                pq.write_table(tb, d / layout.epoch_file(e))
         elif tables:
-            pq.write_table(pa.concat_tables(tables, promote_options="default"), d / "trial.parquet")
+            pq.write_table(pa.concat_tables(tables, promote_options="default"), d / layout.MERGED)
         if "written_at" in t:
             for f in d.glob("*.parquet"):
                 os.utime(f, (t["written_at"], t["written_at"]))
@@ -125,5 +127,5 @@ def write_run(root, trials: list[dict], epochs: int = 3, per_epoch: bool = False
     space = {k: {"grid": sorted({t[k] for t in trials if k in t}, key=str)} for k in keys}
     manifest = {"name": name, "digest": "synthetic", "spec": {"name": name, "space": space,
                                                               "base": {"epochs": epochs}}, "planned_count": len(trials)}
-    (root / "manifest.json").write_text(json.dumps(manifest))
+    (root / layout.MANIFEST).write_text(json.dumps(manifest))
     return root

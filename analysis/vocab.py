@@ -16,12 +16,13 @@ from __future__ import annotations
 import math
 
 from nccore import catalogue
+from sweeps import layout
 
 SPLITS = catalogue.SPLITS
 REPLICATE = "seed"                 # the key whose values are replicates, never an effect
 MAJORITY = "majority_acc"          # the row column holding the majority-class rate
-STATUSES = ("completed", "stopped", "failed", "oom", "diverged", "running")   # running: a sweep in progress
-_ALIASES = {"done": "completed", "error": "failed", "pending": "running"}
+STATUSES = (*layout.STATUSES, layout.RUNNING)   # the run directory's statuses (running: a sweep in progress)
+_ALIASES = {layout.LEGACY_COMPLETED: "completed", "error": "failed", "pending": layout.RUNNING}
 LOG_SPAN = 10.0                    # positive numeric axes spanning ≥ this ratio enter models as log10
 
 

@@ -13,6 +13,7 @@ import json
 import logging
 from pathlib import Path
 
+from .layout import MANIFEST
 from .store import RunDir
 from .summary import aligned, trial_rows
 
@@ -48,7 +49,7 @@ def show_logs(run_dir, trial: str | None = None) -> str:
     (status, attempts, error, traceback) followed by the log lines that name it. TRIAL may be any
     unique prefix of a trial id."""
     run_dir = Path(run_dir)
-    if not (run_dir / "manifest.json").exists():
+    if not (run_dir / MANIFEST).exists():
         raise FileNotFoundError(f"{run_dir}: no manifest.json — not an ncsweep run directory")
     log_file = run_dir / LOG_NAME
     lines = log_file.read_text().splitlines() if log_file.exists() else []

@@ -40,13 +40,8 @@ from .faults import fault
 from nccore.catalogue import SCHEMA_VERSION, row_schema   # row column types are declared in the catalogue
 
 INT_COLUMNS = {f.name for f in row_schema() if pa.types.is_integer(f.type)}
-KEY = ("trial_id", "epoch", "split", "group")
-# completed: ran all its epochs; stopped: a scheduler ended it before its max epochs; diverged: a
-# non-finite loss; failed: an error after its retries; oom: CUDA out of memory. ("done" is the
-# name older run directories used for completed.)
-STATUSES = ("completed", "stopped", "diverged", "failed", "oom")
-TERMINAL = set(STATUSES) | {"done"}
-FAILED = ("failed", "oom")
+# the directory's names, key and statuses are sweeps.layout's (re-exported for the runner's modules)
+from .layout import FAILED, KEY, MANIFEST, MERGED, ROWS, STATUSES, TERMINAL, TRIALS, epoch_file  # noqa: E402,F401
 
 
 class DamagedRows(ValueError):
@@ -152,7 +147,7 @@ class RunDir:
         progress holds at most ROLL_EVERY + 1 result files per running trial. Returns the file
         that holds the rows."""
         table = rows_table(rows, {**extra, "schema_version": SCHEMA_VERSION})
-        path = self.path / "rows" / trial_id / f"epoch-{epoch:04d}.parquet"
+        path = self.path / ROWS / trial_id / epoch_file(epoch)
         atomic_write_table(path, table, "epoch.tmp", **EPOCH_FILE_OPTIONS)
         fault("epoch.renamed")
         if len(self.epoch_files(trial_id)) >= ROLL_EVERY:
@@ -182,10 +177,10 @@ class RunDir:
         return out
 
     def rows_dir(self, trial_id: str) -> Path:
-        return self.path / "rows" / trial_id
+        return self.path / ROWS / trial_id
 
     def merged_path(self, trial_id: str) -> Path:
-        return self.rows_dir(trial_id) / "trial.parquet"
+        return self.rows_dir(trial_id) / MERGED
 
     def epoch_files(self, trial_id: str) -> list[Path]:
         return sorted(self.rows_dir(trial_id).glob("epoch-*.parquet"))
@@ -220,7 +215,7 @@ class RunDir:
 
     # ------------------------------------------------------------------ trial records
     def record_path(self, trial_id: str) -> Path:
-        return self.path / "trials" / f"{trial_id}.json"
+        return self.path / TRIALS / f"{trial_id}.json"
 
     def read_record(self, trial_id: str) -> dict | None:
         p = self.record_path(trial_id)
@@ -265,7 +260,7 @@ class RunDir:
     # ------------------------------------------------------------------ manifest
     @property
     def manifest_path(self) -> Path:
-        return self.path / "manifest.json"
+        return self.path / MANIFEST
 
     def read_manifest(self) -> dict | None:
         if not self.manifest_path.exists():

@@ -29,10 +29,10 @@ from nccore.config import DEFAULTS
 from . import lock, procs
 from .crash import death_cause
 from .faults import fault
-from .store import FAILED, TERMINAL, DamagedRows, RunDir, file_sha256
+from .layout import FAILED, FINISHED, TERMINAL, epoch_file
+from .store import DamagedRows, RunDir, file_sha256
 
 MAX_REPLANS = 2       # a trial whose rows are damaged again after this many re-runs is failed
-FINISHED = ("completed", "stopped", "diverged", "done")   # terminal with rows to check
 MAX_MESSAGE = 500     # characters of an exception's message kept in a trial's error field
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 
@@ -77,7 +77,7 @@ def format_error(exc: BaseException, frames: int = 3) -> str:
 # ---------------------------------------------------------------------- a trial's end (driver)
 def visible_rows(store: RunDir, tid: str, epoch: int) -> int:
     """How many rows of `epoch` of trial `tid` the driver can read (DamagedRows if unreadable)."""
-    part = store.rows_dir(tid) / f"epoch-{int(epoch):04d}.parquet"
+    part = store.rows_dir(tid) / epoch_file(epoch)
     try:
         if part.exists():
             return pq.read_metadata(part).num_rows
