@@ -187,3 +187,32 @@ def test_the_progress_bar_counts_a_units_configurations_and_the_epochs_each_resu
     p.on_trial_complete(0, [], t)
     assert (p.done, p.epochs, p.n_running) == (4, 4, 0)
     assert p.mean_trial_s == 2.0   # 8 s of Tune time shared by 4 configurations run one after another
+
+
+@pytest.mark.slow
+def test_a_worker_that_aborts_mid_unit_fails_only_its_configuration(tmp_path):
+    """A real Ray unit of 3 whose worker aborts after the first configuration's rows
+    (NCSWEEP_FAULT=epoch.renamed:abort, once): that one is failed with SIGABRT, the other two finish
+    (in the driver's next pass), each with its own record."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from sweeps import faults
+
+    raw = {"name": "pk", "dataset": {"name": "biased_shapes", "options": DATA}, "base": BASE,
+           "space": {"seed": {"grid": [0, 1, 2]}}, "pack": 3, "retries": 0}
+    (tmp_path / "pk.yaml").write_text(json.dumps(raw))
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", faults.ENV: "epoch.renamed:abort",
+           faults.ONCE_ENV: str(tmp_path / "fired")}
+    p = subprocess.run([sys.executable, "-m", "sweeps.cli", "run", str(tmp_path / "pk.yaml"), "--out",
+                        str(tmp_path / "run")], cwd=Path(__file__).resolve().parents[2], env=env,
+                       capture_output=True, text=True, timeout=400)
+    assert p.returncode == 1, p.stderr[-2000:]
+    recs = RunDir(tmp_path / "run").records()
+    dead = [r for r in recs.values() if r["status"] == "failed"]
+    assert len(dead) == 1 and "died by SIGABRT" in dead[0]["error"]
+    assert sorted(r["status"] for r in recs.values()) == ["completed", "completed", "failed"]
+    rows = pd.read_parquet(tmp_path / "run" / "rows")
+    assert set(rows.trial_id) >= {t for t, r in recs.items() if r["status"] == "completed"}
