@@ -89,12 +89,14 @@ def run_unit(store: RunDir, unit: dict, cfgs: list[dict], run_one: Callable[...,
     report, **record_fields)` runs one configuration as a separate trial does (sweeps.runner.run_one)
     and raises after recording a Python error; each configuration gets 1 + unit["retries"] attempts.
     `send`: ray.tune.report, called through a `Reporter`."""
+    from .store import TERMINAL
+
     report = Reporter(send, every_s)
     for cfg in cfgs:
         tid = cfg["trial_id"]
         rec = store.read_record(tid) or {}
-        if rec.get("ran_to_end") or rec.get("status") in SETTLED_IN_UNIT:
-            continue   # done by an earlier attempt of this unit: the driver finishes it
+        if rec.get("ran_to_end") or rec.get("status") in (*SETTLED_IN_UNIT, *TERMINAL):
+            continue   # done by an earlier attempt of this unit (the driver finishes it, or has)
         (store.path / crash.stderr_name([tid])).unlink(missing_ok=True)   # an earlier worker's, not this one's
         for attempt in range(1 + int(unit.get("retries") or 0)):
             try:
@@ -134,14 +136,21 @@ class MemberError(RuntimeError):
     """A packed configuration's own recorded error (its unit itself ended normally)."""
 
 
-def finish_members(store: RunDir, unit: dict, error) -> list[str]:
-    """Settle each configuration of a packed unit Tune has finished (driver side); `error`: Tune's
-    error for the unit, or None. Returns the ids left unfinished (the next pass runs them)."""
+def ended_before(unit: dict, member: str) -> list[dict]:
+    """The unit's configurations that ran before `member` (one after another: they have ended)."""
+    ids = [m["trial_id"] for m in members(unit)]
+    return members(unit)[:ids.index(member)] if member in ids else []
+
+
+def finish_members(store: RunDir, unit: dict, error, only: list[dict] | None = None) -> list[str]:
+    """Settle each configuration of a packed unit Tune has finished (driver side), or `only` those
+    of a running unit that have ended (`ended_before`); `error`: Tune's error for the unit, or None.
+    Returns the ids left unfinished (the next pass runs them)."""
     from .store import TERMINAL
     from .verify import finish_trial
 
     left = []
-    for cfg in members(unit):
+    for cfg in members(unit) if only is None else only:
         tid = cfg["trial_id"]
         rec = store.read_record(tid) or {}
         if rec.get("ran_to_end"):

@@ -462,7 +462,22 @@ def finisher(store: RunDir, base: dict):
     from ray.tune import Callback
 
     class FinishTrials(Callback):
+        def __init__(self):
+            super().__init__()
+            self.settled: dict[str, int] = {}   # Tune trial id -> a running packed unit's configurations settled
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            unit = trial.config.get("trial") or {}
+            if pack.is_unit(unit) and result.get("member"):   # settle the configurations before it as the unit runs
+                ended, n = pack.ended_before(unit, result["member"]), self.settled.get(trial.trial_id, 0)
+                try:
+                    pack.finish_members(store, unit, None, ended[n:])
+                    self.settled[trial.trial_id] = max(n, len(ended))
+                except Exception as e:   # never break Tune's loop: the unit's end settles them again
+                    log.warning("finishing configurations of %s failed (retried at its end): %s", unit["trial_id"], e)
+
         def on_trial_complete(self, iteration, trials, trial, **info):
+            self.settled.pop(trial.trial_id, None)
             cfg = tune_trial_config(trial.config, base)
             if not fuse.is_unit(cfg):
                 try:

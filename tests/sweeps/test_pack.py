@@ -216,3 +216,29 @@ def test_a_worker_that_aborts_mid_unit_fails_only_its_configuration(tmp_path):
     assert sorted(r["status"] for r in recs.values()) == ["completed", "completed", "failed"]
     rows = pd.read_parquet(tmp_path / "run" / "rows")
     assert set(rows.trial_id) >= {t for t, r in recs.items() if r["status"] == "completed"}
+
+
+def test_the_driver_settles_a_running_units_configurations_as_its_results_arrive(tmp_path, monkeypatch):
+    """The finisher settles the configurations before the one a result names (they have ended),
+    each once; the unit's end settles the rest. A unit retried after that skips what is settled."""
+    from types import SimpleNamespace
+
+    from sweeps import runner
+
+    _fake_worker(monkeypatch)
+    configs = planned_configs(_spec(3, pack=3))
+    (unit,) = pack.units(configs, 3, retries=0)
+    ids = [c["trial_id"] for c in configs]
+    runner.trainable({"trial": unit}, str(tmp_path), {}, {}, gpu=0, cpu=1)   # all three ran to the end
+    store = RunDir(tmp_path)
+    fin = runner.finisher(store, {})
+    t = SimpleNamespace(trial_id="u0", config={"trial": unit}, last_result={})
+    fin.on_trial_result(0, [], t, {"member": ids[2]})
+    assert [store.read_record(i)["status"] for i in ids] == ["completed", "completed", "running"]
+    assert fin.settled == {"u0": 2}
+    ran = []
+    runner.trainable({"trial": unit}, str(tmp_path), {}, {}, gpu=0, cpu=1,   # a retry: nothing left to run
+                     epochs_fn=lambda cfg, sink: (ran.append(cfg["trial_id"]), runner.trial_epochs(cfg, sink))[1])
+    assert ran == []
+    fin.on_trial_complete(0, [], t)
+    assert [store.read_record(i)["status"] for i in ids] == ["completed"] * 3 and fin.settled == {}
