@@ -21,7 +21,8 @@ result costs a driver round trip, and the rows and records hold every epoch anyw
 was settled by an earlier attempt of the unit, is skipped.
 
 Driver (`finish_members`): each configuration is settled by `sweeps.verify.finish_trial` on its
-own record — rows merged and checksummed, or `failed` with its own error. When the worker
+own record — rows merged and checksummed, or `failed` with its own error — while the unit runs
+(when a result names a later configuration, the ones before it have ended) and at its end. When the worker
 process died, the configuration that was running (its stderr capture file is still there) gets
 the death's cause (`sweeps.crash.death_cause`); the ones the unit never reached stay unfinished
 and run in the driver's next pass.
