@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
 
 from ..catalogue import COMMON_DATASET_OPTIONS
 from ..registry import Registry
@@ -49,6 +48,8 @@ def colored_digits(opts: dict, beta: float, seed: int) -> dict:
     """scikit-learn's bundled handwritten digits (1797 8×8 images), strokes coloured by the
     spurious attribute p (red / green) with P(p = y mod 2) = (1+β)/2. Options: target ("binary":
     digit ≥ 5, or "digit"), image_size (multiple of 8), test_bias (default 0). Split 60/20/20."""
+    from sklearn.datasets import load_digits   # ~1 s to import: only for this dataset
+
     digits = load_digits()
     rng = np.random.default_rng(seed)
     scale = max(1, opts.get("image_size", 16) // 8)

@@ -4,7 +4,6 @@ one 3×3 conv to 2·growth channels, no pooling; ImageNet stem: 7×7/2 conv + ma
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models.densenet import _DenseBlock, _Transition
 
 from .base import FeatureClassifier, scaled
 
@@ -12,6 +11,8 @@ from .base import FeatureClassifier, scaled
 class DenseNet(FeatureClassifier):
     def __init__(self, blocks=(6, 12, 24, 16), num_classes: int = 10, width: float = 1.0, stem: str = "cifar",
                  in_channels: int = 3, bn_size: int = 4):
+        from torchvision.models.densenet import _DenseBlock, _Transition   # ~1.5 s to import: when built
+
         super().__init__()
         growth = scaled(32, width)
         c = 2 * growth

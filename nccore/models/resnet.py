@@ -4,13 +4,14 @@ the ImageNet stem (7×7/2 conv + max-pool), built from torchvision's BasicBlock.
 from __future__ import annotations
 
 from torch import nn
-from torchvision.models.resnet import BasicBlock
 
 from .base import FeatureClassifier, scaled
 
 
 class ResNet(FeatureClassifier):
     def __init__(self, layers, num_classes: int, width: float = 1.0, stem: str = "cifar", in_channels: int = 3):
+        from torchvision.models.resnet import BasicBlock   # torchvision.models costs ~1.5 s to import: when built
+
         super().__init__()
         chans = [scaled(c, width) for c in (64, 128, 256, 512)]
         if stem == "cifar":
