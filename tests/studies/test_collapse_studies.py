@@ -7,18 +7,16 @@ their data files exist. Slow (`make test-slow`): reduced subsets of the CPU-scal
 real runner; they fail when the primary outcome or a manipulation check has no CI. Numbers:
 docs/studies-collapse.md.
 """
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-import yaml
 
-from analysis.studies import run_study, study_command, study_sections, text_table
-from analysis.studies.common import VERDICTS, rank_est
+from analysis.studies import run_study, study_sections
+from analysis.studies.common import rank_est
 from nccore.evaluate import memorisation
 from nccore.methods.gc_reg import gc_penalty
+from tests.studies.reduced import run_reduced
 
 
 # ------------------------------------------------------------------------------------ fast
@@ -155,33 +153,10 @@ def test_fine_structure_primary_reads_the_planted_gain(gain, want):
 
 # ------------------------------------------------------------------------------------ slow
 def _run(name: str, tmp_path, capsys, space=None, variants=None) -> dict[str, dict]:
-    """Run a reduced CPU-scale spec; print the verdict table; fail when the primary outcome or a
-    manipulation check has no CI."""
-    from analysis.load import load
-    from sweeps.runner import run_sweep
-    from sweeps.spec import parse_spec
-
-    raw = yaml.safe_load(Path(f"sweeps/specs/{name}.yaml").read_text())
-    if space is not None:
-        raw["space"] = space
-    if variants is not None:
-        raw["variants"] = variants
-    out = tmp_path / name
-    run_sweep(parse_spec(raw), out, quiet=True)
-    rows = load(out)
-    _, fs = run_study(name, rows, raw["study"])
-    assert study_command(str(out)) == 0      # what `ncsweep study RUN_DIR` prints (numbers in the docs)
-    printed = capsys.readouterr().out
-    assert text_table(fs) in printed
-    with capsys.disabled():
-        print(printed)
+    """`run_reduced`, and the report's study section shows its figures and primary outcome."""
+    raw, rows, v = run_reduced(name, tmp_path, capsys, space, variants)
     (heading, body, md), = study_sections(name, {"rows": rows, "manifests": [{"spec": raw}]})
     assert body.count("<img") >= 2 and "primary outcome" in body
-    v = {f["id"]: f for f in fs if "id" in f}
-    assert all(f["verdict"] in VERDICTS for f in v.values() if f["role"] != "descriptive")
-    for f in v.values():
-        if f["role"] in ("primary", "manipulation"):
-            assert np.isfinite(f["ci_low"]), f"{f['id']}: no CI"
     return v
 
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from analysis.studies import run_study, study_command, text_table
-from analysis.studies.common import VERDICTS
+from analysis.studies import run_study
+from tests.studies.reduced import run_reduced
 
 
 def _rows(trials: list[dict]) -> pd.DataFrame:
@@ -84,26 +84,7 @@ def test_change_penalty_interaction_can_be_null():
 
 # ------------------------------------------------------------------ slow: reduced CPU-scale specs
 def _run(name: str, tmp_path, capsys, space=None, variants=None) -> dict[str, dict]:
-    from analysis.load import load
-    from sweeps.runner import run_sweep
-    from sweeps.spec import parse_spec
-
-    raw = yaml.safe_load(Path(f"sweeps/specs/{name}.yaml").read_text())
-    raw.update({k: v for k, v in (("space", space), ("variants", variants)) if v is not None})
-    out = tmp_path / name
-    run_sweep(parse_spec(raw), out, quiet=True)
-    _, fs = run_study(name, load(out), raw["study"])
-    assert study_command(str(out)) == 0      # what `ncsweep study RUN_DIR` prints (numbers in the docs)
-    printed = capsys.readouterr().out
-    assert text_table(fs) in printed
-    with capsys.disabled():
-        print(printed)
-    v = {f["id"]: f for f in fs if "id" in f}
-    assert all(f["verdict"] in VERDICTS for f in v.values() if f["role"] != "descriptive")
-    for f in v.values():
-        if f["role"] in ("primary", "manipulation"):
-            assert np.isfinite(f["ci_low"]), f"{f['id']}: no CI"
-    return v
+    return run_reduced(name, tmp_path, capsys, space, variants)[2]
 
 
 @pytest.mark.slow
