@@ -67,14 +67,12 @@ def capture_fields(tids: list[str]) -> dict:
 
 
 @contextlib.contextmanager
-def captured_stderr(store, tids: list[str], record: bool = True):
+def captured_stderr(store, tids: list[str]):
     """Inside a Ray worker, for one trial (or fused unit): fd 2 and faulthandler write into
-    RUN_DIR/crash/<trial>.stderr; the records of `tids` name it (see the module doc) — written here,
-    or with record=False by the caller, in a record write it makes anyway (`capture_fields`)."""
+    RUN_DIR/crash/<trial>.stderr (see the module doc). The caller records `capture_fields(tids)` in
+    each record, in the start-of-attempt write it makes anyway."""
     path = store.path / stderr_name(tids)
     path.parent.mkdir(parents=True, exist_ok=True)
-    for tid in tids if record else ():
-        store.update_record(tid, **capture_fields(tids))
     sys.stderr.flush()
     saved = os.dup(2)
     log = open(path, "w+b", buffering=0)

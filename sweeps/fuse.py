@@ -137,9 +137,7 @@ def fused_trainable(params: dict, run_dir: str, base: dict, objectives: dict, gp
     cfgs = [trial_config({"trial": m}, base, store) for m in params["trial"][FUSE_KEY]]
     tids = [c["trial_id"] for c in cfgs]
     prepare_worker(gpu, cpu)
-    extras = [start_attempt(store, c) for c in cfgs]
-    for tid in tids:
-        store.update_record(tid, fused_with=tids)
+    extras = [start_attempt(store, c, fused_with=tids, **crash.capture_fields(tids)) for c in cfgs]   # one write each
     with crash.captured_stderr(store, tids):   # a worker that dies leaves its stderr in the run directory
         _train_unit(store, cfgs, extras, objectives)
 

@@ -29,7 +29,6 @@ import os
 import socket
 import sys
 import time
-from pathlib import Path
 
 from nccore.catalogue import reported_metrics
 from nccore.config import DEFAULTS
@@ -137,7 +136,7 @@ def run_one(store: RunDir, cfg: dict, objectives: dict, epochs_fn=trial_epochs, 
     reported (`report`, default `ray.tune.report`) while its worker's stderr is captured; a Python
     error is recorded, then raised."""
     extra = start_attempt(store, cfg, **crash.capture_fields([cfg["trial_id"]]), **fields)   # one record write
-    with crash.captured_stderr(store, [cfg["trial_id"]], record=False):   # a dead worker leaves its stderr in the run directory
+    with crash.captured_stderr(store, [cfg["trial_id"]]):   # a dead worker leaves its stderr in the run directory
         _train(store, cfg, extra, objectives, epochs_fn, report)
 
 

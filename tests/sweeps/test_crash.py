@@ -20,7 +20,8 @@ import os, sys
 from sweeps import crash
 from sweeps.store import RunDir
 store = RunDir(sys.argv[1])
-store.update_record("t0", status="running", attempts=1, hostname=__import__("socket").gethostname())
+store.update_record("t0", status="running", attempts=1, hostname=__import__("socket").gethostname(),
+                    **crash.capture_fields(["t0"]))
 with crash.captured_stderr(store, ["t0"]):
     print("corrupted double-linked list", file=sys.stderr, flush=True)
     if sys.argv[2] == "abort":

@@ -100,8 +100,8 @@ def test_the_fused_trial_writes_each_configuration_as_a_separate_trial(tmp_path,
 
     reports = []
     monkeypatch.setattr(ray.tune, "report", lambda metrics, **kw: reports.append(metrics))
-    monkeypatch.setattr(runner, "start_attempt", lambda store, cfg: (
-        store.update_record(cfg["trial_id"], status="running", attempts=1, config=cfg),
+    monkeypatch.setattr(runner, "start_attempt", lambda store, cfg, **fields: (
+        store.update_record(cfg["trial_id"], status="running", attempts=1, config=cfg, **fields),
         {"attempt": 1, "hostname": "h", "node_id": "n"})[1])
     spec = parse_spec({"name": "fz", "dataset": {"name": "biased_shapes", "options": DATA},
                        "base": {**BASE, "epochs": 2}, "space": {"lr": {"grid": [0.05, 1e12]}}, "fuse": 2})
