@@ -24,8 +24,8 @@ TERMINAL = frozenset(STATUSES) | {LEGACY_COMPLETED}
 FAILED = ("failed", "oom")
 FINISHED = ("completed", "stopped", "diverged", LEGACY_COMPLETED)   # terminal, with rows to check
 
-MANIFEST, SPEC, LOG, TRIALS_TABLE = "manifest.json", "spec.json", "ncsweep.log", "trials.parquet"
-TRIALS, ROWS, CHECKPOINTS = "trials", "rows", "checkpoints"
+MANIFEST = "manifest.json"
+TRIALS, ROWS = "trials", "rows"
 MERGED = "trial.parquet"                         # a trial's epochs merged into one file
 _EPOCH_PREFIX, _EPOCH_SUFFIX = "epoch-", ".parquet"
 
@@ -47,7 +47,3 @@ def epoch_of(path: str) -> int:
     """The epoch an epoch file's name holds (`is_epoch_file(path)` must be true)."""
     return int(path.rpartition(os.sep)[2][len(_EPOCH_PREFIX):-len(_EPOCH_SUFFIX)])
 
-
-def record_name(trial_id: str) -> str:
-    """A trial record's path relative to the run directory."""
-    return f"{TRIALS}/{trial_id}.json"
