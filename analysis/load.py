@@ -35,14 +35,12 @@ from . import vocab
 from .vocab import status_class
 
 KEY = list(layout.KEY)
-TIME_COLUMNS = ("epoch_ended_at", "written_at", "recorded_at")   # the runner writes epoch_ended_at
-HOST_COLUMNS = ("hostname", "node_id", "device", "amp", "torch_version", "ray_version", "ncsweep_version")
 
 
 def per_trial(column: str) -> bool:
     """A column whose value is the same in every row of a trial: a config key copied into the rows
     (the trial id is a hash of the config), or where the trial last ran (host, device, versions)."""
-    return column in HOST_COLUMNS or column == "family" or vocab.is_axis(column)
+    return column in vocab.row_columns("host") or column == "family" or vocab.is_axis(column)
 
 
 class ResultsError(ValueError):
@@ -367,7 +365,7 @@ class Source:
         if threads:
             self.con.execute(f"set threads = {int(threads)}")
         self.available = schema_names(self.files)
-        self.time_col = next((c for c in TIME_COLUMNS if c in self.available), None)
+        self.time_col = next((c for c in vocab.row_columns("time") if c in self.available), None)
         self.columns: list[str] = []
         if not lazy:
             self.materialise(columns)
@@ -381,7 +379,7 @@ class Source:
         have = set(self.available)
         want = self.available if columns is None else [c for c in dict.fromkeys(KEY + ["status"] + list(columns))
                                                        if c in have]
-        self.columns = [c for c in want if c not in TIME_COLUMNS]
+        self.columns = [c for c in want if c not in vocab.row_columns("time")]
         single = sum(map(is_epoch_file, self.files))
         if 2 * single < len(self.files):
             every_epoch = None      # mostly merged files: a second pass would reopen each for little gain
@@ -504,7 +502,7 @@ class Source:
 
     def hosts(self) -> pd.DataFrame:
         """Trials per (host, device, versions) — whichever of those columns the rows carry."""
-        cols = [c for c in HOST_COLUMNS if c in self.columns]
+        cols = [c for c in vocab.row_columns("host") if c in self.columns]
         if not cols:
             return pd.DataFrame()
         keys = ", ".join(ident(c) for c in cols)

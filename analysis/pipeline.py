@@ -24,7 +24,7 @@ from . import vocab
 from .compare import arch_summary, leaderboard, nc_vs_fairness, paired_differences
 from .curves import CURVES, split_curves, trial_curves
 from .filters import DEFAULT_STATUS, describe_exclusions, usable
-from .load import (HOST_COLUMNS, KEY, PARALLEL_SCAN_FILES, ResultsError, ResultsWarning, Source, checksum_mismatches,
+from .load import (KEY, PARALLEL_SCAN_FILES, ResultsError, ResultsWarning, Source, checksum_mismatches,
                    load, manifests, trial_records)
 from .select import SPLITS, check_metrics, parse_metric, trial_table_from
 from .parallel import default_workers, import_table_libraries, run_all
@@ -122,7 +122,7 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
     metric_cols = sorted({c for c in bases if vocab.is_metric(c)} | {"acc", vocab.MAJORITY} | every_epoch)
     if len(src.files) >= PARALLEL_SCAN_FILES:
         loader.join()           # that scan forks processes: no thread may run then
-    src.materialise(config + metric_cols + list(HOST_COLUMNS), every_epoch=sorted(every_epoch))
+    src.materialise(config + metric_cols + list(vocab.row_columns("host")), every_epoch=sorted(every_epoch))
     groups = sorted(g for g in src.groups() if g != "all")
     wanted = list(metrics) if metrics else default_metrics(cols, groups)
     trials = trial_table_from(src, records, select, list(dict.fromkeys(wanted + ([rank] if rank else []))), config,

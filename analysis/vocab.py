@@ -8,6 +8,7 @@ list of names of its own:
 - `swept_axes(manifest)`: the keys a run actually swept (its stored spec's `space`), seed excluded;
 - `is_axis`, `is_categorical`, `log_scale`: how a key enters a model; `is_condition`: a data condition;
 - `metric_meta(name)`: label, unit, higher-is-better and meaning of `nc1` or `test_nc1_g0`;
+- `row_columns(kind)`: row columns that say where a trial ran ("host") or when a row was recorded ("time");
 - `status_class(status)`: one of completed / stopped / failed / oom / diverged (older runs wrote `done`);
 - `learned_nothing(val_acc, majority_acc)`: the catalogue's "trial learned nothing" rule.
 """
@@ -70,6 +71,12 @@ def log_scale(key: str, values) -> bool:
 def unit_of_key(key: str) -> str:
     k = catalogue.CONFIG.get(key)
     return k.unit if k is not None else ""
+
+
+def row_columns(kind: str) -> tuple[str, ...]:
+    """Row columns of a kind: "host" (hostname, device, versions: the same on every row of a trial)
+    or "time" (when the row was recorded), in the catalogue's order."""
+    return catalogue.row_fields(kind)
 
 
 def is_metric(column: str) -> bool:

@@ -544,28 +544,48 @@ _M = [
 METRICS: dict[str, Metric] = {m.name: m for m in _M}
 
 # Row columns that are neither config keys nor metrics: identity, runtime state, provenance.
-ROW_FIELDS: dict[str, tuple[str, str]] = {
-    "trial_id": ("str", "the trial's id"),
-    "epoch": ("int", "0-based epoch"),
-    "split": ("str", "train | val | test"),
-    "group": ("str", "'all' or the subgroup id"),
-    "status": ("str", "ok | diverged"),
-    "family": ("str", "architecture family"),
-    "device": ("str", "device name the trial ran on"),
-    "amp": ("str", "precision actually used"),
-    "deterministic": ("bool", "the trial ran with deterministic kernels (config key deterministic)"),
-    "metrics_train_samples": ("int", "train rows the train-split metrics used"),
-    "attempt": ("int", "attempt number of the trial"),
-    "attempt_started_at": ("float", "when the attempt started (Unix time)"),
-    "hostname": ("str", "machine the attempt ran on"),
-    "node_id": ("str", "Ray node the attempt ran on"),
-    "ray_version": ("str", "Ray version"),
-    "torch_version": ("str", "torch version"),
-    "ncsweep_version": ("str", "ncsweep version"),
-    "cudnn_deterministic": ("bool", "cudnn.deterministic"),
-    "cudnn_benchmark": ("bool", "cudnn.benchmark"),
-    "schema_version": ("int", "SCHEMA_VERSION of the row"),
+@dataclass(frozen=True)
+class RowField:
+    """One row column that is neither a config key nor a metric. kind: "" (identity, state),
+    "host" (where and with what the attempt ran: the same on every row of a trial, listed in the
+    report's hosts table) or "time" (when the row was recorded: the reader keeps the newest
+    copy of a row by it and drops it from the analysed columns)."""
+    type: str
+    doc: str
+    kind: str = ""
+
+
+ROW_FIELDS: dict[str, RowField] = {
+    "trial_id": RowField("str", "the trial's id"),
+    "epoch": RowField("int", "0-based epoch"),
+    "split": RowField("str", "train | val | test"),
+    "group": RowField("str", "'all' or the subgroup id"),
+    "status": RowField("str", "ok | diverged"),
+    "family": RowField("str", "architecture family"),
+    "hostname": RowField("str", "machine the attempt ran on", kind="host"),
+    "node_id": RowField("str", "Ray node the attempt ran on", kind="host"),
+    "device": RowField("str", "device name the trial ran on", kind="host"),
+    "amp": RowField("str", "precision actually used", kind="host"),
+    "torch_version": RowField("str", "torch version", kind="host"),
+    "ray_version": RowField("str", "Ray version", kind="host"),
+    "ncsweep_version": RowField("str", "ncsweep version", kind="host"),
+    "deterministic": RowField("bool", "the trial ran with deterministic kernels (config key deterministic)"),
+    "metrics_train_samples": RowField("int", "train rows the train-split metrics used"),
+    "attempt": RowField("int", "attempt number of the trial"),
+    "attempt_started_at": RowField("float", "when the attempt started (Unix time)"),
+    "epoch_ended_at": RowField("float", "when the epoch's rows were written (Unix time; set by the runner)",
+                               kind="time"),
+    "cudnn_deterministic": RowField("bool", "cudnn.deterministic"),
+    "cudnn_benchmark": RowField("bool", "cudnn.benchmark"),
+    "schema_version": RowField("int", "SCHEMA_VERSION of the row"),
 }
+
+
+def row_fields(kind: str) -> tuple[str, ...]:
+    """Row columns of one kind ("host" or "time", see RowField), in declaration order."""
+    if kind not in {f.kind for f in ROW_FIELDS.values()} - {""}:
+        raise ValueError(f"unknown row-field kind {kind!r}: use 'host' or 'time'")
+    return tuple(n for n, f in ROW_FIELDS.items() if f.kind == kind)
 
 
 # --------------------------------------------------------------------------- derived views
@@ -748,7 +768,7 @@ def row_schema():
 
     types = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "str": pa.string(),
              "path": pa.string(), "list[str]": pa.string(), "list[float]": pa.string(), "mapping": pa.string()}
-    cols = {name: types[t] for name, (t, _) in ROW_FIELDS.items()}
+    cols = {name: types[f.type] for name, f in ROW_FIELDS.items()}
     for k in config_columns():
         cols.setdefault(k, types[CONFIG[k].type])
     for m in METRICS.values():
