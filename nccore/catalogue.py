@@ -79,7 +79,9 @@ class Key:
                                    # trials were run: their ids, and so their resume, stay the same)
     determines: tuple = ()         # what the key decides beyond its trial: "data" (the dataset a trial
                                    # builds: fused members share one copy), "base" (a tuning method's
-                                   # pre-trained base model, cached and shared by the configs that agree)
+                                   # pre-trained base model, cached and shared by the configs that agree),
+                                   # "model" (the model's parameter shapes: a checkpoint fits a trial
+                                   # only if they agree; dataset options declare it too, as data.<name>)
     fuse_axis: bool = False        # fused configurations may differ in it (docs/fused.md)
     aliases: tuple = ()            # common misspellings, for did-you-mean
     item: str = "entry"            # what a list entry is, for messages
@@ -226,16 +228,17 @@ COMMON_DATASET_OPTIONS: dict[str, Key] = {
     "spurious_bias": _num("spurious_bias", "float", 0.0, "β of the spurious attribute when bias_kind=label "
                           "(bias_level is then the label-flip rate)", low=0.0, high=1.0),
 }
-_IMAGE = lambda d: _num("image_size", "int", d, "side of the square images", low=8, unit="px")  # noqa: E731
+_IMAGE = lambda d: _num("image_size", "int", d, "side of the square images", low=8, unit="px",  # noqa: E731
+                        determines=("model",))
 _TEST_BIAS = _num("test_bias", "float", 0.0, "β of the test split (0: balanced groups)", low=0.0, high=1.0)
 _ROOT = _key("root", "path", None, "local folder holding the dataset's files (nothing is downloaded)",
              required=True)
 _TARGET = _key("target", "str", "label", "training target: the dataset's label, or its coarse / fine labels",
-               choices=("label", "coarse", "fine"))
+               choices=("label", "coarse", "fine"), determines=("model",))
 DATASET_OPTIONS: dict[str, dict[str, Key]] = {
     "biased_shapes": {
         "target": _key("target", "str", "binary", "binary (round vs square family), coarse (5) or fine (10 "
-                       "shapes)", choices=("binary", "coarse", "fine")),
+                       "shapes)", choices=("binary", "coarse", "fine"), determines=("model",)),
         "n_train": _num("n_train", "int", 2000, "generated training images", low=1, unit="images"),
         "n_val": _num("n_val", "int", 600, "generated validation images", low=1, unit="images"),
         "n_test": _num("n_test", "int", 1000, "generated test images", low=1, unit="images"),
@@ -249,7 +252,7 @@ DATASET_OPTIONS: dict[str, dict[str, Key]] = {
     },
     "colored_digits": {
         "target": _key("target", "str", "binary", "binary (digit ≥ 5) or digit (10 classes)",
-                       choices=("binary", "digit")),
+                       choices=("binary", "digit"), determines=("model",)),
         "image_size": _IMAGE(16),
         "test_bias": _TEST_BIAS,
     },
@@ -290,7 +293,7 @@ _TRANSFER_METHODS = ("transfer", "gc_reg")   # gc_reg: transfer pre-training + �
 # --------------------------------------------------------------------------- config keys
 _K = [
     _key("dataset", "str", "biased_shapes", "dataset registry name (a spec sets it with dataset.name)",
-         choices=tuple(DATASET_OPTIONS), sweepable=False, axis=True, condition=True, determines=('base', 'data')),
+         choices=tuple(DATASET_OPTIONS), sweepable=False, axis=True, condition=True, determines=('base', 'data', 'model')),
     _key("data", "mapping", {}, "dataset options (a spec sets them with dataset.options)", sweepable=False, determines=('base', 'data')),
     _num("bias_level", "float", 0.0, "β of the spurious correlation (bias_kind=spurious), label-flip rate of "
          "positives in subgroup a=1 (bias_kind=label), or the rate at which those positives are dropped "
@@ -302,13 +305,13 @@ _K = [
     _key("group_by", "str", "spurious", "attribute of the per-subgroup rows: spurious p or sensitive a",
          choices=("spurious", "sensitive"), axis=True, condition=True, determines=('base', 'data')),
     _key("coarse", "bool", False, "train on coarse labels; fine-label recovery is then measured", axis=True,
-         condition=True, determines=('base', 'data')),
+         condition=True, determines=('base', 'data', 'model')),
     _key("arch", "str", "resnet18", "architecture registry name", choices=tuple(ARCH_FAMILIES), axis=True,
-         aliases=("architecture", "model"), determines=('base',)),
+         aliases=("architecture", "model"), determines=('base', 'model')),
     _num("width", "float", 0.25, "channel-width multiplier of the architecture", low=0.0, low_open=True,
-         axis=True, determines=('base',)),
+         axis=True, determines=('base', 'model')),
     _key("stem", "str", "auto", "input stem: cifar (3×3) or imagenet (7×7 + pool); auto: cifar for ≤ 64 px",
-         choices=("auto", "cifar", "imagenet"), axis=True, determines=('base',)),
+         choices=("auto", "cifar", "imagenet"), axis=True, determines=('base', 'model')),
     _key("weights", "path", None, "local state_dict to start the backbone from", nullable=True, determines=('base',)),
     _key("method", "str", "erm", "training method registry name", choices=tuple(METHOD_OPTIONS), axis=True),
     _key("method_options", "mapping", {}, "options of the method (see the method options tables)"),
@@ -595,8 +598,13 @@ def axis_keys() -> tuple[str, ...]:
 
 
 def keys_determining(what: str) -> tuple[str, ...]:
-    """Config keys whose value decides `what` ("data" or "base", see Key.determines)."""
-    return tuple(k for k, v in CONFIG.items() if what in v.determines)
+    """Config keys whose value decides `what` ("data", "base" or "model", see Key.determines), then
+    the dataset options that do, as `data.<option>` (any dataset's, in declaration order)."""
+    if what not in {"data", "base", "model"}:
+        raise ValueError(f"unknown Key.determines value {what!r}: use 'data', 'base' or 'model'")
+    options = [o for opts in (COMMON_DATASET_OPTIONS, *DATASET_OPTIONS.values()) for o in opts.values()]
+    return tuple(k for k, v in CONFIG.items() if what in v.determines) + \
+        tuple(dict.fromkeys(f"data.{o.name}" for o in options if what in o.determines))
 
 
 def fuse_axes() -> tuple[str, ...]:

@@ -9,8 +9,8 @@ import itertools
 import json
 from pathlib import Path
 
-from nccore.catalogue import (CONFIG, DEFAULTS, MAX_PLANNED_TRIALS, METHOD_OPTIONS, METRICS, check_value, parse_metric,
-                              reported_metrics, trial_metric_sets)
+from nccore.catalogue import (CONFIG, DEFAULTS, MAX_PLANNED_TRIALS, METHOD_OPTIONS, METRICS, check_value, keys_determining,
+                              parse_metric, reported_metrics, trial_metric_sets)
 
 from nccore.config import CPU_CHANNELS_LAST
 
@@ -183,10 +183,6 @@ def check_plan(spec, pr: Problems, allow_large: bool) -> None:
             _fits(src, cfg, str(path), where, pr)
 
 
-# What fixes a model's parameter shapes: architecture, width, stem, and the classes and image size.
-MODEL_KEYS = ("arch", "width", "stem", "dataset", "coarse", "data.target", "data.image_size")
-
-
 def _model_value(cfg: dict, k: str):
     if k.startswith("data."):
         data = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
@@ -195,7 +191,7 @@ def _model_value(cfg: dict, k: str):
 
 
 def _fits(src: dict, cfg: dict, what: str, where: str, pr: Problems) -> None:
-    diff = [k for k in MODEL_KEYS if _model_value(src, k) != _model_value(cfg, k)]
+    diff = [k for k in keys_determining("model") if _model_value(src, k) != _model_value(cfg, k)]   # parameter shapes
     if diff:
         pr.add(where, cfg["init_from"], f"does not fit: {what} differs in {', '.join(diff)} "
                f"({', '.join(f'{k}={_model_value(src, k)!r}' for k in diff)})")

@@ -15,3 +15,12 @@ def test_row_field_kinds_name_host_and_time_columns():
 
 def test_time_column_is_in_the_row_schema():
     assert "epoch_ended_at" in cat.row_schema().names
+
+
+def test_keys_determining_model_are_the_shape_keys_and_dataset_options():
+    model = cat.keys_determining("model")
+    assert set(model) == {"arch", "width", "stem", "dataset", "coarse", "data.target", "data.image_size"}
+    assert "lr" not in model and "seed" not in model       # training settings never change parameter shapes
+    assert "data.target" not in cat.keys_determining("data")
+    with pytest.raises(ValueError, match="unknown Key.determines value 'models'"):
+        cat.keys_determining("models")
