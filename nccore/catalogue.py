@@ -389,6 +389,12 @@ _M = [
        source="Tirer et al. 2023"),
     _m("nc1_clean", "split+group", False, "NC1 with the clean labels (label-bias runs; train split)",
        metric_set="nc", splits=("train",), source=_MOUHEB),
+    _m("nc1_cb", "split+group", False, "NC1 with the class-balanced Σ_W = (1/C) Σ_c Σ_c (classes weigh equally, "
+       "not by size); rows of runs with classes × subgroups ≤ 16", metric_set="nc", source=_PAPYAN),
+    _m("nc1_tr_ratio_cb", "split+group", False, "tr(Σ_W)/tr(Σ_B) with the class-balanced Σ_W", metric_set="nc",
+       source="Tirer et al. 2023"),
+    _m("nc1_cb_clean", "split+group", False, "class-balanced NC1 with the clean labels (label-bias runs)",
+       metric_set="nc", splits=("train",), source=_MOUHEB),
     _m("nc2_norm_cv", "split+group", False, "coefficient of variation of centred class-mean norms", **_NC),
     _m("nc2_cos_std", "split+group", False, "std of the cosines between centred class means", **_NC),
     _m("nc2_max_angle", "split+group", False, "mean |cos + 1/(C−1)| of centred class means (coherence)", **_NC),

@@ -34,6 +34,15 @@ NC_KEYS = tuple(k for k, m in METRICS.items() if m.metric_set == "nc")   # decla
 # declares a `<name>_clean` twin for (NC4 has none: it compares nearest-class-mean with the
 # network's prediction, not the labels).
 CLEAN_KEYS = tuple(k for k in NC_KEYS if f"{k}_clean" in METRICS)
+# Up to this many (class, subgroup) cells the accumulators keep one d×d scatter per cell, so the rows
+# carry the class-balanced NC1 (nc1_cb, nc1_tr_ratio_cb) beside the pooled one: binary tasks with a
+# few subgroups (NC-fairness). Beyond it (CIFAR-100: 100 classes) the memory and the per-cell update
+# cost C·S times the pooled accumulator's, and the rows leave those columns empty.
+CLASS_BALANCED_MAX_CELLS = 16
+
+
+def _within(num_classes: int, num_sub: int) -> str:
+    return "both" if num_classes * num_sub <= CLASS_BALANCED_MAX_CELLS else "pooled"
 
 
 def stratified_sample(split: Split, subgroup: torch.Tensor, cap: int, seed: int) -> torch.Tensor:
@@ -61,7 +70,7 @@ class _Pass:
 def _forward_pass(model, split: Split, sub: torch.Tensor, num_classes: int, num_sub: int, bs: int,
                   autocast, reference=None, keep_features=False) -> _Pass:
     dev = split.y.device
-    stats = CollapseStats(num_classes, model.feature_dim, num_sub, device=dev)
+    stats = CollapseStats(num_classes, model.feature_dim, num_sub, device=dev, within=_within(num_classes, num_sub))
     if reference is not None:
         stats.set_reference(*reference)
     preds, feats = [], []
@@ -179,7 +188,8 @@ def memorisation(pred: np.ndarray, y_observed: np.ndarray, y_clean: np.ndarray, 
 
 def _clean_label_nc(feats, y_clean, sub, num_classes, num_sub, w, b) -> tuple[dict, dict]:
     """NC metrics of the same features grouped by the clean labels: overall and per subgroup."""
-    stats = CollapseStats(num_classes, feats.shape[1], num_sub, device=feats.device)
+    stats = CollapseStats(num_classes, feats.shape[1], num_sub, device=feats.device,
+                          within=_within(num_classes, num_sub))
     stats.update(feats, y_clean, sub)
     top = _pick(stats.metrics(w, b), CLEAN_KEYS, "_clean")
     per = {s: _pick(m, CLEAN_KEYS, "_clean") for s, m in stats.metrics_by_group(w, b).items()}

@@ -72,6 +72,8 @@ FAIR_FINDINGS = {
     "f1_biased_slope": "test F1 of a=1 falls with bias",
     "nc1_gap_slope": "final train NC1(a=1) − NC1(a=0), observed labels, rises with bias",
     "nc1_clean_gap_slope": "the same on the clean labels",
+    "nc1_cb_gap_slope": "final train NC1(a=1) − NC1(a=0) with the class-balanced Σ_W, observed labels, rises with bias",
+    "nc1_cb_clean_gap_slope": "the same on the clean labels",
     "label_noise_vs_imbalance": "F1 gap slope under label flips − under dropping the same positives (bias_kind drop)",
     "tpr_biased_slope": "test TPR of a=1 falls with bias (flipping positives lowers it by construction)",
     "memorisation_rise": "the share of flipped labels fitted rises over training (follows from ≥ 99% train acc)",
@@ -84,6 +86,8 @@ DEFAULT_FAIR = {
                   "f1_biased_slope": {"direction": "negative", "margin": 0.05},
                   "nc1_gap_slope": {"direction": "positive", "margin": 0.05},
                   "nc1_clean_gap_slope": {"direction": "positive", "margin": 0.05},
+                  "nc1_cb_gap_slope": {"direction": "positive", "margin": 0.05},
+                  "nc1_cb_clean_gap_slope": {"direction": "positive", "margin": 0.05},
                   "label_noise_vs_imbalance": {"direction": "positive", "margin": 0.05}},
     "manipulation": {"tpr_biased_slope": {"direction": "negative"}, "memorisation_rise": {"direction": "positive"}},
 }
@@ -108,7 +112,7 @@ def early_alignment_gap(rows: pd.DataFrame, k: int) -> pd.DataFrame:
 def nc_fairness(rows: pd.DataFrame, options: dict) -> list[dict]:
     k = int(options.get("early_epochs", 3))
     fin = final_rows(rows)
-    t = wide(fin, "train", ["acc", "nc1", "nc1_clean"], ("all", "0", "1"))
+    t = wide(fin, "train", ["acc", "nc1", "nc1_clean", "nc1_cb", "nc1_cb_clean"], ("all", "0", "1"))
     te = wide(fin, "test", ["tpr", "f1"], ("0", "1"))
     t = t.merge(te[["trial_id"] + [c for c in ("tpr_g0", "tpr_g1", "f1_g0", "f1_g1") if c in te]], on="trial_id")
     t = t.merge(early_alignment_gap(rows, k), on="trial_id", how="left")
@@ -134,6 +138,10 @@ def nc_fairness(rows: pd.DataFrame, options: dict) -> list[dict]:
         measured("nc1_clean_gap_slope", FAIR_FINDINGS["nc1_clean_gap_slope"],
                  "slope of final train NC1(a=1) − NC1(a=0) (clean labels) on bias_level",
                  slope_est(b, _col(t, "nc1_clean_g1") - _col(t, "nc1_clean_g0"))),
+        *[measured(f"nc1_cb{lab}_gap_slope", FAIR_FINDINGS[f"nc1_cb{lab}_gap_slope"],
+                   f"slope of final train NC1(a=1) − NC1(a=0), class-balanced Σ_W ({what} labels), on bias_level",
+                   slope_est(b, _col(t, f"nc1_cb{lab}_g1") - _col(t, f"nc1_cb{lab}_g0")))
+          for lab, what in (("", "observed"), ("_clean", "clean"))],
         measured("label_noise_vs_imbalance", FAIR_FINDINGS["label_noise_vs_imbalance"],
                  "coefficient of bias_level × (flip, not drop) on test F1(a=0) − F1(a=1), one intercept (bias 0 "
                  "is the same data for both kinds)",
@@ -151,12 +159,13 @@ def nc_fairness(rows: pd.DataFrame, options: dict) -> list[dict]:
                         for lv, g in t.groupby("bias_level"))
         out.append(note(f"Train alignment gap align_cos(a=0) − align_cos(a=1), flip arm, mean over the first {k} "
                         f"epochs → at the final epoch, per bias level: {per}."))
-    for col, labels in (("nc1", "observed"), ("nc1_clean", "clean")):
-        if f"{col}_g1" in t:
+    for col, labels in (("nc1", "observed labels"), ("nc1_clean", "clean labels"),
+                        ("nc1_cb", "observed labels, class-balanced Σ_W"), ("nc1_cb_clean", "clean labels, class-balanced Σ_W")):
+        if f"{col}_g1" in t and t[f"{col}_g1"].notna().any():
             d = t[f"{col}_g1"] - t[f"{col}_g0"]
             per = ", ".join(f"bias {lv:g}: {m:+.3g} [{lo:+.3g}, {hi:+.3g}]" for lv, (m, lo, hi, _) in
                             ((lv, mean_ci(d[b == lv])) for lv in sorted(b.unique())))
-            out.append(note(f"Final train NC1(a=1) − NC1(a=0), {labels} labels, mean [95% CI] per bias level: {per}."))
+            out.append(note(f"Final train NC1(a=1) − NC1(a=0), {labels}, mean [95% CI] per bias level: {per}."))
     out += [figure(figures.group_curves(rows, "align_cos", "train", "bias_level"),
                    "Train align_cos per epoch, per subgroup (solid a=0, dashed a=1); one colour per bias level"),
             figure(figures.group_curves(rows, "nc1", "train", "bias_level"),

@@ -37,16 +37,17 @@ class CollapseStats:
     """Streaming accumulator for NC metrics.
 
     `within="pooled"` (default) uses Σ_W = (1/N) Σ_c Σ_i (h_i - μ_c)(h_i - μ_c)ᵀ;
-    `within="class_balanced"` uses (1/C) Σ_c (1/n_c) Σ_i (…)(…)ᵀ and keeps one d×d block per
-    (group, class). `global_mean="class"` (default) is the mean of class means, `"sample"` the
+    `within="class_balanced"` uses (1/C) Σ_c (1/n_c) Σ_i (…)(…)ᵀ (C: the classes present) and keeps
+    one d×d block per (group, class); `within="both"` keeps those blocks, reports the pooled NC1 as
+    `nc1` / `nc1_tr_ratio` and the class-balanced one beside it as `nc1_cb` / `nc1_tr_ratio_cb`. `global_mean="class"` (default) is the mean of class means, `"sample"` the
     sample mean. `rank="tol"` inverts Σ_B on its numerical rank, `rank="C-1"` on its top C-1
     singular directions as the reference code does.
     """
 
     def __init__(self, num_classes: int, dim: int, num_groups: int = 1, device=None,
                  within: str = "pooled", global_mean: str = "class", rank: str = "tol"):
-        if within not in ("pooled", "class_balanced"):
-            raise ValueError(f"within={within!r}: expected 'pooled' or 'class_balanced'")
+        if within not in ("pooled", "class_balanced", "both"):
+            raise ValueError(f"within={within!r}: expected 'pooled', 'class_balanced' or 'both'")
         if global_mean not in ("class", "sample"):
             raise ValueError(f"global_mean={global_mean!r}: expected 'class' or 'sample'")
         if rank not in ("tol", "C-1"):
@@ -57,7 +58,7 @@ class CollapseStats:
         self.n = torch.zeros(self.S, self.C, **kw)
         self.sums = torch.zeros(self.S, self.C, self.d, **kw)
         self.sq = torch.zeros(self.S, self.C, **kw)
-        shape = (self.S, self.C, self.d, self.d) if within == "class_balanced" else (self.S, self.d, self.d)
+        shape = (self.S, self.d, self.d) if within == "pooled" else (self.S, self.C, self.d, self.d)
         self.scatter = torch.zeros(shape, **kw)
         self.shift = None
         self.nonfinite = torch.zeros((), **kw)
@@ -144,7 +145,7 @@ class CollapseStats:
         sd = s[..., :, None] * delta  # (S, C, d, d): s δᵀ
         nd = n[..., None, None] * torch.outer(delta, delta)
         extra = sd + sd.transpose(-1, -2) + nd
-        self.scatter += other.scatter.to(self.n.device) + (extra if self.within == "class_balanced" else extra.sum(1))
+        self.scatter += other.scatter.to(self.n.device) + (extra.sum(1) if self.within == "pooled" else extra)
         self.n += n
         self.sums += s + n[..., None] * delta
         self.nonfinite += other.nonfinite.to(self.n.device)
@@ -201,7 +202,8 @@ class CollapseStats:
     def _metrics(self, pop: _ClassStats, weight, bias) -> dict:
         present = pop.n > 0
         Cp = int(present.sum())
-        keys = ["nc1", "nc1_tr_ratio", "nc2_norm_cv", "nc2_cos_std", "nc2_max_angle", "nc2_etf", "cdnv"]
+        keys = ["nc1", "nc1_tr_ratio"] + (["nc1_cb", "nc1_tr_ratio_cb"] if self.within == "both" else [])
+        keys += ["nc2_norm_cv", "nc2_cos_std", "nc2_max_angle", "nc2_etf", "cdnv"]
         if weight is not None:
             keys += ["nc2_wnorm_cv", "nc2_wmax_angle", "nc3", "nc3_etf"]
         out = {"n": int(pop.n.sum()), "classes_present": Cp, "nc2_trivial": Cp == 2}
@@ -217,11 +219,14 @@ class CollapseStats:
         if self.within == "pooled":
             sw = (pop.scatter - (sums.T / n) @ sums) / N
         else:
-            per = pop.scatter[present] - sums[:, :, None] * sums[:, None, :] / n[:, None, None]
-            sw = (per / n[:, None, None]).mean(0)
+            per = pop.scatter[present] - sums[:, :, None] * sums[:, None, :] / n[:, None, None]   # n_c Σ_c
+            sw_cb = (per / n[:, None, None]).mean(0)
+            sw = per.sum(0) / N if self.within == "both" else sw_cb
         mu_g = mu.mean(0) if self.global_mean == "class" else sums.sum(0) / N
         mt = (mu - mu_g).T                                       # centred means M̃ (d, Cp)
         out["nc1"], out["nc1_tr_ratio"] = _nc1(sw, mt, self.rank)
+        if self.within == "both":
+            out["nc1_cb"], out["nc1_tr_ratio_cb"] = _nc1(sw_cb, mt, self.rank)
         out.update(_nc2(mt.T, prefix="nc2_"))
         var = (sq - (sums * sums).sum(1) / n) / n                # Var_c = mean ||h - μ_c||²
         out["cdnv"] = _cdnv(var, mu)

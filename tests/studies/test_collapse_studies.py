@@ -79,7 +79,8 @@ def _planted_fairness_rows(sign: float) -> pd.DataFrame:
                 early = epoch < 3
                 align = 0.9 - (sign * b * 0.8 * early + noise if g == "1" else 0.0)
                 nc = 0.1 + (sign * b * 0.5 + noise if g == "1" else 0.0)
-                rows.append({**base, "split": "train", "group": g, "nc1": nc, "nc1_clean": nc, "align_cos": align})
+                rows.append({**base, "split": "train", "group": g, "nc1": nc, "nc1_clean": nc, "align_cos": align,
+                             "nc1_cb": 2 * nc, "nc1_cb_clean": 2 * nc})
                 tpr = 0.9 - (sign * b + noise if g == "1" else 0.0)
                 rows.append({**base, "split": "test", "group": g, "tpr": tpr, "f1": tpr})
     return pd.DataFrame(rows)
@@ -92,6 +93,8 @@ def test_nc_fairness_primary_follows_planted_effects_either_way(sign, want):
     assert name == "nc_fairness" and v["early_alignment_gap"]["role"] == "primary"
     assert v["early_alignment_gap"]["verdict"] == want and v["f1_gap_slope"]["verdict"] == want
     assert v["alignment_convergence"]["verdict"] == want
+    assert v["nc1_cb_gap_slope"]["verdict"] == want and v["nc1_cb_clean_gap_slope"]["estimate"] == pytest.approx(
+        sign * 1.0, abs=0.05)                                         # 2 × the planted 0.5 per unit of bias
     assert v["memorisation_rise"]["role"] == "manipulation" and v["memorisation_rise"]["verdict"] == "supported"
     assert v["tpr_biased_slope"]["verdict"] == ("supported" if sign > 0 else "contradicted")
 
