@@ -93,7 +93,7 @@ def analyse(run_dirs, select: str = "final", metrics: list[str] | None = None, i
     dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
     records = trial_records(dirs)
     # While duckdb scans (it releases the GIL), two threads: the files' checksums (hashlib releases it
-    # too) and the import of SciPy, statsmodels, scikit-learn and Optuna (~2 CPU-s), so that table
+    # too) and the import of SciPy, statsmodels and scikit-learn (~1.5 CPU-s), so that table
     # workers forked later inherit them instead of each loading them. Both end before any fork.
     checked: list[str] = []
     loader = Background(import_table_libraries, lambda: checked.extend(checksum_mismatches(records)))

@@ -382,30 +382,22 @@ def adjust(p: np.ndarray, correction: str) -> np.ndarray:
 
 def fanova_importance(frame: pd.DataFrame, varying: list[str], seed: int = 0, max_configs: int = 200,
                       n_trees: int = FANOVA_TREES) -> pd.DataFrame:
-    """fANOVA importance of each axis (Optuna's FanovaImportanceEvaluator) on per-configuration
-    means of the standardized metric (seeds averaged first). Beyond `max_configs` configurations a
-    seeded random subsample of that size is used. Depth 5 (not Optuna's default 64): on the few
-    hundred points of a sweep the importances match deeper forests to ±0.03 at a fifth of the cost."""
-    import optuna
-    from optuna.distributions import CategoricalDistribution, FloatDistribution
-    from optuna.importance import FanovaImportanceEvaluator, get_param_importances
+    """fANOVA importance of each axis (`analysis.fanova`: Optuna's FanovaImportanceEvaluator's
+    numbers, ~10x faster) on per-configuration means of the standardized metric (seeds averaged
+    first). Beyond `max_configs` configurations a seeded random subsample of that size is used,
+    drawn from the configurations in sorted order (the same subsample whatever the rows' order).
+    Depth 5 (not Optuna's default 64): on the few hundred points of a sweep the importances match
+    deeper forests to ±0.03 at a fifth of the cost."""
+    from .fanova import importances
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
-    agg = frame.groupby(varying, sort=False, dropna=False)["y"].mean().reset_index()
+    agg = frame.groupby(varying, sort=True, dropna=False)["y"].mean().reset_index()
     if len(agg) > max_configs:
         agg = agg.sample(max_configs, random_state=seed)
-    dists = {a: CategoricalDistribution(sorted(frame[a].unique())) if _is_cat(frame[a])
-             else FloatDistribution(float(frame[a].min()), float(frame[a].max())) for a in varying}
-    study = optuna.create_study()
-    cat = {a: _is_cat(frame[a]) for a in varying}
-    study.add_trials([optuna.trial.create_trial(
-        params={a: (v if cat[a] else float(v)) for a, v in zip(varying, vals)}, distributions=dists, value=float(y))
-        for *vals, y in agg[varying + ["y"]].itertuples(index=False, name=None)])
+    space = {a: ("cat", sorted(frame[a].unique())) if _is_cat(frame[a])
+             else ("float", float(frame[a].min()), float(frame[a].max())) for a in varying}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            imp = get_param_importances(study, evaluator=FanovaImportanceEvaluator(n_trees=n_trees, max_depth=5, seed=seed),
-                                        normalize=True)
+        imp = importances(list(agg[varying].itertuples(index=False, name=None)), agg["y"].to_numpy(float), space,
+                          n_trees=n_trees, max_depth=5, seed=seed)
     except (RuntimeError, ValueError, ZeroDivisionError) as e:  # e.g. too few distinct configurations for the forest
         warnings.warn(f"fANOVA skipped: {e}", ResultsWarning, stacklevel=2)
         return pd.DataFrame(columns=["axis", "fanova"])

@@ -461,6 +461,10 @@ _M = [
     _m("selection_rate", "group", None, "share predicted positive in the subgroup", **_FR),
     _m("gc", "split", None, "geometric complexity of the embedding map, mean ‖∇ₓf‖²_F", metric_set="gc",
        splits=("train", "test"), reported=True, source="Dherin et al., NeurIPS 2022; Munn et al., NeurIPS 2024"),
+    _m("gc_norm", "split", None, "gc ÷ the features' total variance tr Cov(f(X)) on the same inputs: unchanged "
+       "when the embedding is rescaled", metric_set="gc", splits=("train", "test"), source="ncsweep (scale-free GC)"),
+    _m("gc_exact", "split", None, "gc from the full Jacobian (no probes); final epoch, embeddings of ≤ 256 dims",
+       metric_set="gc", splits=("train", "test"), every_epoch=False, source="Dherin et al., NeurIPS 2022"),
     _m("fine_cluster_acc", "split", True, "fine-label accuracy of k-means clusters inside each coarse class "
        "(Hungarian matching)", metric_set="fine", splits=("test",), reported=True,
        source="Yang, Steinhardt, Hu, ICML 2023", every_epoch=False),
