@@ -171,9 +171,32 @@ _TUNING = {
     "patience": _num("patience", "int", 3, "epochs without a better val worst-group accuracy before stopping",
                      low=1, unit="epochs"),
 }
-METHOD_OPTIONS: dict[str, dict[str, Key]] = {
-    "erm": {},
-    "dfr": {
+_TRANSFER = {
+    "n_source": _num("n_source", "int", 5, "classes used for pre-training (the first ones); the rest are "
+                     "held-out targets", low=2),
+    "n_way": _num("n_way", "int", 5, "classes per few-shot episode", low=2),
+    "k_shot": _num("k_shot", "int", 5, "support images per class (1-shot is always reported too)", low=1),
+    "queries": _num("queries", "int", 15, "query images per class and episode", low=1),
+    "episodes": _num("episodes", "int", 600, "few-shot episodes averaged", low=1),
+}
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """One training method: its options, and what the rest of the system derives from it.
+    family: "tuning" (fine-tunes a cached ERM base model on a small tuning set: Key.determines
+    "base"; the tuning metrics) or "transfer" (pre-trains on source classes, scored few-shot on
+    held-out target classes: the transfer metrics, metric set gc); "" otherwise.
+    fusable: it trains with the plain ERM loop, so `nccore.fused` may train it in a fused group."""
+    options: dict = field(default_factory=dict, hash=False)    # option name -> Key
+    family: str = ""
+    fusable: bool = False
+
+
+METHOD_FAMILIES = ("tuning", "transfer")
+METHOD_INFO: dict[str, MethodInfo] = {
+    "erm": MethodInfo(fusable=True),
+    "dfr": MethodInfo({
         "n_refits": _num("n_refits", "int", 20, "final L1 logistic-regression fits averaged (each on a fresh "
                          "group-balanced subsample of val)", low=1),
         "Cs": _num("Cs", "list[float]", [1.0, 0.7, 0.3, 0.1, 0.07, 0.03, 0.01], "inverse L1 strengths tried; "
@@ -181,42 +204,48 @@ METHOD_OPTIONS: dict[str, dict[str, Key]] = {
         "head": _key("head", "str", "l1", "penalty of the refitted last layer (l2: the study's control)",
                      choices=("l1", "l2")),
         "balance": _key("balance", "bool", True, "fit on group-balanced val subsets (false: the study's control)"),
-    },
-    "groupdro": {
+    }),
+    "groupdro": MethodInfo({
         "eta": _num("eta", "float", 0.01, "step size η of the exponentiated-gradient group weights "
                     "q ∝ q·exp(η·L_g) (Sagawa et al., ICLR 2020)", low=0.0),
-    },
-    "jtt": {
+    }),
+    "jtt": MethodInfo({
         "id_epochs": _num("id_epochs", "int", 1, "ERM epochs of the identification run whose training errors are "
                           "upsampled (Liu et al., ICML 2021)", low=1, unit="epochs"),
         "upweight": _num("upweight", "int", 20, "λ_up: copies of each error-set sample in the second run's "
                          "training set (1: plain ERM)", low=1),
-    },
-    "change_penalty": {
+    }),
+    "change_penalty": MethodInfo({
         **_TUNING,
         "penalty_mode": _key("penalty_mode", "str", "proximal", "how λ acts: proximal step after each "
                              "optimiser step, or explicit term in the loss", choices=("proximal", "explicit")),
         "norm": _key("norm", "str", "l2", "norm of the change Δ: squared L2 or L1", choices=("l2", "l1")),
-    },
-    "mas": {
+    }, family="tuning"),
+    "mas": MethodInfo({
         **_TUNING,
         "mas_samples": _num("mas_samples", "int", 256, "training images used to estimate the importance Ω",
                             low=1, unit="samples"),
         "batchwise": _key("batchwise", "bool", False, "accumulate |batch gradient| (the official code) instead "
                           "of exact per-sample gradients"),
-    },
-    "side_tuning": dict(_TUNING),
-    "transfer": {
-        "n_source": _num("n_source", "int", 5, "classes used for pre-training (the first ones); the rest are "
-                         "held-out targets", low=2),
-        "n_way": _num("n_way", "int", 5, "classes per few-shot episode", low=2),
-        "k_shot": _num("k_shot", "int", 5, "support images per class (1-shot is always reported too)", low=1),
-        "queries": _num("queries", "int", 15, "query images per class and episode", low=1),
-        "episodes": _num("episodes", "int", 600, "few-shot episodes averaged", low=1),
-    },
+    }, family="tuning"),
+    "side_tuning": MethodInfo(dict(_TUNING), family="tuning"),
+    "transfer": MethodInfo(dict(_TRANSFER), family="transfer"),
+    "gc_reg": MethodInfo(dict(_TRANSFER), family="transfer"),   # same protocol; `penalty` = GC strength λ
+    "untrained": MethodInfo(),   # baseline: random init, BatchNorm statistics only (no step)
 }
-METHOD_OPTIONS["gc_reg"] = dict(METHOD_OPTIONS["transfer"])   # same protocol; `penalty` = GC strength λ
-METHOD_OPTIONS["untrained"] = {}   # baseline: random init, BatchNorm statistics only (no step)
+METHOD_OPTIONS: dict[str, dict[str, Key]] = {m: info.options for m, info in METHOD_INFO.items()}
+
+
+def methods_in(family: str) -> tuple[str, ...]:
+    """The methods of a family ("tuning" or "transfer", see MethodInfo), in declaration order."""
+    if family not in METHOD_FAMILIES:
+        raise ValueError(f"unknown method family {family!r}: use one of {', '.join(METHOD_FAMILIES)}")
+    return tuple(m for m, info in METHOD_INFO.items() if info.family == family)
+
+
+def fusable_methods() -> tuple[str, ...]:
+    """The methods `nccore.fused` may train in a fused group (MethodInfo.fusable)."""
+    return tuple(m for m, info in METHOD_INFO.items() if info.fusable)
 
 
 # --------------------------------------------------------------------------- dataset options
@@ -287,8 +316,6 @@ DATASET_FILES: dict[str, tuple] = {
     "ham10000": ("HAM10000_metadata.csv",),
     "image_csv": ("{csv_name}",),
 }
-_TUNING_METHODS = ("change_penalty", "mas", "side_tuning")
-_TRANSFER_METHODS = ("transfer", "gc_reg")   # gc_reg: transfer pre-training + λ·GC (collapse studies)
 
 # --------------------------------------------------------------------------- config keys
 _K = [
@@ -317,7 +344,7 @@ _K = [
     _key("method_options", "mapping", {}, "options of the method (see the method options tables)"),
     _num("penalty", "float", 0.0, "the method's penalty / blend strength (one axis; its meaning depends on the "
          "method)", low=0.0, axis=True, aliases=("lambda", "lam", "alpha"),
-         used_by=_TUNING_METHODS + ("gc_reg",),
+         used_by=methods_in("tuning") + ("gc_reg",),
          per_method={"change_penalty": "λ of the change penalty λ·‖Δ‖ (squared L2 or L1, see option norm)",
                      "mas": "λ of the MAS penalty λ·Σ Ω_j (θ_j − θ*_j)²",
                      "side_tuning": "blend α of r(x) = α·base(x) + (1 − α)·side(x), in [0, 1]",
@@ -484,21 +511,21 @@ _M = [
     _m("train_time", "trial", None, "training time of the epoch", unit="s"),
     _m("eval_time", "trial", None, "evaluation time of the epoch", unit="s"),
     _m("images_per_s", "trial", True, "training throughput", unit="images/s"),
-    _m("tune_acc", "trial", True, "accuracy on the tuning set", methods=_TUNING_METHODS),
-    _m("n_tune", "trial", None, "size of the tuning set", dtype="int", methods=_TUNING_METHODS, unit="samples"),
+    _m("tune_acc", "trial", True, "accuracy on the tuning set", methods=methods_in("tuning")),
+    _m("n_tune", "trial", None, "size of the tuning set", dtype="int", methods=methods_in("tuning"), unit="samples"),
     _m("n_tune_per_group", "trial", None, "bias-contradicting tuning samples per bias-contradicting group (the "
-       "option n_tune)", dtype="int", methods=_TUNING_METHODS, unit="samples"),
-    _m("early_stopped", "trial", None, "the tuning stopped early", dtype="bool", methods=_TUNING_METHODS),
+       "option n_tune)", dtype="int", methods=methods_in("tuning"), unit="samples"),
+    _m("early_stopped", "trial", None, "the tuning stopped early", dtype="bool", methods=methods_in("tuning")),
     _m("val_worst_group_acc_best", "trial", True, "best val worst-group accuracy of the tuning so far (early "
-       "stopping's criterion)", methods=_TUNING_METHODS),
+       "stopping's criterion)", methods=methods_in("tuning")),
     _m("best_epoch", "trial", None, "tuning epoch whose weights early stopping keeps", dtype="int",
-       methods=_TUNING_METHODS),
+       methods=methods_in("tuning")),
     _m("base_worst_group_acc", "trial", True, "test worst-group accuracy of the frozen base model",
-       methods=_TUNING_METHODS, source="Penzel, Stein, Denzler, VISAPP 2024"),
+       methods=methods_in("tuning"), source="Penzel, Stein, Denzler, VISAPP 2024"),
     _m("base_val_worst_group_acc", "trial", True, "val worst-group accuracy of the frozen base model",
-       methods=_TUNING_METHODS),
+       methods=methods_in("tuning")),
     _m("base_probe_wga", "trial", True, "test worst-group accuracy of an L2 logistic probe on the frozen base's "
-       "features, fitted on group-balanced val (does the base encode the core feature?)", methods=_TUNING_METHODS),
+       "features, fitted on group-balanced val (does the base encode the core feature?)", methods=methods_in("tuning")),
     _m("gdro_max_weight", "trial", None, "largest GroupDRO group weight q_g at the end of the epoch",
        methods=("groupdro",), source="Sagawa et al., ICLR 2020"),
     _m("gdro_max_group", "trial", None, "group with the largest GroupDRO weight", dtype="int",
@@ -512,11 +539,11 @@ _M = [
     _m("saliency_panel", "split", None, "encoded images and saliency maps, a few per group (for the report)",
        dtype="str", metric_set="saliency", splits=("test",)),
     _m("spurious_share_before", "trial", False, "spurious_share of the model before debiasing (ERM head / base)",
-       metric_set="saliency", methods=("dfr",) + _TUNING_METHODS),
+       metric_set="saliency", methods=("dfr",) + methods_in("tuning")),
     _m("saliency_panel_before", "trial", None, "saliency_panel of the model before debiasing", dtype="str",
-       metric_set="saliency", methods=("dfr",) + _TUNING_METHODS),
+       metric_set="saliency", methods=("dfr",) + methods_in("tuning")),
     _m("delta_norm", "trial", None, "‖θ − θ_base‖₂, size of the change from the base model",
-       methods=_TUNING_METHODS, reported=True, source="Penzel, Stein, Denzler, VISAPP 2024"),
+       methods=methods_in("tuning"), reported=True, source="Penzel, Stein, Denzler, VISAPP 2024"),
     _m("erm_worst_group_acc", "trial", True, "test worst-group accuracy of the ERM head before DFR",
        methods=("dfr",), source="Kirichenko et al., ICLR 2023", every_epoch=False),
     _m("dfr_worst_group_acc", "trial", True, "test worst-group accuracy after DFR", methods=("dfr",), every_epoch=False,
@@ -544,15 +571,15 @@ _M = [
     _m("sparsity_after_1e-6", "trial", None, "share of |w| ≤ 1e-6 after DFR", methods=("dfr",), every_epoch=False),
     _m("hoyer_before", "trial", None, "Hoyer sparsity of the last layer before DFR", methods=("dfr",), every_epoch=False),
     _m("hoyer_after", "trial", None, "Hoyer sparsity of the last layer after DFR", methods=("dfr",), every_epoch=False),
-    _m("target_nc1", "trial", False, "NC1 of held-out target-class test embeddings", methods=_TRANSFER_METHODS,
+    _m("target_nc1", "trial", False, "NC1 of held-out target-class test embeddings", methods=methods_in("transfer"),
        source="Munn, Dherin, Gonzalvo, NeurIPS 2024"),
-    _m("target_cdnv", "trial", False, "CDNV of held-out target-class test embeddings", methods=_TRANSFER_METHODS,
+    _m("target_cdnv", "trial", False, "CDNV of held-out target-class test embeddings", methods=methods_in("transfer"),
        source="Munn, Dherin, Gonzalvo, NeurIPS 2024"),
     _m("fewshot_acc", "trial", True, "n-way k-shot nearest-class-mean accuracy on target classes",
-       methods=_TRANSFER_METHODS, reported=True, source="Munn, Dherin, Gonzalvo, NeurIPS 2024"),
-    _m("fewshot_ci", "trial", None, "95% half-width of fewshot_acc", methods=_TRANSFER_METHODS),
-    _m("fewshot_acc_1shot", "trial", True, "1-shot nearest-class-mean accuracy", methods=_TRANSFER_METHODS),
-    _m("fewshot_ci_1shot", "trial", None, "95% half-width of fewshot_acc_1shot", methods=_TRANSFER_METHODS),
+       methods=methods_in("transfer"), reported=True, source="Munn, Dherin, Gonzalvo, NeurIPS 2024"),
+    _m("fewshot_ci", "trial", None, "95% half-width of fewshot_acc", methods=methods_in("transfer")),
+    _m("fewshot_acc_1shot", "trial", True, "1-shot nearest-class-mean accuracy", methods=methods_in("transfer")),
+    _m("fewshot_ci_1shot", "trial", None, "95% half-width of fewshot_acc_1shot", methods=methods_in("transfer")),
 ]
 METRICS: dict[str, Metric] = {m.name: m for m in _M}
 
@@ -643,7 +670,7 @@ def trial_metric_sets(metrics, coarse: bool = False, method: str = "erm") -> set
     out = set(metrics or ())
     if coarse:
         out.add("fine")
-    if method in _TRANSFER_METHODS:
+    if method in methods_in("transfer"):
         out.add("gc")
     return out
 

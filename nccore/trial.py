@@ -112,9 +112,7 @@ def prepare(config: dict):
     if cfg["init_from"]:
         load_init(model, cfg["init_from"])
     gen = torch.Generator().manual_seed(cfg["seed"])
-    cls = METHODS[cfg["method"]]
-    cls.check_config(cfg)
-    method = cls(model, cfg, data)
+    method = METHODS[cfg["method"]](model, cfg, data)
     split = method.train_split()
     loader = TensorLoader(split, min(cfg["batch_size"], len(split)), shuffle=True, augment=cfg["augment"],
                           gen=gen, drop_last=True, groups=method.uses_groups)

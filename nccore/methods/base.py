@@ -19,7 +19,7 @@ import math
 import torch
 from torch import nn
 
-from ..catalogue import METHOD_OPTIONS, check_value, did_you_mean, method_defaults
+from ..catalogue import method_defaults
 from ..registry import Registry
 
 METHODS = Registry("method", key="method")
@@ -35,7 +35,9 @@ def register(name: str):
 
 class Method:
     name = "base"
-    # Options and their defaults are declared in nccore.catalogue.METHOD_OPTIONS[name].
+    # Options, their defaults and checks, and the method's family and fusability are declared in
+    # nccore.catalogue.METHOD_INFO[name]; nccore.config.validate_config checks a trial's options
+    # (per-method ranges of shared keys: Key.method_range) before the method is built.
     uses_groups = False  # True: update() receives the batch's group ids g (e.g. GroupDRO)
 
     def __init__(self, model: nn.Module, cfg: dict, data):
@@ -55,20 +57,6 @@ class Method:
 
     def setup(self) -> None:
         """Work before the optimiser is built (pre-training a base model, freezing, ...)."""
-
-    @classmethod
-    def check_options(cls, options: dict) -> None:
-        """Raise ValueError naming the first option that the catalogue does not accept."""
-        declared = METHOD_OPTIONS.get(cls.name, {})
-        for k, v in options.items():
-            err = (f"is not an option of method {cls.name!r}; {did_you_mean(k, declared)}" if k not in declared
-                   else check_value(declared[k], v))
-            if err:
-                raise ValueError(f"method_options `{k}` = {v!r}: {err}")
-
-    @classmethod
-    def check_config(cls, cfg: dict) -> None:
-        """Method-specific checks of the full trial config (e.g. the range of `penalty`)."""
 
     def train_split(self):
         """The Split the trial's loader iterates (tuning methods return their tuning set)."""

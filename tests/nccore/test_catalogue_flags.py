@@ -24,3 +24,34 @@ def test_keys_determining_model_are_the_shape_keys_and_dataset_options():
     assert "data.target" not in cat.keys_determining("data")
     with pytest.raises(ValueError, match="unknown Key.determines value 'models'"):
         cat.keys_determining("models")
+
+
+def test_method_families_match_the_method_classes():
+    from nccore.methods import METHODS
+    from nccore.methods.transfer import Transfer
+    from nccore.methods.tuning import TuningMethod
+
+    assert set(cat.METHOD_INFO) == set(METHODS)
+    for name, info in cat.METHOD_INFO.items():
+        assert (info.family == "tuning") == issubclass(METHODS[name], TuningMethod), name
+        assert (info.family == "transfer") == issubclass(METHODS[name], Transfer), name
+    assert cat.methods_in("tuning") == ("change_penalty", "mas", "side_tuning")
+    assert cat.methods_in("transfer") == ("transfer", "gc_reg")
+    assert cat.metric_info("tune_acc").methods == cat.methods_in("tuning")
+    assert "gc" in cat.trial_metric_sets(["nc"], method="gc_reg") and "gc" not in cat.trial_metric_sets(["nc"])
+    with pytest.raises(ValueError, match="unknown method family 'tune'"):
+        cat.methods_in("tune")
+
+
+def test_only_fusable_methods_fuse():
+    from nccore.fused import why_not_fusable
+
+    assert cat.fusable_methods() == ("erm",)
+    assert why_not_fusable({"method": "erm"}) is None
+    assert "only ['erm'] fuse" in why_not_fusable({"method": "groupdro"})
+
+
+def test_methods_have_no_dead_hooks():
+    from nccore.methods.base import Method
+
+    assert not hasattr(Method, "check_options") and not hasattr(Method, "check_config")
