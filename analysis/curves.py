@@ -1,9 +1,13 @@
 """Per-epoch curves for the report: each curve metric split by the axis with the largest effect on
 it, with 95% t-intervals over seeds.
 
+    curves()                                         # ((column, split, by_group), ...): what is drawn
     per_trial = trial_curves(src)                    # (column, split, by_group, trial_id, group, epoch, value)
     agg = split_curves(per_trial, used, tables)      # (column, split, by_group, axis, level, group, epoch,
                                                      #  mean, ci_low, ci_high, seeds)
+
+The curves are the catalogue's `Metric.curve` metrics, in its order, each on its primary split
+(`vocab.primary_split`), per subgroup when the metric has subgroup rows.
 
 A curve's axis is the one with the largest partial η² in the all-trials table of `<split>_<column>`
 (ties: table order); an axis with more than MAX_LEVELS values is passed over for the next. At each
@@ -18,15 +22,19 @@ from . import vocab
 from .compare import t_interval
 from .load import ident
 
-CURVES = (("nc1", "train", True), ("worst_group_acc", "test", False), ("acc", "test", True))
 MAX_LEVELS = 8
 COLUMNS = ["column", "split", "by_group", "axis", "level", "group", "epoch", "mean", "ci_low", "ci_high", "seeds"]
+
+
+def curves() -> tuple[tuple[str, str, bool], ...]:
+    """(column, split, by_group) of each per-epoch curve, in drawing order."""
+    return tuple((n, vocab.primary_split(n), vocab.has_group_rows(n)) for n in vocab.curve_metrics())
 
 
 def trial_curves(src) -> pd.DataFrame:
     """Each curve column's value per (trial, group, epoch) from the scanned rows (status ok only)."""
     out = []
-    for col, split, by_group in CURVES:
+    for col, split, by_group in curves():
         if col not in src.columns:
             continue
         grp = "\"group\" <> 'all'" if by_group else "\"group\" = 'all'"

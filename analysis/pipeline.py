@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import vocab
 from .compare import arch_summary, leaderboard, nc_vs_fairness, paired_differences
-from .curves import CURVES, split_curves, trial_curves
+from .curves import curves, split_curves, trial_curves
 from .filters import DEFAULT_STATUS, describe_exclusions, usable
 from .load import (KEY, PARALLEL_SCAN_FILES, ResultsError, ResultsWarning, Source, checksum_mismatches,
                    load, manifests, trial_records)
@@ -30,7 +30,6 @@ from .select import SPLITS, check_metrics, parse_metric, trial_table_from
 from .parallel import default_workers, import_table_libraries, run_all
 from .sensitivity import parse_interactions, run_job, table_jobs
 
-GROUP_METRICS = ("nc1",)           # also tabulated per subgroup (subgroup collapse: Mouheb et al.)
 PARALLEL_FROM = 200                # trials; below this forking costs more than it saves
 
 
@@ -44,13 +43,9 @@ class Result(dict):
         raise KeyError(key)
 
 
-def primary_split(metric) -> str:
-    return "train" if metric.metric_set in ("nc", "gc") else "test"
-
-
 def default_metrics(columns, groups: list[str]) -> list[str]:
     """Every metric the catalogue marks as reported and that has a direction, on its primary
-    split (train for NC/GC, test otherwise), plus per-subgroup columns of GROUP_METRICS."""
+    split (vocab.primary_split), plus the per-subgroup columns of the catalogue's Metric.by_group metrics."""
     from nccore import catalogue
 
     out = []
@@ -59,9 +54,9 @@ def default_metrics(columns, groups: list[str]) -> list[str]:
             continue
         if m.name not in columns or m.name == "loss":
             continue
-        split = primary_split(m) if primary_split(m) in m.splits else m.splits[-1]
+        split = vocab.primary_split(m.name) if vocab.primary_split(m.name) in m.splits else m.splits[-1]
         out.append(f"{split}_{m.name}")
-        if m.name in GROUP_METRICS:
+        if vocab.by_group(m.name):
             out += [f"{split}_{m.name}_g{g}" for g in groups]
     return out
 
@@ -117,7 +112,7 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
     rank = rank_metric(rank_by, lead_metric(select, metrics or default_metrics(cols, []), man), cols)
     bases = {parse_metric(m)[1] for m in (metrics or default_metrics(cols, [])) + ([rank] if rank else [])}
     config = [c for c in cols if vocab.is_axis(c)] + [c for c in ("family",) if c in cols]
-    every_epoch = {c for c, _, _ in CURVES} | ({select.split(":", 1)[1].removeprefix("val_")}
+    every_epoch = set(vocab.curve_metrics()) | ({select.split(":", 1)[1].removeprefix("val_")}
                                                if select.startswith("best:") else set())
     metric_cols = sorted({c for c in bases if vocab.is_metric(c)} | {"acc", vocab.MAJORITY} | every_epoch)
     if len(src.files) >= PARALLEL_SCAN_FILES:

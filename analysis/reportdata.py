@@ -27,6 +27,7 @@ import pandas as pd
 
 from . import plots, vocab
 from .compare import BOOT_CI
+from .curves import curves
 from .filters import describe_exclusions, status_of
 from .sensitivity import CI_METHOD, ESTIMATOR, SensitivityTable
 
@@ -314,9 +315,7 @@ def _figures(result: dict) -> list[dict]:
     if overall:
         eff = pd.concat([t.effects.assign(metric=t.metric) for t in overall])
         figs.append(png(plots.heatmap(eff), "sensitivity heatmap: effect of each term on each metric"))
-    from .pipeline import CURVES
-
-    for col, split, by_group in CURVES:
+    for col, split, by_group in curves():
         figs.append(png(plots.curves(result.get("curves"), col, split, by_group), f"{split} {col} per epoch"))
     return [f for f in figs if f]
 

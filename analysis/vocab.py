@@ -8,6 +8,8 @@ list of names of its own:
 - `swept_axes(manifest)`: the keys a run actually swept (its stored spec's `space`), seed excluded;
 - `is_axis`, `is_categorical`, `log_scale`: how a key enters a model; `is_condition`: a data condition;
 - `metric_meta(name)`: label, unit, higher-is-better and meaning of `nc1` or `test_nc1_g0`;
+- `primary_split(name)`: the split a metric is tabulated on; `by_group(name)`: also per subgroup;
+  `curve_metrics()`: the metrics drawn per epoch in the report, in order; `has_group_rows(name)`;
 - `row_columns(kind)`: row columns that say where a trial ran ("host") or when a row was recorded ("time");
 - `status_class(status)`: one of completed / stopped / failed / oom / diverged (older runs wrote `done`);
 - `learned_nothing(val_acc, majority_acc)`: the catalogue's "trial learned nothing" rule.
@@ -77,6 +79,28 @@ def row_columns(kind: str) -> tuple[str, ...]:
     """Row columns of a kind: "host" (hostname, device, versions: the same on every row of a trial)
     or "time" (when the row was recorded), in the catalogue's order."""
     return catalogue.row_fields(kind)
+
+
+def primary_split(name: str) -> str:
+    """The split a metric (base name) is tabulated and drawn on: train for the collapse metrics
+    (NC, GC: properties of the learned training geometry), test otherwise."""
+    return "train" if catalogue.METRICS[name].metric_set in ("nc", "gc") else "test"
+
+
+def by_group(name: str) -> bool:
+    """Whether the analysis also tabulates a metric's per-subgroup columns (catalogue: Metric.by_group)."""
+    m = catalogue.METRICS.get(name)
+    return bool(m is not None and m.by_group)
+
+
+def has_group_rows(name: str) -> bool:
+    """Whether a metric (base name) has values on the subgroup rows (scope split+group or group)."""
+    return "group" in catalogue.METRICS[name].scope
+
+
+def curve_metrics() -> tuple[str, ...]:
+    """The metrics the report draws per epoch, in the catalogue's order (Metric.curve)."""
+    return tuple(sorted((n for n, m in catalogue.METRICS.items() if m.curve), key=lambda n: catalogue.METRICS[n].curve))
 
 
 def is_metric(column: str) -> bool:

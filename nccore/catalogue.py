@@ -145,6 +145,10 @@ class Metric:
     splits: tuple = SPLITS         # splits whose rows carry it
     reported: bool = False         # sent to Ray Tune
     every_epoch: bool = True       # False: only on the final epoch (an early-stopping scheduler cannot use it)
+    by_group: bool = False         # the analysis also tabulates its per-subgroup columns (<split>_<name>_g<id>;
+                                   # a scope with subgroup rows)
+    curve: int = 0                 # its place among the report's per-epoch curves (0: not drawn); drawn on
+                                   # its primary split, per subgroup when its scope has subgroup rows
 
 
 def _key(name, type_, default, help_, **kw) -> Key:
@@ -407,11 +411,11 @@ _M = [
     _m("n", "split+group", None, "rows (samples) the split/subgroup row is computed on", dtype="int",
        unit="samples"),
     _m("loss", "split", False, "mean cross-entropy on the split", unit="nats", reported=True),
-    _m("acc", "split+group", True, "accuracy against the (possibly bias-flipped) labels", reported=True),
+    _m("acc", "split+group", True, "accuracy against the (possibly bias-flipped) labels", reported=True, curve=3),
     _m("acc_clean", "split", True, "accuracy against the clean labels"),
     _m("majority_acc", "split", None, "rate of the most frequent label: the accuracy of always guessing it"),
     _m("nc1", "split+group", False, "NC1 = tr(Σ_W Σ_B⁺)/C, within-class variability collapse", reported=True,
-       **_NC),
+       by_group=True, curve=1, **_NC),   # per subgroup: subgroup collapse (Mouheb et al.)
     _m("nc1_tr_ratio", "split+group", False, "tr(Σ_W)/tr(Σ_B)", reported=True, metric_set="nc",
        source="Tirer et al. 2023"),
     _m("nc1_clean", "split+group", False, "NC1 with the clean labels (label-bias runs; train split)",
@@ -469,7 +473,7 @@ _M = [
        splits=("train",)),
     _m("avg_acc", "split", True, "sample-weighted accuracy on the clean labels", reported=True, **_FR),
     _m("mean_group_acc", "split", True, "mean over groups of the group accuracy", reported=True, **_FR),
-    _m("worst_group_acc", "split", True, "lowest group accuracy", reported=True, **_FR),
+    _m("worst_group_acc", "split", True, "lowest group accuracy", reported=True, curve=2, **_FR),
     _m("gap", "split", False, "avg_acc − worst_group_acc", reported=True, **_FR),
     _m("gap_maxmin", "split", False, "best minus worst group accuracy", **_FR),
     _m("dp_diff", "split", False, "demographic-parity difference (range of selection rates)", reported=True,

@@ -12,7 +12,6 @@ import pytest
 
 from analysis import synthetic, vocab
 from analysis.load import Source, chosen_files, trial_records
-from analysis.pipeline import CURVES
 from analysis.select import trial_table_from
 
 METRICS = ["test_worst_group_acc", "test_gap", "test_loss", "val_acc", "train_nc1_g1", "test_n"]
@@ -30,7 +29,7 @@ def _trials():
 def _table(run, select, two_pass: bool) -> pd.DataFrame:
     src = Source(run, lazy=True)
     try:
-        every = sorted({c for c, _, _ in CURVES} | {"worst_group_acc"}) if two_pass else None
+        every = sorted(set(vocab.curve_metrics()) | {"worst_group_acc"}) if two_pass else None
         src.materialise(CONFIG + ["acc", "gap", "loss", "n", "nc1", "worst_group_acc", vocab.MAJORITY], every_epoch=every)
         if two_pass:
             assert set(src.late) == {"gap", "loss", "n", vocab.MAJORITY}
@@ -220,3 +219,16 @@ def test_a_running_trials_host_comes_from_its_latest_epoch_not_its_merged_file(t
     hosts = src.query("select distinct hostname from rows where trial_id = ?", [d.name])
     src.close()
     assert list(hosts.hostname) == ["synthhost"]
+
+
+def test_curves_and_group_tables_come_from_the_catalogue_flags():
+    from nccore import catalogue
+    from analysis.curves import curves
+    from analysis.pipeline import default_metrics
+
+    assert curves() == (("nc1", "train", True), ("worst_group_acc", "test", False), ("acc", "test", True))
+    assert all(vocab.has_group_rows(n) for n, m in catalogue.METRICS.items() if m.by_group)
+    cols = ["nc1", "acc", "worst_group_acc"]
+    out = default_metrics(cols, ["0", "1"])
+    assert [c for c in out if c[-3:-1] == "_g"] == ["train_nc1_g0", "train_nc1_g1"]    # nc1: Metric.by_group
+    assert {"train_nc1", "test_acc", "test_worst_group_acc"} <= set(out)
