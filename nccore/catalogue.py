@@ -669,6 +669,12 @@ def dataset_options(dataset: str) -> dict[str, Key]:
     return {**COMMON_DATASET_OPTIONS, **DATASET_OPTIONS.get(dataset, {})}
 
 
+def dataset_defaults(dataset: str) -> dict:
+    """The defaults of a dataset's options, leaving out those without one (null: `root`, `n_train`
+    of a file dataset: all its images), so a builder reads `opts[name]` for every other option."""
+    return {k: v.default for k, v in dataset_options(dataset).items() if v.default is not None}
+
+
 def trial_metric_sets(metrics, coarse: bool = False, method: str = "erm") -> set:
     """The metric sets a trial computes (fine is added with coarse, gc with transfer)."""
     out = set(metrics or ())

@@ -3,14 +3,16 @@
 A builder takes (options, bias_level, seed) and returns {split: {x, y, [a, p, fine, coarse]}}
 as NumPy arrays; splits it lacks (val) are carved from train. `build_dataset` then applies the
 label bias (train and val only), sets the group ids and returns a `Dataset`.
-Adding a dataset is adding one function decorated with `@DATASETS.register("name")`.
+Adding a dataset is adding one function decorated with `@DATASETS.register("name")`; its options,
+their defaults and accepted values are declared in `nccore.catalogue.DATASET_OPTIONS`, and
+`build_dataset` hands the builder every option with its default filled in.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from ..catalogue import COMMON_DATASET_OPTIONS
+from ..catalogue import COMMON_DATASET_OPTIONS, CONFIG, check_value, dataset_defaults
 from ..registry import Registry
 from . import files
 from .ham10000 import load_ham10000
@@ -19,24 +21,21 @@ from .bias import inject_label_bias
 from .synthetic import SHAPES, make_biased_shapes
 
 DATASETS = Registry("dataset", key="dataset")
-BIAS_KINDS = ("spurious", "label", "drop")
-GROUP_BY = ("spurious", "sensitive")
 
 
 @DATASETS.register("biased_shapes")
 def biased_shapes(opts: dict, beta: float, seed: int) -> dict:
     """Options: target ("binary": disk/ring vs square/hollow square; "coarse": 5 classes; "fine":
     10 shapes), n_train, n_val, n_test, image_size, minority_rate, separability, noise,
-    test_bias (β of the test split, default 0: balanced groups), classes (restrict to fine ids)."""
-    target = opts.get("target", "binary")
+    test_bias (β of the test split: 0 balances the groups)."""
+    target = opts["target"]
     shapes = SHAPES[:4] if target == "binary" else SHAPES
-    common = dict(image_size=opts.get("image_size", 16), minority_rate=opts.get("minority_rate", 0.5),
-                  separability=opts.get("separability", 0.5), noise=opts.get("noise", 0.05), shapes=shapes)
-    sizes = {"train": opts.get("n_train", 2000), "val": opts.get("n_val", 600), "test": opts.get("n_test", 1000)}
-    betas = {"train": beta, "val": beta, "test": opts.get("test_bias", 0.0)}
+    common = {k: opts[k] for k in ("image_size", "minority_rate", "separability", "noise")}
+    sizes = {split: opts[f"n_{split}"] for split in SPLITS}
+    betas = {"train": beta, "val": beta, "test": opts["test_bias"]}
     out = {}
     for k, split in enumerate(SPLITS):
-        d = make_biased_shapes(sizes[split], bias=betas[split], seed=[seed, k], **common)
+        d = make_biased_shapes(sizes[split], bias=betas[split], seed=[seed, k], shapes=shapes, **common)
         y = {"fine": d["fine"], "coarse": d["coarse"], "binary": d["coarse"]}[target]
         out[split] = dict(x=d["x"], y=y, a=d["a"], p=d["p"], fine=d["fine"], coarse=d["coarse"],
                           spurious_mask=d["spurious_mask"])
@@ -47,20 +46,20 @@ def biased_shapes(opts: dict, beta: float, seed: int) -> dict:
 def colored_digits(opts: dict, beta: float, seed: int) -> dict:
     """scikit-learn's bundled handwritten digits (1797 8×8 images), strokes coloured by the
     spurious attribute p (red / green) with P(p = y mod 2) = (1+β)/2. Options: target ("binary":
-    digit ≥ 5, or "digit"), image_size (multiple of 8), test_bias (default 0). Split 60/20/20."""
+    digit ≥ 5, or "digit"), image_size (multiple of 8), test_bias. Split 60/20/20."""
     from sklearn.datasets import load_digits   # ~1 s to import: only for this dataset
 
     digits = load_digits()
     rng = np.random.default_rng(seed)
-    scale = max(1, opts.get("image_size", 16) // 8)
+    scale = max(1, opts["image_size"] // 8)
     img = np.kron(digits.images / 16.0, np.ones((scale, scale)))          # (N, 8s, 8s)
-    y = digits.target if opts.get("target", "binary") == "digit" else (digits.target >= 5).astype(np.int64)
+    y = digits.target if opts["target"] == "digit" else (digits.target >= 5).astype(np.int64)
     order = rng.permutation(len(y))
     cuts = np.split(order, [int(0.6 * len(y)), int(0.8 * len(y))])
     palette = np.array([[1.0, 0.1, 0.1], [0.1, 1.0, 0.1]], dtype=np.float32)
     out = {}
     for split, idx in zip(SPLITS, cuts):
-        b = opts.get("test_bias", 0.0) if split == "test" else beta
+        b = opts["test_bias"] if split == "test" else beta
         p = np.where(rng.random(len(idx)) < (1 + b) / 2, y[idx] % 2, 1 - y[idx] % 2)
         x = img[idx][:, None] * palette[p][:, :, None, None]
         out[split] = dict(x=x.astype(np.float32), y=y[idx], p=p, a=p, fine=digits.target[idx],
@@ -121,15 +120,15 @@ def build_dataset(name: str, options: dict | None = None, bias_level: float = 0.
     group_by picks the attribute of the
     per-subgroup rows: "spurious" (p; g = 2y + p for binary y) or "sensitive" (a; g = a)."""
     builder = DATASETS[name]
-    if not 0.0 <= float(bias_level) <= 1.0:
-        raise ValueError(f"bias_level={bias_level}: must lie in [0, 1]")
-    if bias_kind not in BIAS_KINDS or group_by not in GROUP_BY:
-        raise ValueError(f"bias_kind={bias_kind!r} / group_by={group_by!r}: expected {BIAS_KINDS} / {GROUP_BY}")
-    opts = dict(options or {})
-    beta = bias_level if bias_kind == "spurious" else opts.pop("spurious_bias", 0.0)
+    for key, value in (("bias_level", bias_level), ("bias_kind", bias_kind), ("group_by", group_by)):
+        err = check_value(CONFIG[key], value)     # the accepted values are the catalogue's
+        if err:
+            raise ValueError(f"{key}={value!r}: {err}")
+    opts = {**dataset_defaults(name), **(options or {})}
+    beta = bias_level if bias_kind == "spurious" else opts["spurious_bias"]
     raw = builder(opts, beta, seed)
-    raw = _coarse_target(_carve_val(raw, opts.get("val_fraction", 0.1), seed), opts.get("target", "label"))
-    if "n_train" in opts and name not in ("biased_shapes",):
+    raw = _coarse_target(_carve_val(raw, opts["val_fraction"], seed), opts.get("target"))
+    if opts.get("n_train") is not None and name not in ("biased_shapes",):
         raw["train"] = {k: v[: opts["n_train"]] for k, v in raw["train"].items()}
     num_classes = int(max(int(np.max(part["y"])) for part in raw.values())) + 1
     splits = {}

@@ -51,8 +51,25 @@ def test_invisible_subgroup_renders_identically():
 
 
 def test_bias_out_of_range_is_refused():
-    with pytest.raises(ValueError, match=r"bias_level=1.5: must lie in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"bias_level=1.5: must be a finite number in \[0.0, 1.0\]"):
         build_dataset("biased_shapes", {"n_train": 10}, bias_level=1.5)
+    with pytest.raises(ValueError, match="bias_kind='flip': choose one of 'spurious', 'label', 'drop'"):
+        build_dataset("biased_shapes", {"n_train": 10}, bias_kind="flip")
+    with pytest.raises(ValueError, match="group_by='class': choose one of 'spurious', 'sensitive'"):
+        build_dataset("biased_shapes", {"n_train": 10}, group_by="class")
+
+
+def test_builders_take_their_defaults_from_the_catalogue(monkeypatch):
+    import dataclasses
+
+    from nccore import catalogue
+
+    opts = dict(catalogue.DATASET_OPTIONS["biased_shapes"])
+    opts["n_val"] = dataclasses.replace(opts["n_val"], default=7)
+    opts["image_size"] = dataclasses.replace(opts["image_size"], default=8)
+    monkeypatch.setitem(catalogue.DATASET_OPTIONS, "biased_shapes", opts)
+    d = build_dataset("biased_shapes", {"n_train": 10, "n_test": 5})
+    assert len(d.splits["val"]) == 7 and tuple(d.splits["train"].x.shape[-2:]) == (8, 8)
 
 
 # ------------------------------------------------------------------ label bias (§D)
