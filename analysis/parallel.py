@@ -41,4 +41,4 @@ def import_table_libraries() -> None:
     workers forked afterwards inherit it instead of each importing it again."""
     import scipy.stats  # noqa: F401
     import sklearn.ensemble  # noqa: F401
-    import statsmodels.formula.api  # noqa: F401
+    import statsmodels.regression.linear_model  # noqa: F401
