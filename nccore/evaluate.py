@@ -26,6 +26,7 @@ from torch import nn
 from .catalogue import METRICS
 from .data.base import Dataset, Split
 from .metrics import fairness_summary, fine_recovery, geometric_complexity, group_metrics, linear_probe_accuracy
+from .metrics.geometry import feature_variance
 from .metrics.collapse import CollapseStats, alignment_from_stats, nc_metrics
 from .metrics.saliency import saliency_summary
 
@@ -39,6 +40,13 @@ CLEAN_KEYS = tuple(k for k in NC_KEYS if f"{k}_clean" in METRICS)
 # few subgroups (NC-fairness). Beyond it (CIFAR-100: 100 classes) the memory and the per-cell update
 # cost C·S times the pooled accumulator's, and the rows leave those columns empty.
 CLASS_BALANCED_MAX_CELLS = 16
+
+
+# The exact GC (full Jacobian of the embedding, one VJP per feature dimension) is written at the final
+# epoch when the embedding has at most this many dimensions (CPU-scale models: 64); on 128 inputs of a
+# 64-dim ResNet-18 it costs about what the 8-probe estimate does.
+EXACT_GC_MAX_DIM = 256
+GC_KEYS = ("gc", "gc_norm", "gc_exact")   # on the train and test `all` rows; the other extras on test only
 
 
 def _within(num_classes: int, num_sub: int) -> str:
@@ -120,14 +128,14 @@ def evaluate(model, data: Dataset, cfg: dict, train_idx: torch.Tensor, autocast=
         rows += _split_rows(name, split, sub, ps, w, b, metrics, clean)
     extra = {}
     if "gc" in metrics:
-        extra["gc"] = _gc(model, data.splits["train"], train_idx, cfg)
+        extra.update(_gc(model, data.splits["train"], train_idx, cfg, final=epoch + 1 == cfg["epochs"]))
     if "saliency" in metrics:   # CAM / Grad-CAM on the test split, where its spurious region is known
         extra.update(saliency_summary(model, data.splits["test"], seed=cfg["seed"]))
     if want_fine:
         extra.update(_fine(data, train_idx, passes))
     for r in rows:
         if r["group"] == "all" and (r["split"] == "test" or (r["split"] == "train" and "gc" in extra)):
-            r.update({k: v for k, v in extra.items() if k == "gc" or r["split"] == "test"})
+            r.update({k: v for k, v in extra.items() if k in GC_KEYS or r["split"] == "test"})
     return rows
 
 
@@ -219,7 +227,16 @@ def _fine(data: Dataset, train_idx, passes) -> dict:
     return out
 
 
-def _gc(model, split: Split, train_idx, cfg) -> float:
-    """GC of the embedding map (model.features) on a fixed train subsample."""
-    idx = train_idx[: cfg["gc_samples"]].to(split.y.device)
-    return geometric_complexity(model.features, split.x[idx], num_probes=cfg["gc_probes"], seed=cfg["seed"])
+def _gc(model, split: Split, train_idx, cfg, final: bool) -> dict:
+    """GC of the embedding map (model.features) on a fixed train subsample: `gc` (Hutchinson,
+    `gc_probes` probes), `gc_norm` = gc / tr Cov(f(X)) on the same inputs (unchanged when the
+    features are rescaled), and at the final epoch `gc_exact` (full Jacobian) where the embedding
+    has at most EXACT_GC_MAX_DIM dimensions."""
+    x = split.x[train_idx[: cfg["gc_samples"]].to(split.y.device)]
+    out = {"gc": geometric_complexity(model.features, x, num_probes=cfg["gc_probes"], seed=cfg["seed"])}
+    with torch.no_grad():
+        var = feature_variance(torch.cat([model.features(xb).float() for xb in x.split(cfg["eval_batch_size"])]))
+    out["gc_norm"] = out["gc"] / var if var > 0 else float("nan")
+    if final and model.feature_dim <= EXACT_GC_MAX_DIM:
+        out["gc_exact"] = geometric_complexity(model.features, x, num_probes=None)
+    return out

@@ -292,6 +292,10 @@ CLAIM_GC = ("Claim (Munn, Dherin, Gonzalvo, NeurIPS 2024): a lower geometric com
 GC_FINDINGS = {
     "gc_fewshot_rank": "partial Spearman ρ(source GC, few-shot accuracy | source train accuracy), all trials",
     "gc_target_nc1_rank": "partial Spearman ρ(source GC, target NC1 | source train accuracy), all trials",
+    "gc_norm_fewshot_rank": "the primary outcome with GC per unit of feature variance (gc_norm): robust to a "
+                            "rescaled embedding",
+    "gc_exact_agreement": "Spearman ρ(8-probe GC estimate, exact GC) over the trials: the estimate ranks trials "
+                          "as the exact value does",
     "target_nc1_fewshot_rank": "partial Spearman ρ(target NC1, few-shot accuracy | source train accuracy)",
     "reg_fewshot_slope": "few-shot accuracy per λ step of the regulariser, source train accuracy held fixed",
     "reg_target_nc1_slope": "target NC1 per λ step of the regulariser",
@@ -302,6 +306,7 @@ DEFAULT_GC = {
     "name": "gc_transfer",
     "primary": {"gc_fewshot_rank": {"direction": "negative", "margin": 0.1}},
     "secondary": {"gc_target_nc1_rank": {"direction": "positive", "margin": 0.1},
+                  "gc_norm_fewshot_rank": {"direction": "negative", "margin": 0.1},
                   "target_nc1_fewshot_rank": {"direction": "negative", "margin": 0.1},
                   "reg_fewshot_slope": {"direction": "positive", "margin": 0.01},
                   "reg_target_nc1_slope": {"direction": "negative", "margin": 0.01}},
@@ -312,7 +317,7 @@ DEFAULT_GC = {
 @study("gc_transfer", DEFAULT_GC, spec_names=("gc_transfer",), findings=GC_FINDINGS)
 def gc_transfer(rows: pd.DataFrame, options: dict) -> list[dict]:
     fin = final_rows(rows)
-    t = wide(fin, "train", ["acc", "gc", "nc1", "n", "fewshot_acc", "target_nc1", "target_cdnv"])
+    t = wide(fin, "train", ["acc", "gc", "gc_norm", "gc_exact", "nc1", "n", "fewshot_acc", "target_nc1", "target_cdnv"])
     reg = _causal_arm(t)
     dose = reg.penalty.rank(method="dense") - 1
     steps = ", ".join(f"{v:g}" for v in sorted(reg.penalty.unique()))
@@ -320,6 +325,10 @@ def gc_transfer(rows: pd.DataFrame, options: dict) -> list[dict]:
                     rank_est(t.gc, t.fewshot_acc, t.acc)),
            measured("gc_target_nc1_rank", GC_FINDINGS["gc_target_nc1_rank"], "partial Spearman ρ",
                     rank_est(t.gc, t.target_nc1, t.acc)),
+           measured("gc_norm_fewshot_rank", GC_FINDINGS["gc_norm_fewshot_rank"], "partial Spearman ρ",
+                    rank_est(_col(t, "gc_norm"), t.fewshot_acc, t.acc)),
+           measured("gc_exact_agreement", GC_FINDINGS["gc_exact_agreement"], "Spearman ρ",
+                    rank_est(t.gc, _col(t, "gc_exact"))),
            measured("target_nc1_fewshot_rank", GC_FINDINGS["target_nc1_fewshot_rank"], "partial Spearman ρ",
                     rank_est(t.target_nc1, t.fewshot_acc, t.acc)),
            measured("reg_fewshot_slope", GC_FINDINGS["reg_fewshot_slope"], f"OLS slope per λ step ({steps})",

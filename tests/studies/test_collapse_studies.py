@@ -189,3 +189,26 @@ def test_gc_transfer_reduced(tmp_path, capsys):
                 {"lr": {"grid": [0.01, 0.2]}, "batch_size": 32, "epochs": 8, "seed": 0},
                 {"lr": {"grid": [0.01, 0.2]}, "batch_size": 64, "epochs": 16, "seed": 0}]
     _run("gc_transfer", tmp_path, capsys, variants=variants)
+
+
+def _planted_gc_rows(sign: float) -> pd.DataFrame:
+    """25 trials: few-shot accuracy falls (sign 1) or rises (sign −1) with the normalised GC; the raw
+    GC is the normalised one times an unrelated feature scale; the exact GC is the estimate ± 1%."""
+    rng = np.random.default_rng(2)
+    rows = []
+    for i in range(25):
+        gn = rng.uniform(1, 2)
+        gc = gn * rng.uniform(1, 100)
+        base = dict(trial_id=f"t{i}", epoch=0, status="ok", method="erm", seed=i, lr=0.05, batch_size=32, epochs=8,
+                    penalty=0.0, split="train", group="all", acc=rng.uniform(0.9, 1.0), n=500)
+        rows.append({**base, "gc": gc, "gc_norm": gn, "gc_exact": gc * rng.uniform(0.99, 1.01),
+                     "fewshot_acc": 0.8 - sign * 0.2 * gn + 0.01 * rng.standard_normal(), "target_nc1": 1.0})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("sign, want", [(1, "supported"), (-1, "contradicted")])
+def test_gc_norm_finding_reads_the_planted_link_and_exact_agreement_is_descriptive(sign, want):
+    _, fs = run_study("gc_transfer", _planted_gc_rows(sign))
+    v = {f["id"]: f for f in fs if "id" in f}
+    assert v["gc_norm_fewshot_rank"]["role"] == "secondary" and v["gc_norm_fewshot_rank"]["verdict"] == want
+    assert v["gc_exact_agreement"]["role"] == "descriptive" and v["gc_exact_agreement"]["estimate"] > 0.95
