@@ -19,20 +19,9 @@ import pandas as pd
 
 from . import vocab
 from .load import ident
+from .vocab import parse_metric   # the catalogue's parser: <split>_<metric>[_g<k>] -> (split, metric, group)
 
 SPLITS = vocab.SPLITS
-
-
-def parse_metric(name: str) -> tuple[str, str, str]:
-    """'test_worst_group_acc' -> (test, worst_group_acc, all); 'train_nc1_g1' -> (train, nc1, 1)."""
-    split, _, rest = name.partition("_")
-    if split not in SPLITS or not rest:
-        raise ValueError(f"metric {name!r}: expected <split>_<column>[_g<k>] with split train/val/test")
-    col, group = rest, "all"
-    head, _, tail = rest.rpartition("_g")
-    if head and tail.isdigit():
-        col, group = head, tail
-    return split, col, group
 
 
 def metric_columns(columns, numeric: set[str] | None = None) -> list[str]:
@@ -83,7 +72,7 @@ def trial_table_from(src, records: pd.DataFrame, rule: str, metrics: list[str], 
     five), `epoch` (the selected one; NaN when no epoch finished), `epochs_run`, and each metric."""
     cols = src.columns
     chosen = chosen_epochs_sql(rule, cols)
-    wanted = [parse_metric(m) for m in metrics] + [("val", "acc", "all")] + ([("val", majority, "all")] if majority else [])
+    wanted = [parse_metric(m, cols) for m in metrics] + [("val", "acc", "all")] + ([("val", majority, "all")] if majority else [])
     wanted = [w for w in dict.fromkeys(wanted) if w[1] in cols]
     pairs = sorted({f"{s}/{g}" for s, _, g in wanted})
     values = sorted({c for _, c, _ in wanted})
@@ -161,7 +150,7 @@ def trial_table(rows: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
     base = rows[rows.group == "all"][config_cols].drop_duplicates("trial_id")
     out = base.set_index("trial_id")
     for m in metrics:
-        split, col, group = parse_metric(m)
+        split, col, group = parse_metric(m, rows.columns)
         sub = rows[(rows.split == split) & (rows.group == group)]
         if col not in sub.columns:
             continue

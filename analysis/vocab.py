@@ -7,6 +7,7 @@ list of names of its own:
 
 - `swept_axes(manifest)`: the keys a run actually swept (its stored spec's `space`), seed excluded;
 - `is_axis`, `is_categorical`, `log_scale`: how a key enters a model; `is_condition`: a data condition;
+- `parse_metric(name)`: a table column `test_nc1_g0` → (test, nc1, 0), by the catalogue's parser;
 - `metric_meta(name)`: label, unit, higher-is-better and meaning of `nc1` or `test_nc1_g0`;
 - `primary_split(name)`: the split a metric is tabulated on; `by_group(name)`: also per subgroup;
   `curve_metrics()`: the metrics drawn per epoch in the report, in order; `has_group_rows(name)`;
@@ -105,6 +106,17 @@ def curve_metrics() -> tuple[str, ...]:
 
 def is_metric(column: str) -> bool:
     return column in catalogue.METRICS
+
+
+def parse_metric(name: str, columns=()) -> tuple[str, str, str]:
+    """A table column `<split>_<metric>[_g<k>]` → (split, metric, group; "all" for the split's own
+    row): `catalogue.parse_metric` with the split required; `columns`: row columns beyond the
+    catalogue's metrics that may be tabulated too. ValueError for a name it cannot read."""
+    try:
+        split, base, group = catalogue.parse_metric(name, split_required=True, columns=columns)
+    except KeyError as e:
+        raise ValueError(f"--metrics: {e.args[0]}") from None
+    return split, base, group or "all"
 
 
 def metric_meta(name: str) -> dict:

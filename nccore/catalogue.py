@@ -542,6 +542,15 @@ _M = [
        "region, mean over groups", metric_set="saliency", splits=("test",), source="Zhou et al., CVPR 2016"),
     _m("saliency_panel", "split", None, "encoded images and saliency maps, a few per group (for the report)",
        dtype="str", metric_set="saliency", splits=("test",)),
+    _m("pointing_acc", "split", True, "pointing game: share of images whose CAM / Grad-CAM maximum lies on the "
+       "object (not the spurious region), mean over groups", metric_set="saliency", splits=("test",),
+       source="Zhang et al., ECCV 2016"),
+    _m("pointing_worst", "split", True, "pointing-game hit rate of the group where it is lowest",
+       metric_set="saliency", splits=("test",), source="Zhang et al., ECCV 2016"),
+    _m("pointing_acc_before", "trial", True, "pointing_acc of the model before debiasing (ERM head / base)",
+       metric_set="saliency", methods=("dfr",) + methods_in("tuning")),
+    _m("pointing_worst_before", "trial", True, "pointing_worst of the model before debiasing (ERM head / base)",
+       metric_set="saliency", methods=("dfr",) + methods_in("tuning")),
     _m("spurious_share_before", "trial", False, "spurious_share of the model before debiasing (ERM head / base)",
        metric_set="saliency", methods=("dfr",) + methods_in("tuning")),
     _m("saliency_panel_before", "trial", None, "saliency_panel of the model before debiasing", dtype="str",
@@ -708,24 +717,32 @@ def reported_base() -> tuple[str, ...]:
     return tuple(m.name for m in METRICS.values() if m.reported and m.name != "train_loss")
 
 
-_GROUP_SUFFIX = re.compile(r"_g(\w+)$")
+_GROUP_SUFFIX = re.compile(r"_g(\d+)$")     # subgroup ids are integers (the rows' `group` column)
 
 
-def parse_metric(name: str) -> tuple[str | None, str, str | None]:
-    """`test_worst_group_acc` → ("test", "worst_group_acc", None); `train_nc1_g1` → ("train", "nc1", "1").
-    Raises KeyError with a did-you-mean when no metric matches."""
+def parse_metric(name: str, split_required: bool = False, columns=()) -> tuple[str | None, str, str | None]:
+    """`test_worst_group_acc` → ("test", "worst_group_acc", None); `train_nc1_g1` → ("train", "nc1", "1");
+    `train_loss` → (None, "train_loss", None), the metric of that name (the epoch's training loss).
+    split_required: the name of an analysis table column, `<split>_<metric>[_g<id>]`; only readings
+    with a split count, so `train_loss` → ("train", "loss", None), the loss on the train split.
+    columns: row columns to accept as metrics besides the catalogue's (an analysis of extra columns).
+    The one parser of metric names (sweeps and analysis both call it). Raises KeyError with a
+    did-you-mean when no metric matches."""
     cands = [(name, None)]
     m = _GROUP_SUFFIX.search(name)
     if m:
         cands.append((name[:m.start()], m.group(1)))
+    known = METRICS.keys() | set(columns)
     for cand, group in cands:
-        if cand in METRICS:
+        if cand in known and not split_required:
             return None, cand, group
         split, _, rest = cand.partition("_")
-        if split in SPLITS and rest in METRICS:
+        if split in SPLITS and rest in known:
             return split, rest, group
-    near = difflib.get_close_matches(name, list(METRICS) + list(reported_metrics()), n=1)
-    raise KeyError(f"unknown metric {name!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
+    near = difflib.get_close_matches(name, [f"{s}_{n}" for s in SPLITS for n in sorted(known)] if split_required
+                                     else sorted(known) + list(reported_metrics()), n=1)
+    form = " (expected <split>_<metric>[_g<id>] with split train, val or test)" if split_required else ""
+    raise KeyError(f"unknown metric {name!r}{form}" + (f"; did you mean {near[0]!r}?" if near else ""))
 
 
 def metric_info(name: str) -> Metric:

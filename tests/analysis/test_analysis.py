@@ -98,8 +98,26 @@ def test_spearman_bootstrap_ci_covers_rho():
 def test_parse_metric_names():
     assert parse_metric("test_worst_group_acc") == ("test", "worst_group_acc", "all")
     assert parse_metric("train_nc1_g1") == ("train", "nc1", "1")
-    with pytest.raises(ValueError, match="<split>_<column>"):
+    with pytest.raises(ValueError, match="<split>_<metric>"):
         parse_metric("worst_group_acc")
+
+
+def test_one_metric_parser_where_the_two_once_disagreed():
+    from nccore import catalogue
+
+    # analysis tables and the catalogue read a subgroup suffix the same way: integer ids only
+    assert parse_metric("test_acc_g12") == ("test", "acc", "12")
+    assert catalogue.parse_metric("test_acc_g12") == ("test", "acc", "12")
+    for bad in ("test_acc_ga", "test_nc1_g", "test_not_a_metric"):
+        with pytest.raises(ValueError, match="unknown metric"):
+            parse_metric(bad)
+        with pytest.raises(KeyError):
+            catalogue.parse_metric(bad)
+    # a table column always names a split: train_loss is the loss on the train split there, while
+    # for Ray Tune (split not required) it is the trial metric train_loss
+    assert parse_metric("train_loss") == ("train", "loss", "all")
+    assert catalogue.parse_metric("train_loss") == (None, "train_loss", None)
+    assert parse_metric("train_loss_g1") == ("train", "loss", "1")
 
 
 def _rows(tmp_path):
