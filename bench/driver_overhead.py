@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 CHILD = r"""
 import json, os, resource, sys, time
-from sweeps.runner import run_sweep
+from sweeps.driver import run_sweep
 from sweeps.spec import parse_spec
 from sweeps.store import RunDir
 n, pack, conc, out = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]

@@ -9,6 +9,7 @@ problem at once; each line names the field's full path (`space.lr.uniform[1]`,
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import math
 import re
 from pathlib import Path
@@ -21,6 +22,8 @@ SEARCH_KEYS = ("algorithm", "num_samples", "seed", "metric", "mode")
 SCHEDULER_KEYS = ("type", "metric", "mode", "grace_period", "reduction_factor", "max_t")
 RESOURCE_KEYS = ("cpu", "gpu")
 TRIAL_REF = re.compile(r"^trial:([0-9a-f]{12})$")
+# `loggers:` spec name -> (the package it needs, the pip extra that installs it); sweeps/loggers.py runs them
+LOGGERS = {"tensorboard": ("tensorboardX", None), "mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
 
 
 def _short(value) -> str:
@@ -397,3 +400,58 @@ def study(raw, pr: Problems) -> dict | None:
                 if k not in ("direction", "margin"):
                     pr.add(f"{where}.{k}", spec[k], "unknown key; direction, margin")
     return d
+
+
+def loggers(value, pr: Problems) -> list[str]:
+    """The spec's `loggers` field as a list of names; an unknown name, or one whose package is
+    not installed, is a problem naming the fix."""
+    if value is None:
+        return []
+    names = [value] if isinstance(value, str) else value
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        pr.lines.append(f"spec field `loggers` = {value!r}: a list of names from {sorted(LOGGERS)}")
+        return []
+    for name in names:
+        if name not in LOGGERS:
+            pr.lines.append(f"spec field `loggers` = {value!r}: unknown logger {name!r}; choose from "
+                            f"{sorted(LOGGERS)}; {did_you_mean(name, LOGGERS)}")
+            return []
+        package, extra = LOGGERS[name]
+        if importlib.util.find_spec(package) is None:
+            pr.lines.append(f"spec field `loggers` names {name!r}, but the {package} package is not installed: "
+                            f"pip install 'ncsweep[{extra}]'")
+            return []
+    return list(dict.fromkeys(names))
+
+
+# spec key -> (what one Ray trial of k configurations is called, what it does)
+UNIT_KEYS = {"fuse": ("fused group", "configurations trained as one fused model"),
+             "pack": ("packed unit", "configurations run one after another in one Ray trial")}
+
+
+def unit_size(raw, key: str, algorithm: str | None, scheduler, pr: Problems) -> int:
+    """The validated `fuse` or `pack` value: k >= 2, or 0 for off (sweeps/fuse.py, sweeps/pack.py).
+    Both need a plan made up front (grid/random) and no scheduler."""
+    unit, meaning = UNIT_KEYS[key]
+    if raw is None or raw is False:
+        return 0
+    if isinstance(raw, bool) or not isinstance(raw, int) or raw < 0:
+        pr.add(key, raw, f"an integer k >= 2 ({meaning}), or 0 / absent for off")
+    elif raw >= 2 and algorithm == "optuna":
+        pr.add(key, raw, f"Optuna proposes one configuration at a time; {key} works with search.algorithm grid or random")
+    elif raw >= 2 and scheduler:
+        pr.add(key, raw, f"a scheduler (ASHA) would stop a whole {unit}; remove `scheduler` or `{key}`")
+    else:
+        return raw if raw >= 2 else 0
+    return 0
+
+
+def units(raw: dict, search, scheduler, pr: Problems) -> tuple[int, int]:
+    """(fuse, pack) of a spec; they do not combine."""
+    algorithm = search.get("algorithm") if isinstance(search, dict) else None
+    fuse, pack = (unit_size(raw.get(k), k, algorithm, scheduler, pr) for k in UNIT_KEYS)
+    if fuse and pack:
+        pr.add("pack", raw.get("pack"), "`pack` and `fuse` do not combine; use fuse (one model for k compatible "
+               "configurations) or pack (k configurations one after another)")
+        return fuse, 0
+    return fuse, pack

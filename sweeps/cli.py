@@ -14,9 +14,18 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from nccore.catalogue import did_you_mean
+from nccore.config import DEFAULTS
 
+from . import submit, validate, verify
+from .driver import run_sweep
+from .layout import TERMINAL
+from .lock import describe, unlock
+from .logs import show_logs
+from .plan import iter_planned_configs
 from .spec import SpecError, load_spec, parse_spec
 from .stop import Stopped
+from .store import RunDir
+from .summary import aligned, exit_code, failure_line, status_summary, trial_rows
 
 # One example per command, shown at the end of its --help (tests/test_cli.py checks each runs or parses).
 EXAMPLES = {
@@ -61,8 +70,6 @@ def _resources(text: str | None) -> dict | None:
 
 
 def _run_dir(path: str):
-    from .store import RunDir
-
     store = RunDir(path)
     if store.read_manifest() is None:
         raise SpecError(f"{path}: no manifest.json — not an ncsweep run directory "
@@ -77,20 +84,13 @@ def _report_summary(s: dict) -> int:
           f"{s['pending']} pending; {counts or 'no trials yet'})")
     for tid, err in s["failures"].items():
         print(f"  failed {tid}: {err}  (details: ncsweep logs {s['run_dir']} {tid})")
-    from .summary import exit_code, failure_line   # exit 1 when trials failed
-
-    if failure_line(s):
+    if failure_line(s):   # exit 1 when trials failed
         print(failure_line(s))
     return exit_code(s)
 
 
 def plan_text(spec, out: str, resources: dict | None) -> str:
     """What `ncsweep run --dry-run` prints: the trials, epochs and resources a run would use."""
-    from nccore.config import DEFAULTS
-
-    from .plan import iter_planned_configs
-    from .store import TERMINAL, RunDir
-
     lines = [f"sweep {spec.name!r} → {Path(out).resolve()}"]
     base_epochs = spec.base_config().get("epochs")
     if spec.search["algorithm"] == "optuna":
@@ -122,8 +122,6 @@ def cmd_run(a) -> int:
     if a.dry_run:
         print(plan_text(spec, out, _resources(a.resources)))
         return 0
-    from .runner import run_sweep
-
     s = run_sweep(spec, out, a.address, _resources(a.resources))
     print(f"sweep {spec.name!r} finished in {s['wall_s']:.1f}s (Ray start {s['ray_init_s']:.1f}s)")
     if s.get("mean_tune_trial_s") and s.get("mean_run_trial_s"):
@@ -133,8 +131,6 @@ def cmd_run(a) -> int:
 
 
 def cmd_resume(a) -> int:
-    from .runner import run_sweep
-
     m = _run_dir(a.dir).read_manifest()
     spec = parse_spec(m["spec"], default_name=m["name"])
     if a.dry_run:
@@ -146,8 +142,6 @@ def cmd_resume(a) -> int:
 
 
 def cmd_status(a) -> int:
-    from .summary import status_summary
-
     s = status_summary(_run_dir(a.dir))
     if a.json:
         print(json.dumps(s, indent=1, default=str))
@@ -162,16 +156,12 @@ def cmd_status(a) -> int:
     if s["mean_trial_wall_s"] is not None:
         print(f"  mean trial wall {s['mean_trial_wall_s']:.1f}s, mean overhead {(s['mean_trial_overhead_s'] or 0):.2f}s")
     if a.trials:
-        from .summary import aligned, trial_rows
-
         header, rows = trial_rows(_run_dir(a.dir))
         print(aligned(header, rows) if rows else "  no trial records yet")
     return 0
 
 
 def cmd_unlock(a) -> int:
-    from .lock import describe, unlock
-
     info = unlock(a.dir, force=a.force)
     if info is None:
         print(f"{a.dir}: not locked")
@@ -181,14 +171,12 @@ def cmd_unlock(a) -> int:
 
 
 def cmd_logs(a) -> int:
-    from .logs import show_logs
-
     print(show_logs(a.dir, a.trial))
     return 0
 
 
 def cmd_analyze(a) -> int:
-    from analysis.cli import analyze
+    from analysis.cli import analyze   # pandas, duckdb, statsmodels: loaded for analysis commands only
 
     return analyze(a.dir, a.select, a.metrics, a.include_status, a.correction, a.interactions, out=a.out,
                    rank_by=a.rank_by, strict=a.strict)
@@ -226,9 +214,7 @@ def command(sub, name: str, fn, help_: str, *arguments) -> argparse.ArgumentPars
 
 
 def add_core_commands(sub) -> None:
-    from .validate import add_parser as add_validate   # `ncsweep validate|keys` (sweeps/validate.py)
-
-    add_validate(sub)
+    validate.add_parser(sub)   # `ncsweep validate|keys` (sweeps/validate.py)
     command(sub, "run", cmd_run, "run a sweep: every planned trial not yet finished in --out", SPEC,
             (("--out",), {"help": "the run directory (default: runs/<spec name>); run again to continue it"}),
             ADDRESS,
@@ -283,12 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print the ncsweep version and exit")
     sub = p.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
     add_core_commands(sub)
-    from .submit import add_parser as add_submit   # `ncsweep submit` (sweeps/submit.py)
-
-    add_submit(sub)
-    from .verify import add_parser as add_verify   # `ncsweep verify|repair` (sweeps/verify.py)
-
-    add_verify(sub)
+    submit.add_parser(sub)     # `ncsweep submit` (sweeps/submit.py)
+    verify.add_parser(sub)     # `ncsweep verify|repair` (sweeps/verify.py)
     add_analysis_commands(sub)
     for name, parser in sub.choices.items():
         parser.formatter_class = argparse.RawDescriptionHelpFormatter

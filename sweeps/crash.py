@@ -28,9 +28,12 @@ import os
 import re
 import socket
 import sys
+import traceback
 from pathlib import Path
 
 TAIL_LINES = 30
+MAX_MESSAGE = 500     # characters of an exception's message kept in a trial's error field
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 # faulthandler's first line names the signal it caught
 FATAL = {"Segmentation fault": "SIGSEGV", "Aborted": "SIGABRT", "Bus error": "SIGBUS",
          "Floating-point exception": "SIGFPE", "Floating point exception": "SIGFPE",
@@ -169,3 +172,40 @@ def death_cause(run_dir, record: dict, ray_error: str, full: str = "") -> tuple[
         return "failed", (f"{where} died without a Python error (SIGKILL, or its node was lost); Ray said: {said}; "
                           f"last lines of its stderr:\n{shown}"), tail
     return "failed", f"{where} died without a Python error and left no stderr; Ray said: {said}", tail
+
+
+# ---------------------------------------------------------------------- errors
+def root_cause(exc: BaseException) -> BaseException:
+    """The innermost exception: through Ray's wrappers (`.cause`) and Python's chaining."""
+    seen = set()
+    while id(exc) not in seen:
+        seen.add(id(exc))
+        nxt = getattr(exc, "cause", None)
+        if not isinstance(nxt, BaseException):
+            nxt = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+        if nxt is None:
+            break
+        exc = nxt
+    return exc
+
+
+def raised_in_python(exc: BaseException) -> bool:
+    """Whether Ray's error carries a Python exception the trial raised (a RayTaskError), rather than
+    the death of its process (ActorDiedError, WorkerCrashedError, OutOfMemoryError, …)."""
+    return any(c.__name__ == "RayTaskError" for c in type(exc).__mro__)
+
+
+def format_error(exc: BaseException, frames: int = 3) -> str:
+    """`Type: message` of the root exception, then its last `frames` frames — no Ray banner."""
+    root = root_cause(exc)
+    msg = _ANSI.sub("", str(root)).strip()
+    if type(root).__name__.startswith("RayTaskError") or "ray::" in msg:
+        # the cause did not survive the trip to the driver: keep the traceback's last line
+        lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+        return lines[-1] if lines else type(root).__name__
+    if len(msg) > MAX_MESSAGE:
+        msg = msg[:MAX_MESSAGE] + " …"
+    out = [f"{type(root).__name__}: {msg}" if msg else type(root).__name__]
+    for f in traceback.extract_tb(root.__traceback__)[-frames:] if frames else []:
+        out.append(f"  {Path(f.filename).name}:{f.lineno} in {f.name}: {f.line}")
+    return "\n".join(out)

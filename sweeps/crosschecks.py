@@ -12,9 +12,10 @@ from pathlib import Path
 from nccore.catalogue import (CONFIG, DEFAULTS, MAX_PLANNED_TRIALS, METHOD_OPTIONS, METRICS, check_value, keys_determining,
                               parse_metric, reported_metrics, trial_metric_sets)
 
-from nccore.config import CPU_CHANNELS_LAST
+from nccore.config import CPU_CHANNELS_LAST, config_problems
 
 from .checks import TRIAL_REF, Problems, _coerce, dym
+from .plan import iter_planned_configs, plan_size
 
 def _values(spec, sub, where, k) -> list[tuple[str, object]]:
     """(path, value) of every value key `k` takes in a subspace (sampled domains: both ends)."""
@@ -145,10 +146,6 @@ def _path_value(path, v, k, pr) -> None:
 def check_plan(spec, pr: Problems, allow_large: bool) -> None:
     """The plan's size (counted, not built) against the cap; `trial:<id>` references against the
     planned trials; each planned config through nccore's own validation (a safety net)."""
-    from nccore.config import config_problems
-
-    from .plan import iter_planned_configs, plan_size
-
     n = plan_size(spec)
     if n > MAX_PLANNED_TRIALS and not allow_large:
         pr.add("space", f"{n} trials", f"the plan is larger than the cap of {MAX_PLANNED_TRIALS} trials; narrow the "

@@ -1,4 +1,4 @@
-"""The Ray Tune sweep runner.
+"""The sweep driver: plans the trials, runs them through Ray Tune, settles each as it ends.
 
 Design (the pitfalls it avoids are Ray Tune's known ones):
 - The run directory is the source of truth (sweeps.store); Tune's experiment directory is a
@@ -10,198 +10,48 @@ Design (the pitfalls it avoids are Ray Tune's known ones):
 - Trials checkpoint every epoch into RUN_DIR/checkpoints/<trial_id>, so a retried or resumed
   trial continues from its last epoch; rows are written before the checkpoint. An unreadable
   checkpoint restarts the trial from scratch, noted in its record.
-- A worker writes rows; the driver finishes each trial (sweeps.verify.finish_trial): it checks
+- A worker writes rows (sweeps/worker.py); the driver finishes each trial (sweeps.finish): it checks
   that the rows are visible to it, compacts them, records their count and checksum, and sets the
   status. A resume verifies every finished trial's rows and re-plans any that are damaged.
-- Inside a trial only `ray.tune.report` is used; `RAY_CHDIR_TO_TRIAL_DIR=0` keeps paths stable;
-  `fail_fast` is never set; large sweeps run as chunks of `chunk_size` trials per Tuner so the
+- `RAY_CHDIR_TO_TRIAL_DIR=0` keeps paths stable; `fail_fast` is never set; large sweeps run as chunks of `chunk_size` trials per Tuner so the
   driver's memory stays bounded.
 - Fractional GPUs do no memory isolation, so a trial caps its own CUDA allocator at its share
-  (`torch.cuda.set_per_process_memory_fraction`) and a CUDA out-of-memory is recorded as status
-  `oom` (not retried) instead of taking its neighbours down.
+  (sweeps/worker.py) and a CUDA out-of-memory is recorded as status `oom` (not retried) instead
+  of taking its neighbours down.
 """
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import os
-import socket
 import sys
 import time
 
-from nccore.catalogue import reported_metrics
 from nccore.config import DEFAULTS
 
 from . import crash, faults, fuse, pack, probe, procs
+from .crash import format_error
+from .finish import finish_any, finish_packed
+from .layout import TERMINAL
 from .lock import RunLock
-from .stop import StopOnSignal, Stopped
 from .loggers import logger_callbacks, logger_env
 from .logs import driver_log
 from .plan import chunks, optuna_space, planned_configs, tune_trial_config
 from .progress import SweepProgress, TrialName
 from .spec import Spec, SpecError
-from .store import TERMINAL, RunDir
+from .stop import StopOnSignal, Stopped
+from .store import RunDir
 from .summary import sweep_summary
-from .verify import (build_manifest, finish_trial, format_error, remove_temp_files, replan_damaged,
-                     start_fresh_if_corrupt)
+from .verify import build_manifest, remove_temp_files, replan_damaged
+from .worker import environ, trainable
 
 log = logging.getLogger("ncsweep")
-REPORTED = frozenset(reported_metrics())   # <split>_<metric> names Tune sees (nccore/catalogue.py)
 MAX_PASSES = 3   # a sweep re-runs trials whose rows turned out damaged at most this many times per run
 # Environment for the driver and the local Ray it starts (set for one run, then restored).
 RAY_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "RAY_AIR_NEW_OUTPUT": "0", "RAY_DEDUP_LOGS": "0",
            "RAY_AUTH_MODE": "disabled"}
 
 
-# ---------------------------------------------------------------------- inside a trial (Ray worker)
-def summarize(rows: list[dict], objectives: dict) -> dict:
-    """Flatten one epoch's "all" rows into the scalars Tune sees: <split>_<metric>."""
-    out = {"epoch": rows[0]["epoch"]}
-    for r in rows:
-        if r.get("group") == "all":
-            out.update({f"{r['split']}_{k}": float(v) for k, v in r.items() if f"{r['split']}_{k}" in REPORTED
-                        and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)})
-    out["train_loss"] = float(rows[0].get("train_loss", math.nan))
-    if rows[0].get("status") == "diverged":
-        out["diverged"] = 1
-    for metric, mode in objectives.items():   # schedulers/searchers need their metric in every result
-        out.setdefault(metric, -math.inf if mode == "max" else math.inf)
-    return out
-
-
-def trial_config(params: dict, base: dict, store: RunDir) -> dict:
-    """The trial's full config from Tune's params: a planned config, or a searcher's point over `base`."""
-    cfg = tune_trial_config(params, base)
-    if str(cfg.get("init_from") or "").startswith("trial:"):   # an earlier trial of this run directory
-        cfg["init_from"] = str(store.checkpoint_dir(cfg["init_from"][len("trial:"):]))
-    return cfg
-
-
-def start_attempt(store: RunDir, cfg: dict, **fields) -> dict:
-    """Record the attempt as running (with `fields`); return the provenance columns every row of it carries."""
-    import ray
-
-    from nccore.trial import environment
-
-    tid = cfg["trial_id"]
-    attempt = (store.read_record(tid) or {}).get("attempts", 0) + 1
-    where = {"hostname": socket.gethostname(), "node_id": ray.get_runtime_context().get_node_id()}
-    started_at = time.time()
-    store.update_record(tid, status="running", attempts=attempt, config=cfg, error=None, traceback=None,
-                        ran_to_end=False, started_at=started_at, **where, **fields)
-    start_fresh_if_corrupt(store, tid)
-    return {"attempt": attempt, "ray_version": ray.__version__, **environment(cfg), **where,
-            "attempt_started_at": started_at}
-
-
-def trial_epochs(cfg: dict, sink):
-    """The hook a trial trains through: yields (epoch, rows) and calls `sink(epoch, rows)` first."""
-    from nccore.trial import iter_epochs
-
-    return iter_epochs(cfg, sink=sink)
-
-
-def trainable(params: dict, run_dir: str, base: dict, objectives: dict, gpu: float, cpu: float,
-              fault_env: dict | None = None, epochs_fn=trial_epochs) -> None:
-    """One trial in a Ray worker: train epoch by epoch, writing each epoch's rows before its
-    checkpoint and reporting its scalars to Tune. The driver finishes the trial (finish_trial)."""
-    if fuse.is_unit(params.get("trial")):   # k configurations trained as one model (sweeps/fuse.py)
-        return fuse.fused_trainable(params, run_dir, base, objectives, gpu, cpu)
-    store = RunDir(run_dir)
-    prepare_worker(gpu, cpu)
-    with _environ(fault_env or {}):
-        if pack.is_unit(params.get("trial")):   # k configurations one after another (sweeps/pack.py)
-            unit = params["trial"]
-            cfgs = [trial_config({"trial": m}, base, store) for m in pack.members(unit)]
-            from ray import tune
-
-            pack.run_unit(store, unit, cfgs, lambda cfg, report, **fields: run_one(store, cfg, objectives, epochs_fn,
-                                                                                  report, **fields), tune.report)
-            return
-        run_one(store, trial_config(params, base, store), objectives, epochs_fn)
-
-
-def prepare_worker(gpu: float, cpu: float) -> None:
-    """The worker's torch threads (its CPU share) and, on a shared GPU, its CUDA allocator cap."""
-    import torch
-
-    torch.set_num_threads(max(1, int(cpu)))
-    if gpu and gpu < 1 and torch.cuda.is_available():
-        torch.cuda.set_per_process_memory_fraction(gpu * 0.95)
-
-
-def run_one(store: RunDir, cfg: dict, objectives: dict, epochs_fn=trial_epochs, report=None, **fields) -> None:
-    """One configuration: its attempt recorded (with `fields`), its epochs trained, written and
-    reported (`report`, default `ray.tune.report`) while its worker's stderr is captured; a Python
-    error is recorded, then raised."""
-    extra = start_attempt(store, cfg, **crash.capture_fields([cfg["trial_id"]]), **fields)   # one record write
-    with crash.captured_stderr(store, [cfg["trial_id"]]):   # a dead worker leaves its stderr in the run directory
-        _train(store, cfg, extra, objectives, epochs_fn, report)
-
-
-def _train(store: RunDir, cfg: dict, extra: dict, objectives: dict, epochs_fn, report=None) -> None:
-    """The epochs of one trial, each written, recorded and reported; a Python error is recorded."""
-    import torch
-    from ray import tune
-
-    report = report or tune.report
-    tid = cfg["trial_id"]
-    timer = {"t0": time.perf_counter(), "sink_s": 0.0, "inner_s": 0.0}
-
-    def sink(epoch, rows):
-        t = time.perf_counter()
-        store.write_epoch(tid, epoch, rows, {**extra, "epoch_ended_at": time.time()})
-        timer["sink_s"] += time.perf_counter() - t
-
-    try:
-        epochs = epochs_fn({**cfg, "checkpoint_dir": str(store.checkpoint_dir(tid))}, sink)
-        for epoch, rows in _timed(epochs, timer):
-            last = {**summarize(rows, objectives), "epoch_rows": len(rows), "member": tid,   # as a unit's results
-                    "hostname": extra["hostname"], "node_id": extra["node_id"]}
-            store.record_epoch(tid, epoch, len(rows), final=last)
-            report(last)
-    except torch.cuda.OutOfMemoryError as e:
-        store.update_record(tid, status="oom", error=format_error(e, frames=0),
-                            wall_s=time.perf_counter() - timer["t0"])
-        return
-    except Exception as e:
-        store.update_record(tid, status="error", error=format_error(e), wall_s=time.perf_counter() - timer["t0"])
-        raise
-    wall, run_trial_s = time.perf_counter() - timer["t0"], timer["inner_s"] - timer["sink_s"]
-    store.update_record(tid, ran_to_end=True, wall_s=wall, sink_s=timer["sink_s"], run_trial_s=run_trial_s,
-                        overhead_s=wall - run_trial_s)
-
-
-def _timed(epochs, timer: dict):
-    """Pass the epochs through, adding the time spent producing them to timer["inner_s"]."""
-    while True:
-        t = time.perf_counter()
-        try:
-            item = next(epochs)
-        except StopIteration:
-            return
-        finally:
-            timer["inner_s"] += time.perf_counter() - t
-        yield item
-
-
-@contextlib.contextmanager
-def _environ(values: dict):
-    """Set environment variables for a block and restore them after (no process-wide leftovers)."""
-    old = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
-
-
-# ---------------------------------------------------------------------- driver
 def _objectives(spec: Spec) -> dict:
     out = {}
     if spec.search.get("metric"):
@@ -264,7 +114,7 @@ def run_sweep(spec: Spec, out, address: str | None = None, resources: dict | Non
     # is released, and sweeps.stop.Stopped (exit 143 / 2) reaches the CLI (sweeps/stop.py, sweeps/lock.py)
     try:
         with StopOnSignal() as stop, RunLock(store.path, on_lost=stop.request) as held, \
-                driver_log(store.path), _environ(env):
+                driver_log(store.path), environ(env):
             if held.previous:
                 log.warning("took over the lock of a driver that is gone: %s", held.previous)
             killed = procs.cleanup(store.path)   # the Ray of a driver that died holding this directory
@@ -305,7 +155,7 @@ def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks,
         procs.record(store.path)
     import_tensorboardx_without_torch()
     progress = SweepProgress.for_run(spec, store, planned, TERMINAL, quiet)
-    callbacks = [progress, *logger_callbacks(spec.loggers, store.path, spec.name), *callbacks]
+    callbacks = [tune_callback(progress), *logger_callbacks(spec.loggers, store.path, spec.name), *callbacks]
     callbacks.append(finisher(store, spec.base_config()))
     callbacks.append(stop.tune_callback())   # a SIGTERM that came while the Tuner was being built
     if not address:
@@ -428,13 +278,7 @@ def _fit(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: i
         if r.config is None:   # the trial's actor died before the trial started: it stays planned, re-run next pass
             log.warning("a trial ended before it started (%s); it is run again", format_error(r.error) if r.error else "?")
             continue
-        cfg = tune_trial_config(r.config, spec.base_config())
-        if fuse.is_unit(cfg):
-            fuse.finish_members(store, cfg, r.error)
-        elif pack.is_unit(cfg):
-            pack.finish_members(store, cfg, r.error)
-        else:
-            finish_trial(store, cfg["trial_id"], r.metrics or {}, r.error)
+        finish_any(store, tune_trial_config(r.config, spec.base_config()), r.metrics or {}, r.error)
 
 
 def _after_memory_kill(store: RunDir, killed: list[str], address: str | None, stop: StopOnSignal) -> None:
@@ -455,6 +299,18 @@ def _after_memory_kill(store: RunDir, killed: list[str], address: str | None, st
     procs.record(store.path)
 
 
+def tune_callback(target):
+    """A Ray Tune `Callback` that passes Tune's events to `target`'s methods of the same names
+    (`on_trial_start`, …), so that `target` (the progress bar) needs no Ray import."""
+    from ray.tune import Callback
+
+    def forward(name):
+        return lambda self, *args, **kwargs: getattr(target, name)(*args, **kwargs)
+
+    hooks = {name: forward(name) for name in dir(Callback) if name.startswith("on_") and hasattr(target, name)}
+    return type(f"{type(target).__name__}Events", (Callback,), hooks)()
+
+
 def finisher(store: RunDir, base: dict):
     """A Ray Tune callback that finishes each trial as soon as it ends (not when its chunk ends), so
     a driver crash mid-chunk loses no finished work; `_fit` settles the rest (repeating is safe)."""
@@ -470,7 +326,7 @@ def finisher(store: RunDir, base: dict):
             if pack.is_unit(unit) and result.get("member"):   # settle the configurations before it as the unit runs
                 ended, n = pack.ended_before(unit, result["member"]), self.settled.get(trial.trial_id, 0)
                 try:
-                    pack.finish_members(store, unit, None, ended[n:])
+                    finish_packed(store, unit, None, ended[n:])
                     self.settled[trial.trial_id] = max(n, len(ended))
                 except Exception as e:   # never break Tune's loop: the unit's end settles them again
                     log.warning("finishing configurations of %s failed (retried at its end): %s", unit["trial_id"], e)
@@ -478,12 +334,9 @@ def finisher(store: RunDir, base: dict):
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.settled.pop(trial.trial_id, None)
             cfg = tune_trial_config(trial.config, base)
-            if not fuse.is_unit(cfg):
+            if not fuse.is_unit(cfg):   # a fused unit's members are settled when its chunk ends
                 try:
-                    if pack.is_unit(cfg):
-                        pack.finish_members(store, cfg, None)
-                    else:
-                        finish_trial(store, cfg["trial_id"], trial.last_result or {}, None)
+                    finish_any(store, cfg, trial.last_result or {}, None)
                 except Exception as e:   # never break Tune's loop: `_fit` finishes the trial again
                     log.warning("finishing trial %s failed (retried after the chunk): %s", cfg["trial_id"], e)
 

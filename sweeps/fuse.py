@@ -16,39 +16,21 @@ configurations, and a member continues from its own checkpoint (the checkpoint f
 separate trial's, so fused and unfused runs resume each other).
 
 Fusing is refused with a scheduler (ASHA would stop the whole group) or Optuna (it proposes one
-configuration at a time); both are checked by `check_spec` before anything starts.
+configuration at a time); `sweeps.checks.unit_size` says so before anything starts. The Ray trial
+of a unit is `sweeps.worker`'s; its members are settled by `sweeps.finish.finish_fused`.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
-import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING
 
-from . import crash
-
-if TYPE_CHECKING:
-    from .store import RunDir
+from .plan import planned_configs
+from .spec import load_spec
+from .store import RunDir, atomic_write_json
 
 FUSE_KEY = "fused"   # a fused unit of the plan: {"fused": [config, ...], "trial_id": ..., "epochs": ...}
-
-
-def check_spec(raw_fuse, algorithm: str, scheduler, key: str = "fuse", unit: str = "fused group",
-               meaning: str = "configurations trained as one fused model") -> int:
-    """The validated `fuse` value (0 = off); raises ValueError saying what is accepted. `key`, `unit`
-    and `meaning` name the spec key (`pack: k` is checked by the same rules, sweeps/pack.py)."""
-    if raw_fuse is None or raw_fuse is False:
-        return 0
-    if isinstance(raw_fuse, bool) or not isinstance(raw_fuse, int) or raw_fuse < 0:
-        raise ValueError(f"an integer k >= 2 ({meaning}), or 0 / absent for off")
-    if raw_fuse >= 2 and algorithm == "optuna":
-        raise ValueError(f"Optuna proposes one configuration at a time; {key} works with search.algorithm "
-                         "grid or random")
-    if raw_fuse >= 2 and scheduler:
-        raise ValueError(f"a scheduler (ASHA) would stop a whole {unit}; remove `scheduler` or `{key}`")
-    return raw_fuse if raw_fuse >= 2 else 0
 
 
 def group(configs: list[dict], k: int) -> tuple[list[list[dict]], list[tuple[dict, str]]]:
@@ -89,8 +71,6 @@ def units(configs: list[dict], k: int, store: RunDir | None = None) -> list[dict
         return configs
     groups, singles = group(configs, k)
     if store is not None:
-        from .store import atomic_write_json
-
         plan = plan_summary(groups, singles, k)
         atomic_write_json(store.path / "fuse_plan.json", plan)
         logging.getLogger("ncsweep").info("%s", _text(plan, len(configs)))
@@ -126,75 +106,11 @@ def is_unit(cfg: dict | None) -> bool:
     return bool(cfg) and FUSE_KEY in cfg
 
 
-# ---------------------------------------------------------------------- inside the Ray trial
-def fused_trainable(params: dict, run_dir: str, base: dict, objectives: dict, gpu: float, cpu: float) -> None:
-    """Train a fused unit in a Ray worker. Per member: its attempt recorded, its rows written
-    before its checkpoint, its record updated each epoch; one Tune result per member-epoch."""
-    from .runner import prepare_worker, start_attempt, trial_config
-    from .store import RunDir
-
-    store = RunDir(run_dir)
-    cfgs = [trial_config({"trial": m}, base, store) for m in params["trial"][FUSE_KEY]]
-    tids = [c["trial_id"] for c in cfgs]
-    prepare_worker(gpu, cpu)
-    extras = [start_attempt(store, c, fused_with=tids, **crash.capture_fields(tids)) for c in cfgs]   # one write each
-    with crash.captured_stderr(store, tids):   # a worker that dies leaves its stderr in the run directory
-        _train_unit(store, cfgs, extras, objectives)
-
-
-def _train_unit(store, cfgs: list[dict], extras: list[dict], objectives: dict) -> None:
-    """The fused epochs of one unit, per member written, recorded and reported."""
-    import torch
-    from ray import tune
-
-    from nccore.fused import iter_fused_epochs
-
-    from .runner import summarize
-    from .verify import format_error
-
-    tids = [c["trial_id"] for c in cfgs]
-    t0, sink_s = time.perf_counter(), [0.0]
-
-    def sink_of(i):
-        def sink(epoch, rows):
-            t = time.perf_counter()
-            store.write_epoch(tids[i], epoch, rows, {**extras[i], "epoch_ended_at": time.time()})
-            sink_s[0] += time.perf_counter() - t
-        return sink
-
-    try:
-        for i, epoch, rows in iter_fused_epochs([{**c, "checkpoint_dir": str(store.checkpoint_dir(c["trial_id"]))}
-                                                 for c in cfgs], [sink_of(i) for i in range(len(cfgs))]):
-            last = {**summarize(rows, objectives), "epoch_rows": len(rows), "member": tids[i],
-                    "hostname": extras[i]["hostname"], "node_id": extras[i]["node_id"]}
-            store.record_epoch(tids[i], epoch, len(rows), final=last)
-            tune.report(last)
-    except torch.cuda.OutOfMemoryError as e:
-        for tid in tids:
-            store.update_record(tid, status="oom", error=format_error(e, frames=0), wall_s=time.perf_counter() - t0)
-        return
-    except Exception as e:
-        for tid in tids:
-            store.update_record(tid, status="error", error=format_error(e), wall_s=time.perf_counter() - t0)
-        raise
-    wall = time.perf_counter() - t0
-    for tid in tids:
-        store.update_record(tid, ran_to_end=True, wall_s=wall, sink_s=sink_s[0] / len(tids), fused_wall_s=wall)
-
-
-def finish_members(store: RunDir, unit: dict, error) -> None:
-    """Settle each configuration of a fused unit Tune has finished (driver side)."""
-    from .verify import finish_trial
-
-    for cfg in unit[FUSE_KEY]:
-        rec = store.read_record(cfg["trial_id"]) or {}
-        finish_trial(store, cfg["trial_id"], rec.get("final") or {}, error)
+def members(unit: dict) -> list[dict]:
+    return unit[FUSE_KEY]
 
 
 def describe_spec(path) -> str:
     """How the spec at `path` is grouped (its `fuse`, or 2 when it does not set one)."""
-    from .plan import planned_configs
-    from .spec import load_spec
-
     spec = load_spec(path)
     return describe(planned_configs(spec), spec.fuse or 2)

@@ -12,34 +12,8 @@ names one whose package is missing is refused before Ray starts.
 """
 from __future__ import annotations
 
-import importlib.util
 import os
 from pathlib import Path
-
-from nccore.catalogue import did_you_mean
-
-# spec name -> (the package it needs, the pip extra that installs it)
-LOGGERS = {"tensorboard": ("tensorboardX", None), "mlflow": ("mlflow", "mlflow"), "wandb": ("wandb", "wandb")}
-
-
-def check_loggers(value) -> list[str]:
-    """The spec's `loggers` field as a list of names, or SpecError naming the bad value."""
-    from .spec import SpecError
-
-    if value is None:
-        return []
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        raise SpecError(f"spec field `loggers` = {value!r}: a list of names from {sorted(LOGGERS)}")
-    for name in names:
-        if name not in LOGGERS:
-            raise SpecError(f"spec field `loggers` = {value!r}: unknown logger {name!r}; choose from "
-                            f"{sorted(LOGGERS)}; {did_you_mean(name, LOGGERS)}")
-        package, extra = LOGGERS[name]
-        if importlib.util.find_spec(package) is None:
-            raise SpecError(f"spec field `loggers` names {name!r}, but the {package} package is not installed: "
-                             f"pip install 'ncsweep[{extra}]'")
-    return list(dict.fromkeys(names))
 
 
 def logger_env(names: list[str]) -> dict:

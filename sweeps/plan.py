@@ -10,13 +10,14 @@ from __future__ import annotations
 import itertools
 import json
 import math
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
 from nccore.config import trial_id
 
-from .spec import Spec  # noqa: F401  (type of the argument)
+if TYPE_CHECKING:   # the argument's type; the spec layer imports this module
+    from .spec import Spec
 
 
 def _sample(kind: str, vals, rng: np.random.Generator):

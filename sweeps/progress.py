@@ -11,7 +11,7 @@ The ETA after a `resume` is right because it is computed from this session's own
 (epochs still to run) / (epochs run in this session per second since its first trial started).
 Epochs that a trial will not run (a scheduler stopped it, it failed) are taken off the total when
 it ends; a trial resumed from its checkpoint reports epoch numbers from where it left off. The bar is drawn only on a terminal; in a log file or a pipe it stays silent, and each
-failed trial's error goes to the `ncsweep` logger (RUN_DIR/ncsweep.log).
+failed trial's error goes to the `ncsweep` logger (RUN_DIR/ncsweep.log). Nothing here imports Ray.
 """
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ import time
 
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn
-from ray.tune import Callback
 
 from nccore.config import DEFAULTS
 
@@ -59,8 +58,9 @@ def format_eta(seconds: float | None) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
-class SweepProgress(Callback):
-    """Counts for one sweep (across all the Tuners a chunked sweep runs).
+class SweepProgress:
+    """Counts for one sweep (across all the Tuners a chunked sweep runs); Ray Tune calls its
+    `on_trial_*` methods through `sweeps.driver.tune_callback`.
 
     planned: trials in the sweep; done_before / epochs_before: trials finished and epochs run by
     earlier sessions (a resume); total_epochs: epochs of all planned trials; base: the spec's base

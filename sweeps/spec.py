@@ -31,9 +31,6 @@ from pathlib import Path
 from nccore.catalogue import CONFIG, DEFAULTS
 
 from . import checks, crosschecks
-from .fuse import check_spec as check_fuse
-from .pack import check_spec as check_pack
-from .loggers import check_loggers
 from .yamlsafe import YamlProblem, load_yaml
 
 TOP_KEYS = {"name", "description", "dataset", "base", "space", "variants", "search", "scheduler", "resources",
@@ -172,24 +169,8 @@ def _parse(raw, default_name, pr: "checks.Problems") -> Spec | None:
     resources = {"cpu": 1, "gpu": 0}
     with pr.guard("resources"):
         resources = checks.resources(raw.get("resources"), pr)
-    loggers = []
-    try:
-        loggers = check_loggers(raw.get("loggers"))
-    except SpecError as e:
-        pr.lines += e.problems
-    except Exception as e:
-        pr.add("loggers", raw.get("loggers"), f"could not be checked ({e})")
-    fuse = 0
-    try:
-        fuse = check_fuse(raw.get("fuse"), search.get("algorithm") if isinstance(search, dict) else None, scheduler)
-    except ValueError as e:
-        pr.add("fuse", raw.get("fuse"), str(e))
-    pack = 0
-    try:
-        pack = check_pack(raw.get("pack"), search.get("algorithm") if isinstance(search, dict) else None, scheduler,
-                          fuse)
-    except ValueError as e:
-        pr.add("pack", raw.get("pack"), str(e))
+    loggers = checks.loggers(raw.get("loggers"), pr)
+    fuse, pack = checks.units(raw, search, scheduler, pr)
     max_concurrent = checks.integer(raw.get("max_concurrent"), "max_concurrent", pr, low=1, optional=True)
     retries = checks.integer(raw.get("retries", 1), "retries", pr, low=0)
     chunk_size = checks.integer(raw.get("chunk_size", 256), "chunk_size", pr, low=1)

@@ -35,13 +35,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from .faults import fault
-
 from nccore.catalogue import SCHEMA_VERSION, row_schema   # row column types are declared in the catalogue
 
+from .faults import fault
+from .layout import KEY, MANIFEST, MERGED, ROWS, TRIALS, epoch_file
+
 INT_COLUMNS = {f.name for f in row_schema() if pa.types.is_integer(f.type)}
-# the directory's names, key and statuses are sweeps.layout's (re-exported for the runner's modules)
-from .layout import FAILED, KEY, MANIFEST, MERGED, ROWS, STATUSES, TERMINAL, TRIALS, epoch_file  # noqa: E402,F401
 
 
 class DamagedRows(ValueError):

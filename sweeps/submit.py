@@ -4,7 +4,7 @@
 
 The spec is checked here first (nothing is sent if it is invalid), then sent with the job as an
 environment variable — no file upload, so nothing depends on Ray's package cache — and the head runs
-`python -m sweeps.submit DIR`, which writes the spec to a temporary file and runs
+`python -m sweeps.job DIR` (sweeps/job.py), which writes the spec to a temporary file and runs
 `ncsweep run SPEC --out DIR --address auto`.
 The driver lives on the head node, so closing the terminal or the laptop that submitted does not
 stop the sweep. DIR is a path *on the cluster*: storage every node mounts (NFS, EFS, Lustre, a PVC),
@@ -17,7 +17,6 @@ from __future__ import annotations
 import re
 import shlex
 import sys
-import tempfile
 import time
 from pathlib import Path, PurePosixPath
 
@@ -31,34 +30,10 @@ SPEC_ENV = "NCSWEEP_SUBMITTED_SPEC"
 
 def entrypoint(out: str, resources: str | None = None, python: str = "python") -> str:
     """The shell command the Ray Job runs on the head node (the spec travels in SPEC_ENV)."""
-    cmd = [*shlex.split(python), "-m", "sweeps.submit", out]
+    cmd = [*shlex.split(python), "-m", "sweeps.job", out]
     if resources:
         cmd += ["--resources", resources]
     return shlex.join(cmd)
-
-
-def job_main(argv=None) -> int:
-    """Inside the Ray Job: the submitted spec to a file, then `ncsweep run SPEC --out DIR --address auto`."""
-    import argparse
-    import os
-
-    from .cli import main
-
-    p = argparse.ArgumentParser(prog="python -m sweeps.submit", description="(run by `ncsweep submit` on the head)")
-    p.add_argument("out")
-    p.add_argument("--resources")
-    a = p.parse_args(argv)
-    text = os.environ.get(SPEC_ENV)
-    if not text:
-        print(f"{SPEC_ENV} is not set: this module is the entrypoint `ncsweep submit` gives its Ray Job",
-              file=sys.stderr)
-        return 2
-    with tempfile.TemporaryDirectory(prefix="ncsweep-job-") as tmp:
-        name = os.environ.get("NCSWEEP_SUBMITTED_NAME", "spec")
-        path = Path(tmp) / f"{name}.yaml"
-        path.write_text(text)
-        return main(["run", str(path), "--out", a.out, "--address", "auto",
-                     *(["--resources", a.resources] if a.resources else [])])
 
 
 def check_out(out: str) -> str:
@@ -150,6 +125,3 @@ def add_parser(sub) -> None:
     s.add_argument("--wait", action="store_true", help="print the job's log until it ends; exit 0 if it succeeded")
     s.set_defaults(fn=cmd_submit)
 
-
-if __name__ == "__main__":
-    sys.exit(job_main())

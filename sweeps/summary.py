@@ -8,7 +8,9 @@ counted as files, not opened.
 """
 from __future__ import annotations
 
-from .store import FAILED, TERMINAL, RunDir
+from .layout import FAILED, TERMINAL
+from .store import RunDir
+from .verify import verify
 
 
 def planned_count(store: RunDir) -> int:
@@ -44,7 +46,6 @@ def recorded_rows(rec: dict) -> int | None:
 def status_summary(store: RunDir) -> dict:
     """`sweep_summary` plus epochs run, rows written (from the records), result files (listed,
     not opened), and `verify`'s problems."""
-    from .verify import verify   # finished trials' rows present and matching their checksums
 
     recs = store.records()
     s = sweep_summary(store, recs)

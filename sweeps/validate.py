@@ -12,14 +12,13 @@ import sys
 from nccore.catalogue import MAX_PLANNED_TRIALS
 
 from .keys import add_keys_parser, explain
+from .plan import iter_planned_configs, plan_size
 from .spec import SpecError, load_spec
 
 EXIT_VALID, EXIT_INVALID = 0, 2
 
 
 def summary(path: str, spec) -> list[str]:
-    from .plan import iter_planned_configs, plan_size
-
     n = plan_size(spec)
     if spec.search["algorithm"] == "optuna":
         count = f"{n} trials sampled by Optuna on {spec.search['metric']} ({spec.search['mode']})"
@@ -35,8 +34,6 @@ def summary(path: str, spec) -> list[str]:
 
 
 def trial_lines(spec, limit: int = 1000) -> list[str]:
-    from .plan import iter_planned_configs
-
     axes = spec.swept_axes()
     out = []
     for i, cfg in enumerate(iter_planned_configs(spec)):

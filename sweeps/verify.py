@@ -1,11 +1,10 @@
 """Check and repair a run directory: every finished trial's rows present, whole and counted once.
 
-The driver finishes each trial (`finish_trial`): it checks that the rows the worker wrote are
-visible to it, merges them into one file (`RunDir.compact`, idempotent), and records that file's
-row count and SHA-256 in the trial's record before the record says `completed`. So a record that
-says a trial finished is proof its rows were there; `verify` re-checks that proof, and a trial
-whose file is missing or damaged is re-planned (`replan`: its rows and checkpoint are removed and
-it runs again from scratch) — never left `completed` with rows missing.
+The driver finishes each trial (`sweeps.finish.finish_trial`) by recording its merged rows' count and
+SHA-256 before the record says `completed`. So a record that says a trial finished is proof its rows
+were there; `verify` re-checks that proof, and a trial whose file is missing or damaged is
+re-planned (`sweeps.finish.replan`: its rows and checkpoint are removed and it runs again from
+scratch) — never left `completed` with rows missing.
 
     ncsweep verify DIR     what is wrong, and what `repair` would do (exit 1 if anything)
     ncsweep repair DIR     do it: rebuild the manifest from spec.json and the trial records,
@@ -15,152 +14,18 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import sys
 import time
-import traceback
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from nccore.config import DEFAULTS
-
 from . import lock, procs
-from .crash import death_cause
-from .faults import fault
-from .layout import FAILED, FINISHED, TERMINAL, epoch_file
-from .store import DamagedRows, RunDir, file_sha256
-
-MAX_REPLANS = 2       # a trial whose rows are damaged again after this many re-runs is failed
-MAX_MESSAGE = 500     # characters of an exception's message kept in a trial's error field
-_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-
-
-# ---------------------------------------------------------------------- errors
-def root_cause(exc: BaseException) -> BaseException:
-    """The innermost exception: through Ray's wrappers (`.cause`) and Python's chaining."""
-    seen = set()
-    while id(exc) not in seen:
-        seen.add(id(exc))
-        nxt = getattr(exc, "cause", None)
-        if not isinstance(nxt, BaseException):
-            nxt = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-        if nxt is None:
-            break
-        exc = nxt
-    return exc
-
-
-def raised_in_python(exc: BaseException) -> bool:
-    """Whether Ray's error carries a Python exception the trial raised (a RayTaskError), rather than
-    the death of its process (ActorDiedError, WorkerCrashedError, OutOfMemoryError, …)."""
-    return any(c.__name__ == "RayTaskError" for c in type(exc).__mro__)
-
-
-def format_error(exc: BaseException, frames: int = 3) -> str:
-    """`Type: message` of the root exception, then its last `frames` frames — no Ray banner."""
-    root = root_cause(exc)
-    msg = _ANSI.sub("", str(root)).strip()
-    if type(root).__name__.startswith("RayTaskError") or "ray::" in msg:
-        # the cause did not survive the trip to the driver: keep the traceback's last line
-        lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
-        return lines[-1] if lines else type(root).__name__
-    if len(msg) > MAX_MESSAGE:
-        msg = msg[:MAX_MESSAGE] + " …"
-    out = [f"{type(root).__name__}: {msg}" if msg else type(root).__name__]
-    for f in traceback.extract_tb(root.__traceback__)[-frames:] if frames else []:
-        out.append(f"  {Path(f.filename).name}:{f.lineno} in {f.name}: {f.line}")
-    return "\n".join(out)
-
-
-# ---------------------------------------------------------------------- a trial's end (driver)
-def visible_rows(store: RunDir, tid: str, epoch: int) -> int:
-    """How many rows of `epoch` of trial `tid` the driver can read (DamagedRows if unreadable)."""
-    part = store.rows_dir(tid) / epoch_file(epoch)
-    try:
-        if part.exists():
-            return pq.read_metadata(part).num_rows
-        merged = store.merged_path(tid)
-        if merged.exists():
-            col = pq.read_table(merged, columns=["epoch"]).column("epoch").to_pylist()
-            return sum(e == epoch for e in col)
-    except Exception as e:
-        raise DamagedRows(f"{part if part.exists() else store.merged_path(tid)}: unreadable ({type(e).__name__})") from e
-    return 0
-
-
-def not_visible_message(result: dict) -> str:
-    node = f"{result.get('hostname', '?')} (Ray node {str(result.get('node_id', '?'))[:16]})"
-    return (f"rows written on node {node} are not visible to the driver: "
-            f"is --out on storage every node shares?")
-
-
-def finish_trial(store: RunDir, tid: str, result: dict, error) -> str:
-    """Settle a trial Tune has finished: its status, and for a trial that ran, its rows merged,
-    counted and checksummed. result: its last Tune result (empty if it reported nothing);
-    error: Tune's error for it, or None. Safe to repeat after a crash at any point."""
-    rec = store.read_record(tid)
-    if (rec or {}).get("status") in (*TERMINAL, "pending"):
-        return rec["status"]   # settled already (as it ended, or re-planned to run again)
-    if error is not None:
-        if (rec or {}).get("error") or raised_in_python(error):   # not a dead process: a Python error
-            store.update_record(tid, status="failed", error=(rec or {}).get("error") or format_error(error))
-            return "failed"
-        status, why, tail = death_cause(store.path, rec or {}, format_error(error), str(error))   # the process died
-        store.update_record(tid, status=status, error=why, stderr_tail=tail)
-        return status
-    try:
-        if result.get("epoch_rows") and (rec is None or visible_rows(store, tid, result["epoch"]) < result["epoch_rows"]):
-            store.update_record(tid, status="failed", error=not_visible_message(result))
-            return "failed"
-        info = store.compact(tid)
-    except DamagedRows as e:
-        return replan(store, tid, str(e))
-    rec = store.read_record(tid) or {}
-    done = int(rec.get("epochs_done") or 0)
-    missing = sorted(set(range(done)) - set(info["epochs"]))
-    if missing:
-        return replan(store, tid, f"rows of epochs {missing} are missing")
-    if (rec.get("final") or {}).get("diverged"):
-        status = "diverged"
-    elif rec.get("ran_to_end") or done >= int((rec.get("config") or {}).get("epochs", DEFAULTS["epochs"])):
-        status = "completed"
-    else:
-        status = "stopped"     # the scheduler ended it before its max epochs
-    fault("finish.before_record")
-    store.update_record(tid, status=status, rows=info["rows"], rows_sha256=info["sha256"], finished_at=time.time(),
-                        epochs_done=max([done, *(e + 1 for e in info["epochs"])]))
-    return status
-
-
-def replan(store: RunDir, tid: str, reason: str) -> str:
-    """Run the trial again from scratch: its rows and checkpoint are removed (in that order, so a
-    crash part-way leaves a trial that `verify` still finds damaged)."""
-    rec = store.read_record(tid) or {}
-    n = int(rec.get("replans") or 0) + 1
-    shutil.rmtree(store.rows_dir(tid), ignore_errors=True)
-    shutil.rmtree(store.checkpoint_dir(tid), ignore_errors=True)
-    if n > MAX_REPLANS:
-        store.update_record(tid, status="failed", error=f"rows damaged again after {n - 1} re-runs: {reason}")
-        return "failed"
-    store.update_record(tid, status="pending", replans=n, replanned_because=reason, epochs_done=0, rows_by_epoch={}, final=None,
-                        rows=None, rows_sha256=None, ran_to_end=False)
-    return "pending"
-
-
-def start_fresh_if_corrupt(store: RunDir, tid: str) -> None:
-    """An unreadable checkpoint is set aside (state.pt.corrupt) and the trial restarts from scratch;
-    its rows so far are removed (the new run rewrites them) and its record says why."""
-    from nccore import checkpoint   # torch: imported only where a checkpoint is read
-
-    d = store.checkpoint_dir(tid)
-    try:
-        checkpoint.load(d)
-    except checkpoint.CorruptCheckpoint as e:
-        (d / checkpoint.FILE).replace(d / f"{checkpoint.FILE}.corrupt")
-        shutil.rmtree(store.rows_dir(tid), ignore_errors=True)
-        store.update_record(tid, epochs_done=0, rows_by_epoch={}, restarted_from_scratch=f"{e}", restarted_at=time.time())
+from .finish import replan
+from .plan import planned_configs
+from .spec import parse_spec
+from .store import RunDir, file_sha256
+from .layout import FINISHED
 
 
 # ---------------------------------------------------------------------- checking a directory
@@ -322,9 +187,6 @@ def build_manifest(spec, planned: list[dict] | None, res: dict, created_at: floa
 
 
 def rebuild_manifest(store: RunDir, saved: dict) -> dict:
-    from .plan import planned_configs
-    from .spec import parse_spec
-
     spec = parse_spec(saved["spec"], default_name=saved["name"])
     planned = None if spec.search["algorithm"] == "optuna" else planned_configs(spec)
     started = [r.get("started_at") for r in store.records().values() if r.get("started_at")]

@@ -9,7 +9,8 @@ from sweeps import lock
 from sweeps.plan import planned_configs
 from sweeps.spec import parse_spec
 from sweeps.store import RunDir
-from sweeps.verify import build_manifest, finish_trial, remove_temp_files, replan_damaged
+from sweeps.finish import finish_trial
+from sweeps.verify import build_manifest, remove_temp_files, replan_damaged
 
 EPOCHS, TRIALS = 3, ("t0", "t1")
 SPLITS, GROUPS = ("train", "val", "test"), ("all", "0", "1")

@@ -445,10 +445,12 @@ def test_submit_sends_the_spec_with_a_job_whose_entrypoint_runs_it(tmp_path, mon
 
     monkeypatch.setattr("sweeps.cli.main", fake_main)
     argv = shlex.split(jobs.submitted["entrypoint"])
-    assert argv[:3] == ["python", "-m", "sweeps.submit"]
+    assert argv[:3] == ["python", "-m", "sweeps.job"]
     for k, v in env.items():
         monkeypatch.setenv(k, v)
-    assert sub.job_main(argv[3:]) == 0
+    from sweeps import job
+
+    assert job.main(argv[3:]) == 0
     a = parse_ncsweep(["ncsweep", *seen["argv"]])
     assert (a.cmd, a.out, a.address, a.resources) == ("run", "/mnt/shared/runs/demo", "auto", "cpu=1,gpu=0.25")
     assert seen["spec"] == env[sub.SPEC_ENV] and Path(a.spec).name == "demo.yaml"

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from sweeps.cli import main
-from sweeps.runner import run_sweep
+from sweeps.driver import run_sweep
 from sweeps.spec import parse_spec
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -20,11 +20,14 @@ import torch
 
 from nccore import checkpoint
 from sweeps import faults, lock, procs
-from sweeps.runner import max_epochs
+from sweeps.driver import max_epochs
 from sweeps.spec import parse_spec
 from sweeps.store import RunDir
 from sweeps.summary import exit_code, failure_line, status_summary
-from sweeps.verify import check_trial, finish_trial, format_error, repair, replan_damaged, start_fresh_if_corrupt, verify
+from sweeps.crash import format_error
+from sweeps.finish import finish_trial
+from sweeps.verify import check_trial, repair, replan_damaged, verify
+from sweeps.worker import start_fresh_if_corrupt
 from tests.faultsim import EPOCHS, GROUPS, PLANNED, SPEC, SPLITS, assert_exactly_once, sweep, worker
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ import sys
 
 import pytest
 
-from sweeps.runner import run_sweep
+from sweeps.driver import run_sweep
 from sweeps.spec import parse_spec
 
 

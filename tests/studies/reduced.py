@@ -14,7 +14,7 @@ def run_reduced(name: str, tmp_path, capsys, space=None, variants=None):
     """(spec, rows, findings by id) of the spec sweeps/specs/<name>.yaml with `space` / `variants`
     replaced; fails when a verdict is unknown or a primary outcome or manipulation check has no CI."""
     from analysis.load import load
-    from sweeps.runner import run_sweep
+    from sweeps.driver import run_sweep
     from sweeps.spec import parse_spec
 
     raw = yaml.safe_load(Path(f"sweeps/specs/{name}.yaml").read_text())

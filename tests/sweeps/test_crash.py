@@ -11,7 +11,7 @@ import pytest
 
 from sweeps import crash, faults
 from sweeps.store import RunDir
-from sweeps.verify import finish_trial
+from sweeps.finish import finish_trial
 
 ROOT = Path(__file__).resolve().parents[2]
 # a worker stand-in: captures its stderr like a trial, prints, then dies the way argv[2] says

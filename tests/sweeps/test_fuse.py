@@ -67,7 +67,7 @@ def test_spec_refuses_fuse_it_cannot_honour(extra, msg):
 def test_a_fused_sweep_writes_what_separate_trials_write(tmp_path):
     import pyarrow.parquet as pq
 
-    from sweeps.runner import run_sweep
+    from sweeps.driver import run_sweep
     from sweeps.store import RunDir
 
     spec = parse_spec({"name": "fz", "dataset": {"name": "biased_shapes", "options": DATA}, "base": BASE,
@@ -95,20 +95,21 @@ def test_the_fused_trial_writes_each_configuration_as_a_separate_trial(tmp_path,
     checkpoint; the driver-side finish settles each one; a diverged member does not stop the other."""
     import ray.tune
 
-    from sweeps import runner
+    from sweeps import worker
+    from sweeps.finish import finish_fused
     from sweeps.store import RunDir
 
     reports = []
     monkeypatch.setattr(ray.tune, "report", lambda metrics, **kw: reports.append(metrics))
-    monkeypatch.setattr(runner, "start_attempt", lambda store, cfg, **fields: (
+    monkeypatch.setattr(worker, "start_attempt", lambda store, cfg, **fields: (
         store.update_record(cfg["trial_id"], status="running", attempts=1, config=cfg, **fields),
         {"attempt": 1, "hostname": "h", "node_id": "n"})[1])
     spec = parse_spec({"name": "fz", "dataset": {"name": "biased_shapes", "options": DATA},
                        "base": {**BASE, "epochs": 2}, "space": {"lr": {"grid": [0.05, 1e12]}}, "fuse": 2})
     (unit,) = fuse.units(planned_configs(spec), 2)
-    fuse.fused_trainable({"trial": unit}, str(tmp_path), spec.base_config(), {}, gpu=0, cpu=1)
+    worker.trainable({"trial": unit}, str(tmp_path), spec.base_config(), {}, gpu=0, cpu=1)
     store = RunDir(tmp_path)
-    fuse.finish_members(store, unit, None)
+    finish_fused(store, unit, None)
     good, bad = (store.read_record(c["trial_id"]) for c in unit["fused"])
     assert good["status"] == "completed" and bad["status"] == "diverged"
     assert good["fused_with"] == [c["trial_id"] for c in unit["fused"]]

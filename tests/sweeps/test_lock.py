@@ -170,12 +170,12 @@ def test_a_lost_lock_stops_the_driver_from_the_heartbeat_thread_with_exit_2(tmp_
 
 
 def test_ncsweep_exits_with_the_stop_code_and_message(monkeypatch, capsys, tmp_path):
-    from sweeps import runner
+    from sweeps import cli
 
     def stopped(*a, **k):
         raise Stopped(f"stopped by SIGTERM: continue with `ncsweep resume {tmp_path}`", 143)
 
-    monkeypatch.setattr(runner, "run_sweep", stopped)
+    monkeypatch.setattr(cli, "run_sweep", stopped)
     assert main(["run", str(ROOT / "sweeps/specs/demo.yaml"), "--out", str(tmp_path)]) == 143
     assert f"ncsweep resume {tmp_path}" in capsys.readouterr().err
 

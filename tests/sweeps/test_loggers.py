@@ -3,8 +3,13 @@ import importlib.util
 
 import pytest
 
-from sweeps.loggers import check_loggers, logger_callbacks, logger_env
-from sweeps.spec import SpecError
+from sweeps.loggers import logger_callbacks, logger_env
+from sweeps.spec import SpecError, parse_spec
+
+
+def check_loggers(value) -> list[str]:
+    """A spec's `loggers` field as the spec parser accepts it (SpecError otherwise)."""
+    return parse_spec({"name": "loggers", "loggers": value}).loggers
 
 
 def test_names_map_to_ray_tunes_callbacks(tmp_path):

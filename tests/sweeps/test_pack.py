@@ -8,6 +8,8 @@ import pandas as pd
 import pytest
 
 from sweeps import pack
+from sweeps.finish import finish_packed
+from sweeps.worker import Reporter
 from sweeps.plan import planned_configs
 from sweeps.spec import SpecError, parse_spec
 from sweeps.store import RunDir
@@ -50,11 +52,11 @@ def _fake_worker(monkeypatch):
     """ray.tune.report and the Ray-only part of start_attempt replaced: the unit runs in this process."""
     import ray.tune
 
-    from sweeps import runner
+    from sweeps import worker
 
     reports = []
     monkeypatch.setattr(ray.tune, "report", lambda metrics, **kw: reports.append(metrics))
-    monkeypatch.setattr(runner, "start_attempt", lambda store, cfg, **f: (store.update_record(
+    monkeypatch.setattr(worker, "start_attempt", lambda store, cfg, **f: (store.update_record(
         cfg["trial_id"], status="running", error=None, ran_to_end=False, config=cfg, hostname="h", node_id="n",
         attempts=(store.read_record(cfg["trial_id"]) or {}).get("attempts", 0) + 1, **f),
         {"attempt": 1, "hostname": "h", "node_id": "n"})[1])
@@ -64,7 +66,7 @@ def _fake_worker(monkeypatch):
 def test_a_unit_keeps_each_configuration_apart_and_goes_on_after_one_raises(tmp_path, monkeypatch):
     """Three configurations in one unit: the second raises on every attempt, the third on its first
     only. Each ends with its own record, rows, checkpoint and cause."""
-    from sweeps import runner
+    from sweeps import worker
 
     reports = _fake_worker(monkeypatch)
     configs = planned_configs(_spec(3, pack=3, retries=1))
@@ -77,11 +79,11 @@ def test_a_unit_keeps_each_configuration_apart_and_goes_on_after_one_raises(tmp_
             tries[cfg["trial_id"]] += 1
             if cfg["trial_id"] == bad or tries[flaky] == 1:
                 raise ValueError(f"boom in {cfg['trial_id']}")
-        return runner.trial_epochs(cfg, sink)
+        return worker.trial_epochs(cfg, sink)
 
-    runner.trainable({"trial": unit}, str(tmp_path), {}, {}, gpu=0, cpu=1, epochs_fn=epochs)
+    worker.trainable({"trial": unit}, str(tmp_path), {}, {}, gpu=0, cpu=1, epochs_fn=epochs)
     store = RunDir(tmp_path)
-    assert pack.finish_members(store, unit, None) == []
+    assert finish_packed(store, unit, None) == []
     recs = {t: store.read_record(t) for t in (first, bad, flaky)}
     assert {t: r["status"] for t, r in recs.items()} == {first: "completed", bad: "failed", flaky: "completed"}
     assert tries == {bad: 2, flaky: 2}                                   # 1 + retries attempts each
@@ -99,7 +101,7 @@ def test_a_unit_keeps_each_configuration_apart_and_goes_on_after_one_raises(tmp_
 
 def test_a_unit_sends_tune_at_most_one_result_per_period_standing_for_the_epochs_since_the_last():
     sent = []
-    report = pack.Reporter(sent.append, every_s=3600)
+    report = Reporter(sent.append, every_s=3600)
     for i in range(4):
         report({"member": f"t{i}", "epoch": 0})
     report.flush()
@@ -107,7 +109,7 @@ def test_a_unit_sends_tune_at_most_one_result_per_period_standing_for_the_epochs
 
 
 def test_a_retried_unit_skips_configurations_an_earlier_attempt_settled(tmp_path, monkeypatch):
-    from sweeps import runner
+    from sweeps import worker
 
     _fake_worker(monkeypatch)
     configs = planned_configs(_spec(2, pack=2))
@@ -115,8 +117,8 @@ def test_a_retried_unit_skips_configurations_an_earlier_attempt_settled(tmp_path
     store = RunDir(tmp_path)
     store.update_record(configs[0]["trial_id"], status="running", ran_to_end=True, attempts=1)
     ran = []
-    runner.trainable({"trial": unit}, str(tmp_path), {}, {}, gpu=0, cpu=1,
-                     epochs_fn=lambda cfg, sink: (ran.append(cfg["trial_id"]), runner.trial_epochs(cfg, sink))[1])
+    worker.trainable({"trial": unit}, str(tmp_path), {}, {}, gpu=0, cpu=1,
+                     epochs_fn=lambda cfg, sink: (ran.append(cfg["trial_id"]), worker.trial_epochs(cfg, sink))[1])
     assert ran == [configs[1]["trial_id"]]
 
 
@@ -135,7 +137,7 @@ def test_after_the_worker_died_only_the_running_configuration_gets_the_cause(tmp
                                 "  File \"conv.py\", line 3 in forward\n")
     store.update_record(running, status="running", attempts=1, config=configs[1], stderr_log=rel, pid=4242,
                         hostname="node-a")
-    left = pack.finish_members(store, unit, RuntimeError("The actor died unexpectedly before finishing this task."))
+    left = finish_packed(store, unit, RuntimeError("The actor died unexpectedly before finishing this task."))
     assert left == [unreached]
     assert store.read_record(done)["status"] == "completed"   # no rows to merge: a 0-row trial is still its own
     dead = store.read_record(running)
@@ -145,7 +147,7 @@ def test_after_the_worker_died_only_the_running_configuration_gets_the_cause(tmp
 
 @pytest.mark.slow
 def test_a_packed_sweep_through_ray_tune_keeps_each_configuration_and_resumes_per_configuration(tmp_path):
-    from sweeps.runner import run_sweep
+    from sweeps.driver import run_sweep
 
     spec = _spec(5, pack=2, max_concurrent=2, space={"seed": {"grid": [0, 1, 2, 3]}, "lr": {"grid": [0.05]}},
                  variants=[{"lr": {"grid": [0.05]}}, {"lr": {"grid": [1e12]}, "seed": {"grid": [7]}}])   # 4 + a diverging one
@@ -223,22 +225,22 @@ def test_the_driver_settles_a_running_units_configurations_as_its_results_arrive
     each once; the unit's end settles the rest. A unit retried after that skips what is settled."""
     from types import SimpleNamespace
 
-    from sweeps import runner
+    from sweeps import driver, worker
 
     _fake_worker(monkeypatch)
     configs = planned_configs(_spec(3, pack=3))
     (unit,) = pack.units(configs, 3, retries=0)
     ids = [c["trial_id"] for c in configs]
-    runner.trainable({"trial": unit}, str(tmp_path), {}, {}, gpu=0, cpu=1)   # all three ran to the end
+    worker.trainable({"trial": unit}, str(tmp_path), {}, {}, gpu=0, cpu=1)   # all three ran to the end
     store = RunDir(tmp_path)
-    fin = runner.finisher(store, {})
+    fin = driver.finisher(store, {})
     t = SimpleNamespace(trial_id="u0", config={"trial": unit}, last_result={})
     fin.on_trial_result(0, [], t, {"member": ids[2]})
     assert [store.read_record(i)["status"] for i in ids] == ["completed", "completed", "running"]
     assert fin.settled == {"u0": 2}
     ran = []
-    runner.trainable({"trial": unit}, str(tmp_path), {}, {}, gpu=0, cpu=1,   # a retry: nothing left to run
-                     epochs_fn=lambda cfg, sink: (ran.append(cfg["trial_id"]), runner.trial_epochs(cfg, sink))[1])
+    worker.trainable({"trial": unit}, str(tmp_path), {}, {}, gpu=0, cpu=1,   # a retry: nothing left to run
+                     epochs_fn=lambda cfg, sink: (ran.append(cfg["trial_id"]), worker.trial_epochs(cfg, sink))[1])
     assert ran == []
     fin.on_trial_complete(0, [], t)
     assert [store.read_record(i)["status"] for i in ids] == ["completed"] * 3 and fin.settled == {}

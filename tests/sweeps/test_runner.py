@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from sweeps.procs import kill_all
-from sweeps.runner import run_sweep
+from sweeps.driver import run_sweep
 from sweeps.spec import parse_spec
 from sweeps.store import SCHEMA_VERSION, RunDir
 
