@@ -66,7 +66,8 @@ def _diff(a: pd.Series, b: pd.Series) -> np.ndarray:
 
 # --------------------------------------------------------------------------- DFR (last-layer) study
 DFR_COLS = ["worst_group_acc", "erm_worst_group_acc", "dfr_worst_group_acc", "spurious_share",
-            "spurious_share_before", *PANEL_COLS] + [f"dfr_{v}_{m}" for v in ("l1_bal", "l1_unbal", "l2_bal")
+            "spurious_share_before", "pointing_acc", "pointing_acc_before", "pointing_worst", "pointing_worst_before",
+            *PANEL_COLS] + [f"dfr_{v}_{m}" for v in ("l1_bal", "l1_unbal", "l2_bal")
                                                      for m in ("wga", "sparsity", "hoyer")] + \
            [f"{h}_acc_g{g}" for h in ("erm", "dfr") for g in GROUPS]
 DFR_FINDINGS = {
@@ -74,6 +75,8 @@ DFR_FINDINGS = {
     "minority_gain": "DFR − ERM head accuracy, mean over the bias-contradicting groups (g = 1, 2)",
     "majority_cost": "DFR − ERM head accuracy, mean over the bias-aligned groups (g = 0, 3): the gains are uneven",
     "saliency_shift": "DFR moves the CAM mass off the spurious background (ERM head − DFR head share)",
+    "pointing_gain": "DFR's CAM maximum lies on the object more often than the ERM head's (pointing game, "
+                     "mean over groups: DFR − ERM head)",
     "balancing_raises_wga": "group balancing of the refit raises worst-group accuracy (L1 balanced − L1 unbalanced)",
     "l1_vs_l2_wga": "DFR's L1 head is at least as robust as an L2 head (L1 − L2, both balanced)",
     "jtt_vs_erm": "JTT − ERM test worst-group accuracy (Liu et al.)",
@@ -89,6 +92,7 @@ DEFAULT_DFR = {
     "secondary": {"minority_gain": {"direction": "positive", "margin": 0.02},
                   "majority_cost": {"direction": "negative", "margin": 0.02},
                   "saliency_shift": {"direction": "positive", "margin": 0.02},
+                  "pointing_gain": {"direction": "positive", "margin": 0.02},
                   "balancing_raises_wga": {"direction": "positive", "margin": 0.02},
                   "l1_vs_l2_wga": {"direction": "positive", "margin": 0.02},
                   "jtt_vs_erm": {"direction": "positive", "margin": 0.02},
@@ -131,6 +135,9 @@ def dfr_findings(rows: pd.DataFrame, options: dict) -> list[dict]:
                  mean_est(pick((0, 3)))),
         measured("saliency_shift", F["saliency_shift"], "share of CAM mass on the background: ERM head − DFR head",
                  mean_est(_diff(_by_seed(d, "spurious_share_before"), _by_seed(d, "spurious_share")))),
+        measured("pointing_gain", F["pointing_gain"], "share of test images whose CAM maximum is on the object "
+                 "(mean over groups): DFR head − ERM head, per seed",
+                 mean_est(_diff(_by_seed(d, "pointing_acc"), _by_seed(d, "pointing_acc_before")))),
         measured("balancing_raises_wga", F["balancing_raises_wga"], f"L1 balanced − L1 unbalanced {W}",
                  mean_est(_diff(wga["l1_bal"], wga["l1_unbal"]))),
         measured("l1_vs_l2_wga", F["l1_vs_l2_wga"], f"L1 balanced − L2 balanced {W}",
@@ -159,6 +166,13 @@ def dfr_findings(rows: pd.DataFrame, options: dict) -> list[dict]:
                         + "".join(f", {m} {v.mean():.3f}" for m, v in others.items() if len(v))
                         + (f", upper bound {_by_seed(upper, 'spurious_share').mean():.3f}" if len(upper) else "")
                         + "; the background covers about 80% of each image."))
+        if d.get("pointing_acc") is not None and d["pointing_acc"].notna().any():
+            pt = {k: float(_by_seed(d, k).mean()) for k in ("pointing_acc_before", "pointing_acc",
+                                                              "pointing_worst_before", "pointing_worst")}
+            out.append(note("Pointing game (share of test images whose CAM maximum lies on the object, about 20% "
+                            f"for a map pointing at random), mean over groups / lowest group: ERM head "
+                            f"{pt['pointing_acc_before']:.3f} / {pt['pointing_worst_before']:.3f}, DFR head "
+                            f"{pt['pointing_acc']:.3f} / {pt['pointing_worst']:.3f}."))
         pick_p = d.dropna(subset=["saliency_panel"]).sort_values("seed")
         if len(pick_p):
             r = pick_p.iloc[0]

@@ -34,7 +34,8 @@ def test_dfr_study_pairs_by_seed_and_reads_planted_effects():
         trials.append({"method": "dfr", "seed": seed, "bias_level": 0.95, "worst_group_acc": 0.7, "val_wga": 0.7,
                        "erm_worst_group_acc": 0.3 + e[0], "dfr_l1_bal_wga": 0.7 + e[1], "dfr_l1_unbal_wga": 0.5,
                        "dfr_l2_bal_wga": 0.7 + e[2], "dfr_l1_bal_sparsity": 0.8 + e[3], "dfr_l1_unbal_sparsity": 0.8,
-                       "dfr_l2_bal_sparsity": 0.0, **groups})
+                       "dfr_l2_bal_sparsity": 0.0, "pointing_acc_before": 0.3 + e[1], "pointing_acc": 0.5 + e[3],
+                       **groups})
         trials.append({"method": "erm", "seed": seed, "bias_level": 0.0, "worst_group_acc": 0.95 + e[0],
                        "val_wga": 0.95})
         for m, w in (("jtt", 0.5), ("groupdro", 0.3)):
@@ -49,6 +50,7 @@ def test_dfr_study_pairs_by_seed_and_reads_planted_effects():
     assert v["groupdro_vs_dfr"]["verdict"] == "contradicted"             # GroupDRO 0.3 < DFR 0.7 (val-chosen)
     assert v["upper_bound_above_dfr"]["role"] == "manipulation"
     assert v["saliency_shift"]["verdict"] == "inconclusive"              # no saliency columns: no CI
+    assert v["pointing_gain"]["estimate"] == pytest.approx(0.2, abs=0.02) and v["pointing_gain"]["verdict"] == "supported"
 
 
 def _cp_trials(small_gain: float, large_gain: float) -> list[dict]:
