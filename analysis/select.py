@@ -8,12 +8,14 @@ Metric names in tables are `<split>_<column>` (group "all") or `<split>_<column>
 
 `trial_table_from(source, records, ...)` does the selection and the pivot in duckdb over the rows
 table of `analysis.load.Source` (one pass, only the needed columns); `select_epochs` and
-`trial_table` do the same on an in-memory DataFrame (the study sections use them).
+`trial_table` do the same on an in-memory DataFrame (the study sections use them). The rule is
+written once, as SQL (`chosen_epochs_sql`): `select_epochs` runs it with duckdb on the frame.
 """
 from __future__ import annotations
 
 import difflib
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -52,7 +54,7 @@ def _direction_sql(metric: str) -> str:
 
 def chosen_epochs_sql(rule: str, columns: list[str]) -> str:
     """SQL (no parameters) giving (trial_id, sel) from the `rows` table."""
-    ok = "status = 'ok'" if "status" in columns else "true"
+    ok = "coalesce(status, 'ok') = 'ok'" if "status" in columns else "true"    # no status: an ok row
     if rule == "final":
         return f"select trial_id, max(epoch) as sel from rows where {ok} group by trial_id"
     if rule.startswith("best:"):
@@ -121,25 +123,26 @@ def _with_records(base: pd.DataFrame, records: pd.DataFrame) -> pd.DataFrame:
 
 
 # ---------------------------------------------------------------- the same on a DataFrame (studies)
+def ok_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The rows with status ok (a row without a status counts as ok)."""
+    return df[df["status"].fillna("ok").eq("ok")] if "status" in df else df
+
+
 def select_epochs(df: pd.DataFrame, rule: str = "final") -> pd.DataFrame:
-    """Rows at each trial's selected epoch, with a `selection` column recording the rule."""
-    ok = df[df["status"].fillna("ok").eq("ok")] if "status" in df else df
-    if rule == "final":
-        chosen = ok.groupby("trial_id")["epoch"].max()
-    elif rule.startswith("best:"):
-        metric = rule.split(":", 1)[1].removeprefix("val_")
-        val = ok[(ok.split == "val") & (ok.group == "all")]
-        if metric not in val.columns:
-            raise ValueError(f"--select {rule!r}: no validation column {metric!r}; e.g. best:worst_group_acc, best:acc")
-        val = val[np.isfinite(val[metric].astype(float))]
-        asc = not vocab.metric_meta(metric)["higher_is_better"]
-        val = val.sort_values(["trial_id", metric, "epoch"], ascending=[True, asc, True])
-        chosen = val.groupby("trial_id")["epoch"].first()
-    else:
-        raise ValueError(f"--select {rule!r}: expected 'final' or 'best:<metric>'")
-    out = ok.merge(chosen.rename("_sel").reset_index(), on="trial_id")
-    out = out[out.epoch == out._sel].drop(columns="_sel")
-    return out.assign(selection=rule)
+    """Each trial's ok rows at its selected epoch (`chosen_epochs_sql`, run by duckdb on the frame;
+    row order and index kept), with a `selection` column recording the rule."""
+    metric = rule.split(":", 1)[1].removeprefix("val_") if rule.startswith("best:") else None
+    frame = df[[c for c in ("trial_id", "epoch", "split", "group", "status") if c in df]]
+    if metric in df:
+        frame = frame.assign(**{metric: pd.to_numeric(df[metric], errors="coerce").astype(float)})
+    con = duckdb.connect()
+    try:
+        con.register("rows", frame)
+        chosen = con.execute(chosen_epochs_sql(rule, list(frame.columns))).df()
+    finally:
+        con.close()
+    ok = ok_rows(df)
+    return ok[ok.epoch == ok.trial_id.map(chosen.set_index("trial_id")["sel"])].assign(selection=rule)
 
 
 def trial_table(rows: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:

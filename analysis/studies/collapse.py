@@ -14,23 +14,13 @@ import pandas as pd
 from nccore.catalogue import config_columns
 
 from ..compare import mean_ci
+from ..select import ok_rows, select_epochs
 from . import figures
 from .common import Estimate, figure, mean_est, measured, note, ols_est, rank_est, slope_est
 from .registry import study
 
 TERMINAL_ACC = 0.99     # train accuracy on the training labels that marks the terminal phase
 CONFIG = config_columns()   # a row's config columns, declared in nccore.catalogue
-
-
-def final_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    """Each trial's rows at its last ok epoch."""
-    ok = ok_rows(rows)
-    last = ok.groupby("trial_id")["epoch"].transform("max")
-    return ok[ok.epoch == last]
-
-
-def ok_rows(rows: pd.DataFrame) -> pd.DataFrame:
-    return rows[rows["status"].fillna("ok").eq("ok")] if "status" in rows else rows
 
 
 def wide(rows: pd.DataFrame, split: str, cols: list[str], groups=("all",)) -> pd.DataFrame:
@@ -111,7 +101,7 @@ def early_alignment_gap(rows: pd.DataFrame, k: int) -> pd.DataFrame:
        findings=FAIR_FINDINGS)
 def nc_fairness(rows: pd.DataFrame, options: dict) -> list[dict]:
     k = int(options.get("early_epochs", 3))
-    fin = final_rows(rows)
+    fin = select_epochs(rows, "final")
     t = wide(fin, "train", ["acc", "nc1", "nc1_clean", "nc1_cb", "nc1_cb_clean"], ("all", "0", "1"))
     te = wide(fin, "test", ["tpr", "f1"], ("0", "1"))
     t = t.merge(te[["trial_id"] + [c for c in ("tpr_g0", "tpr_g1", "f1_g0", "f1_g1") if c in te]], on="trial_id")
@@ -220,7 +210,7 @@ def _arm(t: pd.DataFrame) -> pd.Series:
 
 @study("fine_structure", DEFAULT_FINE, spec_names=("fine_grained_coarse",), findings=FINE_FINDINGS)
 def fine_structure(rows: pd.DataFrame, options: dict) -> list[dict]:
-    fin = final_rows(rows)
+    fin = select_epochs(rows, "final")
     t = wide(fin, "train", ["acc", "nc1"]).merge(
         wide(fin, "test", ["fine_probe_acc", "fine_nmi", "fine_nmi_chance"])[
             ["trial_id", "fine_probe_acc", "fine_nmi", "fine_nmi_chance"]], on="trial_id")
@@ -316,7 +306,7 @@ DEFAULT_GC = {
 
 @study("gc_transfer", DEFAULT_GC, spec_names=("gc_transfer",), findings=GC_FINDINGS)
 def gc_transfer(rows: pd.DataFrame, options: dict) -> list[dict]:
-    fin = final_rows(rows)
+    fin = select_epochs(rows, "final")
     t = wide(fin, "train", ["acc", "gc", "gc_norm", "gc_exact", "nc1", "n", "fewshot_acc", "target_nc1", "target_cdnv"])
     reg = _causal_arm(t)
     dose = reg.penalty.rank(method="dense") - 1

@@ -15,25 +15,13 @@ import io
 import numpy as np
 import pandas as pd
 
+from ..select import select_epochs
 from .common import figure, mean_est, measured, note
 from .registry import study
 
 PANEL_COLS = ("saliency_panel", "saliency_panel_before")
 GROUPS = range(4)            # g = 2y + p of a binary task: 0, 3 bias-aligned; 1, 2 bias-contradicting
 W = "test worst-group accuracy"
-
-
-def _epoch_rows(rows: pd.DataFrame, rule: str = "final") -> pd.DataFrame:
-    """Rows of each trial at its last ok epoch ("final") or at its best val worst-group epoch ("best_val")."""
-    ok = rows[rows["status"].fillna("ok").eq("ok")] if "status" in rows else rows
-    if rule == "final":
-        pick = ok.groupby("trial_id")["epoch"].max()
-    else:
-        v = ok[(ok.split == "val") & (ok.group == "all")].sort_values(["trial_id", "epoch"])
-        v = v.assign(worst_group_acc=pd.to_numeric(v.worst_group_acc, errors="coerce")).dropna(subset=["worst_group_acc"])
-        pick = v.loc[v.groupby("trial_id")["worst_group_acc"].idxmax(), ["trial_id", "epoch"]].set_index("trial_id").epoch
-    key = ok.trial_id.map(pick)
-    return ok[ok.epoch == key]
 
 
 def _wide(rows: pd.DataFrame, cols) -> pd.DataFrame:
@@ -115,8 +103,8 @@ def group_changes(d: pd.DataFrame) -> pd.DataFrame:
 @study("dfr", DEFAULT_DFR, spec_names=("dfr_last_layer", "dfr_last_layer_digits", "dfr_last_layer_gpu"),
        findings=DFR_FINDINGS)
 def dfr_findings(rows: pd.DataFrame, options: dict) -> list[dict]:
-    fin = _wide(_epoch_rows(rows, "final"), DFR_COLS)
-    best = _wide(_epoch_rows(rows, "best_val"), DFR_COLS)
+    fin = _wide(select_epochs(rows, "final"), DFR_COLS)
+    best = _wide(select_epochs(rows, "best:worst_group_acc"), DFR_COLS)
     d = fin[fin.method == "dfr"]
     upper = fin[(fin.method == "erm") & (fin.bias_level == 0)]
     jtt, gdro = _val_best(best[best.method == "jtt"]), _val_best(best[best.method == "groupdro"])
@@ -262,7 +250,7 @@ def _per_seed(s: pd.Series) -> np.ndarray:
 
 @study("change_penalty", DEFAULT_CP, spec_names=("change_penalty", "change_penalty_gpu"), findings=CP_FINDINGS)
 def change_penalty(rows: pd.DataFrame, options: dict) -> list[dict]:
-    t = _wide(_epoch_rows(rows, "final"), CP_COLS)
+    t = _wide(select_epochs(rows, "final"), CP_COLS)
     cp = t[t.method == "change_penalty"]
     key = ["seed", "n_tune_per_group"]
     sel = _selected(cp, interior_only=True)
