@@ -165,3 +165,15 @@ def test_empty_and_missing_run_dirs_are_clear_errors(tmp_path):
         warnings.simplefilter("ignore")
         with pytest.raises(ResultsError, match="could be read"):
             load(tmp_path)
+
+
+def test_select_epochs_runs_the_one_sql_rule_on_a_frame():
+    nan = float("nan")
+    rows = [dict(trial_id="a", epoch=e, split="val", group="all", status=s, worst_group_acc=w)
+            for e, s, w in ((0, "ok", 0.5), (1, None, 0.8), (2, "ok", 0.8), (3, "diverged", 0.9), (4, "ok", nan))]
+    df = pd.DataFrame(rows, index=[10, 11, 12, 13, 14])
+    best = select_epochs(df, "best:worst_group_acc")
+    assert list(best.index) == [11] and best.selection.iloc[0] == "best:worst_group_acc"  # ties: earliest; None: ok
+    assert list(select_epochs(df, "final").epoch) == [4]                                    # the diverged row never
+    with pytest.raises(ValueError, match="expected 'final' or 'best:<metric>'"):
+        select_epochs(df, "last")
