@@ -28,7 +28,7 @@ from .load import (KEY, PARALLEL_SCAN_FILES, ResultsError, ResultsWarning, Sourc
                    load, manifests, trial_records)
 from .select import SPLITS, check_metrics, parse_metric, trial_table_from
 from .parallel import default_workers, import_table_libraries, run_all
-from .sensitivity import parse_interactions, run_job, table_jobs
+from .sensitivity import fit_tables, parse_interactions, table_batches
 
 PARALLEL_FROM = 200                # trials; below this forking costs more than it saves
 
@@ -147,14 +147,15 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
             "paired": (paired_differences, (used, present, axes), {}) if has_arch else empty,
             "nc_fair": (nc_vs_fairness, (used, gap, axes), {}) if gap else empty,
             "leaderboard": (leaderboard, (used, lead, axes), {"rank_by": rank}) if lead else empty}
-    jobs = [(run_job, (trials, m, s), kw) for m, s in table_jobs(trials, present)] + list(side.values())
+    batches = [(fit_tables, (trials, ms, s), kw) for ms, s in table_batches(trials, present)]  # a job per subset
+    jobs = batches + list(side.values())
     loader.join()
     out = run_all(jobs, workers)
-    tables = out[:len(jobs) - len(side)]
+    tables = [t for batch in out[:len(batches)] for t in batch]
     res = Result(run_dirs=dirs, trials=trials, used=used, excluded=excluded, metrics=present, requested=wanted,
                  select=select, tables=tables, axes=axes, axes_from=axes_from, interactions=pairs,
                  correction=correction, include_status=tuple(include_status), records=records, manifests=man,
-                 lead_metric=lead, rank_by=rank, **scan, **dict(zip(side, out[len(tables):])))
+                 lead_metric=lead, rank_by=rank, **scan, **dict(zip(side, out[len(batches):])))
     note = describe_exclusions(excluded)
     for k in ("arch", "paired", "nc_fair", "leaderboard"):
         if not res[k].empty:

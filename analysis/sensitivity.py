@@ -91,35 +91,75 @@ def _axis_values(trials: pd.DataFrame, axis: str) -> tuple[pd.Series, str]:
     return v, "z-scored"
 
 
+@dataclass
+class Prepared:
+    """The axes' part of the modelling frame for one set of usable trials, shared by every metric
+    fitted on them: each varying axis z-scored (log10 first where log-scaled) or categorical
+    (`columns`, indexed as the trials), the varying and not-varied axes, each axis' scale,
+    reference level and span (`attrs`), and the configuration cells."""
+    index: pd.Index
+    axes: tuple | None
+    columns: pd.DataFrame
+    varying: list[str]
+    fixed: list[str]
+    attrs: dict
+    cells: dict
+    matrix: pd.DataFrame | None = None      # main_effects_matrix, built on first use
+
+    @classmethod
+    def of(cls, trials: pd.DataFrame, axes=None) -> Prepared:
+        names = default_axes(trials) if axes is None else list(axes)
+        cols, varying, fixed, scale, ref, span = {}, [], [], {}, {}, {}
+        for a in names:
+            if a not in trials.columns:
+                continue
+            v, how = _axis_values(trials, a)
+            if v.nunique(dropna=True) < 2:
+                fixed.append(a)
+                continue
+            varying.append(a)
+            scale[a] = how
+            if _is_cat(v):
+                ref[a] = sorted(v.dropna().unique())[0]
+                cols[a] = v
+            else:
+                cols[a] = z = (v - v.mean()) / v.std(ddof=0)
+                raw = trials[a].astype(float)
+                span[a] = (float(raw.min()), float(raw.max()), float(z.min()), float(z.max()))
+        return cls(trials.index, None if axes is None else tuple(axes), pd.DataFrame(cols, index=trials.index),
+                   varying, fixed, {"scale": scale, "reference": ref, "span": span}, cells(trials, varying))
+
+    @classmethod
+    def shared(cls, trials: pd.DataFrame, axes, cache: list | None) -> Prepared:
+        """`Prepared.of(trials, axes)`, taken from `cache` (a list, filled here) when an earlier
+        metric used the same trials."""
+        key = None if axes is None else tuple(axes)
+        for p in cache or ():
+            if p.axes == key and p.index.equals(trials.index):
+                return p
+        p = cls.of(trials, axes)
+        if cache is not None:
+            cache.append(p)
+        return p
+
+    def frame(self, y: pd.Series) -> pd.DataFrame:
+        """The standardized modelling frame: y (z-scored) + the varying axes' columns, rows with a
+        missing value dropped; `frame.attrs` holds each axis' scale and reference level."""
+        df = pd.concat([y.astype(float).rename("y"), self.columns], axis=1).dropna()
+        sd, mean = df["y"].std(ddof=0), df["y"].mean()
+        df["y"] = (df["y"] - mean) / sd if sd > 0 else df["y"] * 0.0
+        df.attrs.update(scale=self.attrs["scale"], reference=self.attrs["reference"],
+                        y_sd=float(sd) if sd == sd else float("nan"), y_mean=float(mean) if mean == mean else float("nan"),
+                        span=self.attrs["span"])
+        return df
+
+
 def design(trials: pd.DataFrame, metric: str, axes=None) -> tuple[pd.DataFrame, list[str], list[str]]:
     """The standardized modelling frame: columns y + one per varying axis; returns (frame,
     varying axes, not-varied axes). `frame.attrs` holds each axis' scale and reference level."""
-    axes = default_axes(trials) if axes is None else list(axes)
     trials = trials[np.isfinite(trials[metric].astype(float))]
-    df = pd.DataFrame({"y": trials[metric].astype(float)})
-    varying, fixed, scale, ref, span = [], [], {}, {}, {}
-    for a in axes:
-        if a not in trials.columns:
-            continue
-        v, how = _axis_values(trials, a)
-        if v.nunique(dropna=True) < 2:
-            fixed.append(a)
-            continue
-        varying.append(a)
-        scale[a] = how
-        if _is_cat(v):
-            ref[a] = sorted(v.dropna().unique())[0]
-            df[a] = v
-        else:
-            df[a] = (v - v.mean()) / v.std(ddof=0)
-            raw = trials[a].astype(float)
-            span[a] = (float(raw.min()), float(raw.max()), float(df[a].min()), float(df[a].max()))
-    df = df.dropna()
-    sd, mean = df["y"].std(ddof=0), df["y"].mean()
-    df["y"] = (df["y"] - mean) / sd if sd > 0 else df["y"] * 0.0
-    df.attrs.update(scale=scale, reference=ref, y_sd=float(sd) if sd == sd else float("nan"),
-                    y_mean=float(mean) if mean == mean else float("nan"), span=span)
-    return df, varying, fixed
+    p = Prepared.of(trials, axes)
+    return p.frame(trials[metric]), p.varying, p.fixed
 
 
 def _term(a: str, frame: pd.DataFrame) -> str:
@@ -180,21 +220,23 @@ def cells(trials: pd.DataFrame, varying: list[str]) -> dict:
 
 def fit_table(trials: pd.DataFrame, metric: str, axes=None, interactions=(), correction: str = "holm",
               include_status=DEFAULT_STATUS, keep_learned_nothing: bool = False, subset: str = "all",
-              fanova: bool = True, include_stopped: bool = False) -> SensitivityTable:
+              fanova: bool = True, include_stopped: bool = False, shared: list | None = None) -> SensitivityTable:
+    """shared: a list that keeps each set of usable trials' `Prepared` for the next metric (`fit_tables`)."""
     if correction not in CORRECTIONS:
         raise ValueError(f"--correction {correction!r}: expected one of {', '.join(CORRECTIONS)}")
     if include_stopped:
         include_status = tuple(dict.fromkeys([*include_status, "stopped"]))
     selection = str(trials["selection"].iloc[0]) if "selection" in trials and len(trials) else "final"
     used, excluded = usable(trials, include_status, keep_learned_nothing, metric)
-    frame, varying, fixed = design(used, metric, axes)
+    prep = Prepared.shared(used, axes, shared)
+    frame, varying, fixed = prep.frame(used[metric]), prep.varying, prep.fixed
     empty_e = pd.DataFrame(columns=["axis", "term", "effect", "ci_low", "ci_high", "p", "p_adj"])
     empty_a = pd.DataFrame(columns=["axis", "df", "F", "p_anova", "partial_eta2"])
     empty_i = pd.DataFrame(columns=["axis", "fanova"])
     meta = {"estimator": ESTIMATOR, "ci": CI_METHOD, "correction": correction,
             "unit": vocab.metric_meta(metric)["unit"], "reference": frame.attrs.get("reference", {}),
             "scale": frame.attrs.get("scale", {}), "metric_sd": frame.attrs.get("y_sd"),
-            "cells": cells(used, varying), "interactions": [f"{a}×{b}" for a, b in interactions],
+            "cells": prep.cells, "interactions": [f"{a}×{b}" for a, b in interactions],
             "statuses": list(include_status)}
     table = SensitivityTable(metric, len(frame), None, empty_e, empty_a, empty_i, fixed, subset=subset,
                              selection=selection, excluded=excluded, meta=meta)
@@ -222,7 +264,9 @@ def fit_table(trials: pd.DataFrame, metric: str, axes=None, interactions=(), cor
             ols = smf.ols(formula(varying, frame, interactions), data=frame).fit()
             aov = anova_lm(ols, typ=2)
         else:                     # the same model and numbers without patsy (~2× faster per table)
-            ols, aov = fit_main_effects(frame, varying)
+            if prep.matrix is None or not prep.matrix.index.equals(frame.index):
+                prep.matrix = main_effects_matrix(frame, varying)
+            ols, aov = fit_main_effects(frame, varying, prep.matrix)
         robust = ols.get_robustcov_results(cov_type="HC3")
     ci = np.asarray(robust.conf_int())
     eff = pd.DataFrame({"term": ols.model.exog_names, "effect": np.asarray(robust.params), "ci_low": ci[:, 0],
@@ -257,14 +301,15 @@ def main_effects_matrix(frame: pd.DataFrame, varying: list[str]) -> pd.DataFrame
     return pd.DataFrame(cols, index=frame.index)
 
 
-def fit_main_effects(frame: pd.DataFrame, varying: list[str]):
+def fit_main_effects(frame: pd.DataFrame, varying: list[str], x: pd.DataFrame | None = None):
     """(OLS results, type-II ANOVA frame as `anova_lm(typ=2)` gives it) for the main-effects model.
     Type II without interactions: an axis' sum of squares is the rise in the residual sum of
-    squares when its columns are dropped from the full model; F = (SS/df) / (RSS/df_resid)."""
+    squares when its columns are dropped from the full model; F = (SS/df) / (RSS/df_resid).
+    x: `main_effects_matrix(frame, varying)`, when the caller has it already."""
     from scipy import stats
     from statsmodels.regression.linear_model import OLS   # not statsmodels.api: 0.4 CPU-s less to import
 
-    x = main_effects_matrix(frame, varying)
+    x = main_effects_matrix(frame, varying) if x is None else x
     y = frame["y"].to_numpy(float)
     ols = OLS(y, x).fit()
     rss, df_resid = float(ols.ssr), float(ols.df_resid)
@@ -412,16 +457,34 @@ def table_jobs(trials: pd.DataFrame, metrics: list[str], per_arch: bool = True) 
     return jobs
 
 
+def table_batches(trials: pd.DataFrame, metrics: list[str], per_arch: bool = True) -> list[tuple[list[str], str]]:
+    """`table_jobs` grouped by subset, in the same order: ([metric, ...], subset) per subset."""
+    batches: dict[str, list[str]] = {}
+    for m, s in table_jobs(trials, metrics, per_arch):
+        batches.setdefault(s, []).append(m)
+    return [(ms, s) for s, ms in batches.items()]
+
+
+def subset_rows(trials: pd.DataFrame, subset: str) -> pd.DataFrame:
+    """The trials of a subset: all, or `arch=<name>`."""
+    return trials if subset == "all" else trials[trials["arch"].astype(str) == subset.split("=", 1)[1]]
+
+
 def run_job(trials: pd.DataFrame, metric: str, subset: str, **kw) -> SensitivityTable:
-    if subset != "all":
-        arch = subset.split("=", 1)[1]
-        trials = trials[trials["arch"].astype(str) == arch]
-    return fit_table(trials, metric, subset=subset, **kw)
+    return fit_table(subset_rows(trials, subset), metric, subset=subset, **kw)
+
+
+def fit_tables(trials: pd.DataFrame, metrics: list[str], subset: str, **kw) -> list[SensitivityTable]:
+    """`run_job` for each metric of one subset: the axes' encoding, configuration cells and design
+    matrix are built once per distinct set of usable trials and shared by the metrics."""
+    rows, shared = subset_rows(trials, subset), []
+    return [fit_table(rows, m, subset=subset, shared=shared, **kw) for m in metrics]
 
 
 def sensitivity_tables(trials: pd.DataFrame, metrics: list[str], per_arch: bool = True, workers: int = 1,
                        **kw) -> list[SensitivityTable]:
-    """Every table of `table_jobs`; with workers > 1 in that many forked processes."""
+    """Every table of `table_jobs`, in that order; with workers > 1 in that many forked processes."""
     from .parallel import run_all
 
-    return run_all([(run_job, (trials, m, s), kw) for m, s in table_jobs(trials, metrics, per_arch)], workers)
+    out = run_all([(fit_tables, (trials, ms, s), kw) for ms, s in table_batches(trials, metrics, per_arch)], workers)
+    return [t for batch in out for t in batch]

@@ -5,8 +5,8 @@
 
 Stages (the first mode): `import` (the analysis packages), the scan (`trial_records`,
 `schema_names`, `materialise`; the scan's figure includes the threads beside it: checksums and the
-table libraries' import), `trial_table_from`, `trial_curves`, each kind of table job (`run_job:all`,
-`run_job:arch`, `arch_summary`, `paired_differences`, `nc_vs_fairness`, `leaderboard`; one
+table libraries' import), `trial_table_from`, `trial_curves`, each kind of table job (`tables:all` and
+`tables:arch`, the sensitivity tables over all trials and per architecture; `arch_summary`, `paired_differences`, `nc_vs_fairness`, `leaderboard`; one
 worker, so each is counted here), `split_curves`, then writing the tables: `write:csv`,
 `write:parquet`, `write:tex` and `write:other` (building the frames). A stage missing from the
 code being measured (an older commit) is left out. Both modes print one JSON line last:
@@ -63,7 +63,7 @@ class Stages:
 
 def job_name(fn, args) -> str:
     name = getattr(fn, "__name__", str(fn))
-    return f"run_job:{str(args[2]).split('=')[0]}" if name == "run_job" else name
+    return f"tables:{str(args[2]).split('=')[0]}" if name in ("run_job", "fit_tables") else name
 
 
 def per_stage(run: Path, out: Path) -> dict:
