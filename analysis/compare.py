@@ -14,6 +14,7 @@ configurations (clusters of seeds), never single trials:
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import warnings
 
@@ -72,13 +73,22 @@ def boot_mean_ci(values, seed: int = 0) -> tuple[float, float, float, int]:
     if np.ptp(x) == 0:
         return float(x[0]), float(x[0]), float(x[0]), n
     if n > BCA_UP_TO:           # percentile: the resampled means directly (scipy's machinery costs more)
-        means = x[np.random.default_rng(seed).integers(0, n, (1000, n))].mean(axis=1)
+        means = x[_resamples(n, seed)].mean(axis=1)
         return float(x.mean()), float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975)), n
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         method, n_boot = _boot_method(n)
         r = stats.bootstrap((x,), np.mean, n_resamples=n_boot, method=method, random_state=seed, vectorized=True)
     return float(x.mean()), float(r.confidence_interval.low), float(r.confidence_interval.high), n
+
+
+@functools.lru_cache(maxsize=4)
+def _resamples(n: int, seed: int) -> np.ndarray:
+    """(1000, n) indices of a percentile bootstrap: the same for every metric with n configurations
+    (drawing them is most of the cost; kept for the next call)."""
+    idx = np.random.default_rng(seed).integers(0, n, (1000, n))
+    idx.flags.writeable = False
+    return idx
 
 
 def _config_means(trials: pd.DataFrame, metric: str, ids: np.ndarray) -> pd.Series:
@@ -107,18 +117,18 @@ def paired_differences(trials: pd.DataFrame, metrics: list[str], axes: list[str]
     keys = [a for a in axes if a != "arch" and a in trials] + ([vocab.REPLICATE] if vocab.REPLICATE in trials else [])
     cols = ["arch_a", "arch_b", "metric", "diff", "ci_low", "ci_high", "pairs", "configs"]
     rows = []
-    for a, b in itertools.combinations(sorted(trials["arch"].dropna().unique()), 2):
-        for m in metrics:
-            if m not in trials:
-                continue
-            left = trials[trials.arch == a].groupby(keys, dropna=False)[m].mean() if keys else None
-            right = trials[trials.arch == b].groupby(keys, dropna=False)[m].mean() if keys else None
-            if left is None:
-                continue
-            d = (left - right).dropna()
+    archs = sorted(trials["arch"].dropna().unique())
+    ms = [m for m in metrics if m in trials]
+    if not keys or not ms:
+        return pd.DataFrame(rows, columns=cols)
+    cfg = [k for k in keys if k != vocab.REPLICATE]
+    means = {a: trials[trials.arch == a].groupby(keys, dropna=False)[ms].mean() for a in archs}  # every metric at once
+    for a, b in itertools.combinations(archs, 2):
+        diff = means[a] - means[b]
+        for m in ms:
+            d = diff[m].dropna()
             if d.empty:
                 continue
-            cfg = [k for k in keys if k != vocab.REPLICATE]
             per_cfg = d.groupby(level=cfg, dropna=False).mean() if cfg else d
             mean, lo, hi, k = boot_mean_ci(per_cfg.values)
             rows.append({"arch_a": a, "arch_b": b, "metric": m, "diff": mean, "ci_low": lo, "ci_high": hi,
@@ -172,12 +182,11 @@ def _weighted_ranks(v: np.ndarray, w: np.ndarray) -> np.ndarray:
     order = np.argsort(v, kind="stable")
     _, start, inv = np.unique(v[order], return_index=True, return_inverse=True)
     ws = w[:, order]
-    tie_sum = np.add.reduceat(ws, start, axis=1)                 # (B, groups)
+    tie_sum = ws if len(start) == len(v) else np.add.reduceat(ws, start, axis=1)   # (B, groups); no ties: ws
     below = np.cumsum(tie_sum, axis=1) - tie_sum
-    r_sorted = (below + (tie_sum + 1) / 2)[:, inv]
-    out = np.empty_like(r_sorted)
-    out[:, order] = r_sorted
-    return out
+    group = np.empty(len(v), dtype=np.intp)
+    group[order] = inv.ravel()                                   # each row's group of equal values
+    return (below + (tie_sum + 1) / 2)[:, group]
 
 
 def weighted_spearman(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -212,9 +221,9 @@ def spearman_ci(x, y, clusters=None, n_boot: int | None = None, seed: int = 0) -
 
     def stat(idx, axis=-1):          # idx: (..., m) resampled cluster indices
         idx = np.asarray(idx)
-        flat = idx.reshape(-1, idx.shape[-1]).astype(int)
-        counts = np.zeros((flat.shape[0], k))
-        np.add.at(counts, (np.repeat(np.arange(flat.shape[0]), flat.shape[1]), flat.ravel()), 1.0)
+        flat = idx.reshape(-1, idx.shape[-1]).astype(np.intp)
+        b = flat.shape[0]              # times each cluster is drawn, per resample: one bincount over (b, k)
+        counts = np.bincount((flat + k * np.arange(b)[:, None]).ravel(), minlength=b * k).reshape(b, k)
         return weighted_spearman(x, y, counts[:, inv]).reshape(idx.shape[:-1])
 
     with warnings.catch_warnings():
