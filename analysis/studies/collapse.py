@@ -16,7 +16,7 @@ from nccore.catalogue import config_columns
 from ..compare import mean_ci
 from ..select import ok_rows, select_epochs
 from . import figures
-from .common import Estimate, figure, mean_est, measured, note, ols_est, rank_est, slope_est
+from .common import Estimate, figure, mean_est, measured, note, ols_est, rank_est, roles, slope_est
 from .registry import study
 
 TERMINAL_ACC = 0.99     # train accuracy on the training labels that marks the terminal phase
@@ -70,16 +70,12 @@ FAIR_FINDINGS = {
 }
 DEFAULT_FAIR = {
     "name": "nc_fairness", "options": {"early_epochs": 3},
-    "primary": {"early_alignment_gap": {"direction": "positive", "margin": 0.05}},
-    "secondary": {"alignment_convergence": {"direction": "positive", "margin": 0.02},
-                  "f1_gap_slope": {"direction": "positive", "margin": 0.05},
-                  "f1_biased_slope": {"direction": "negative", "margin": 0.05},
-                  "nc1_gap_slope": {"direction": "positive", "margin": 0.05},
-                  "nc1_clean_gap_slope": {"direction": "positive", "margin": 0.05},
-                  "nc1_cb_gap_slope": {"direction": "positive", "margin": 0.05},
-                  "nc1_cb_clean_gap_slope": {"direction": "positive", "margin": 0.05},
-                  "label_noise_vs_imbalance": {"direction": "positive", "margin": 0.05}},
-    "manipulation": {"tpr_biased_slope": {"direction": "negative"}, "memorisation_rise": {"direction": "positive"}},
+    "primary": roles(0.05, early_alignment_gap="positive"),
+    "secondary": {**roles(0.02, alignment_convergence="positive"),
+                  **roles(0.05, f1_gap_slope="positive", f1_biased_slope="negative", nc1_gap_slope="positive",
+                          nc1_clean_gap_slope="positive", nc1_cb_gap_slope="positive",
+                          nc1_cb_clean_gap_slope="positive", label_noise_vs_imbalance="positive")},
+    "manipulation": roles(None, tpr_biased_slope="negative", memorisation_rise="positive"),
 }
 
 
@@ -194,13 +190,10 @@ FINE_FINDINGS = {
 }
 DEFAULT_FINE = {
     "name": "fine_structure",
-    "primary": {"nmi_gain": {"direction": "positive", "margin": 0.02}},
-    "secondary": {"probe_gap_fraction": {"direction": "positive", "margin": 0.05},
-                  "lr_effect": {"direction": "any", "margin": 0.02},
-                  "wd_effect": {"direction": "any", "margin": 0.02},
-                  "resnet_vs_vgg": {"direction": "positive", "margin": 0.02},
-                  "densenet_vs_vgg": {"direction": "positive", "margin": 0.02}},
-    "manipulation": {"coarse_collapse": {"direction": "negative"}},
+    "primary": roles(0.02, nmi_gain="positive"),
+    "secondary": {**roles(0.05, probe_gap_fraction="positive"),
+                  **roles(0.02, lr_effect="any", wd_effect="any", resnet_vs_vgg="positive", densenet_vs_vgg="positive")},
+    "manipulation": roles(None, coarse_collapse="negative"),
 }
 
 
@@ -294,13 +287,11 @@ GC_FINDINGS = {
 }
 DEFAULT_GC = {
     "name": "gc_transfer",
-    "primary": {"gc_fewshot_rank": {"direction": "negative", "margin": 0.1}},
-    "secondary": {"gc_target_nc1_rank": {"direction": "positive", "margin": 0.1},
-                  "gc_norm_fewshot_rank": {"direction": "negative", "margin": 0.1},
-                  "target_nc1_fewshot_rank": {"direction": "negative", "margin": 0.1},
-                  "reg_fewshot_slope": {"direction": "positive", "margin": 0.01},
-                  "reg_target_nc1_slope": {"direction": "negative", "margin": 0.01}},
-    "manipulation": {"reg_lowers_gc": {"direction": "negative"}},
+    "primary": roles(0.1, gc_fewshot_rank="negative"),
+    "secondary": {**roles(0.1, gc_target_nc1_rank="positive", gc_norm_fewshot_rank="negative",
+                          target_nc1_fewshot_rank="negative"),
+                  **roles(0.01, reg_fewshot_slope="positive", reg_target_nc1_slope="negative")},
+    "manipulation": roles(None, reg_lowers_gc="negative"),
 }
 
 

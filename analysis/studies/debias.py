@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..select import select_epochs
-from .common import figure, mean_est, measured, note
+from .common import figure, mean_est, measured, note, roles
 from .registry import study
 
 PANEL_COLS = ("saliency_panel", "saliency_panel_before")
@@ -76,19 +76,12 @@ DFR_FINDINGS = {
 }
 DEFAULT_DFR = {
     "name": "dfr",
-    "primary": {"dfr_vs_erm": {"direction": "positive", "margin": 0.02}},
-    "secondary": {"minority_gain": {"direction": "positive", "margin": 0.02},
-                  "majority_cost": {"direction": "negative", "margin": 0.02},
-                  "saliency_shift": {"direction": "positive", "margin": 0.02},
-                  "pointing_gain": {"direction": "positive", "margin": 0.02},
-                  "balancing_raises_wga": {"direction": "positive", "margin": 0.02},
-                  "l1_vs_l2_wga": {"direction": "positive", "margin": 0.02},
-                  "jtt_vs_erm": {"direction": "positive", "margin": 0.02},
-                  "groupdro_vs_erm": {"direction": "positive", "margin": 0.02},
-                  "dfr_vs_jtt": {"direction": "positive", "margin": 0.02},
-                  "groupdro_vs_dfr": {"direction": "positive", "margin": 0.02}},
-    "manipulation": {"upper_bound_above_dfr": {"direction": "positive"},
-                     "l1_sparser_than_l2": {"direction": "positive"}},
+    "primary": roles(0.02, dfr_vs_erm="positive"),
+    "secondary": roles(0.02, minority_gain="positive", majority_cost="negative", saliency_shift="positive",
+                       pointing_gain="positive", balancing_raises_wga="positive", l1_vs_l2_wga="positive",
+                       jtt_vs_erm="positive", groupdro_vs_erm="positive", dfr_vs_jtt="positive",
+                       groupdro_vs_dfr="positive"),
+    "manipulation": roles(None, upper_bound_above_dfr="positive", l1_sparser_than_l2="positive"),
 }
 
 
@@ -190,16 +183,11 @@ CP_FINDINGS = {
 }
 DEFAULT_CP = {
     "name": "change_penalty",
-    "primary": {"interior_vs_zero": {"direction": "positive", "margin": 0.02}},
-    "secondary": {"interior_vs_base": {"direction": "positive", "margin": 0.02},
-                  "n_interaction": {"direction": "positive", "margin": 0.02},
-                  "cp_vs_mas": {"direction": "positive", "margin": 0.02},
-                  "cp_vs_side_tuning": {"direction": "positive", "margin": 0.02},
-                  "cp_vs_probe": {"direction": "positive", "margin": 0.02},
-                  "saliency_shift": {"direction": "positive", "margin": 0.02},
-                  "cp_vs_mas_matched": {"direction": "positive", "margin": 0.02},
-                  "cp_vs_side_tuning_matched": {"direction": "positive", "margin": 0.02}},
-    "manipulation": {"penalty_shrinks_change": {"direction": "negative"}},
+    "primary": roles(0.02, interior_vs_zero="positive"),
+    "secondary": roles(0.02, interior_vs_base="positive", n_interaction="positive", cp_vs_mas="positive",
+                       cp_vs_side_tuning="positive", cp_vs_probe="positive", saliency_shift="positive",
+                       cp_vs_mas_matched="positive", cp_vs_side_tuning_matched="positive"),
+    "manipulation": roles(None, penalty_shrinks_change="negative"),
 }
 
 
