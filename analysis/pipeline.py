@@ -54,7 +54,7 @@ def default_metrics(columns, groups: list[str]) -> list[str]:
             continue
         if m.name not in columns or m.name == "loss":
             continue
-        split = vocab.primary_split(m.name) if vocab.primary_split(m.name) in m.splits else m.splits[-1]
+        split = vocab.primary_split(m.name)
         out.append(f"{split}_{m.name}")
         if vocab.by_group(m.name):
             out += [f"{split}_{m.name}_g{g}" for g in groups]

@@ -83,9 +83,8 @@ def row_columns(kind: str) -> tuple[str, ...]:
 
 
 def primary_split(name: str) -> str:
-    """The split a metric (base name) is tabulated and drawn on: train for the collapse metrics
-    (NC, GC: properties of the learned training geometry), test otherwise."""
-    return "train" if catalogue.METRICS[name].metric_set in ("nc", "gc") else "test"
+    """The split a metric (base name) is tabulated and drawn on (catalogue: Metric.primary_split)."""
+    return catalogue.METRICS[name].primary_split
 
 
 def by_group(name: str) -> bool:

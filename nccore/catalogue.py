@@ -46,6 +46,7 @@ SPLITS = ("train", "val", "test")
 ARCH_FAMILIES = {"resnet18": "resnet", "resnet34": "resnet", "densenet121": "densenet", "vgg11": "vgg",
                  "vgg16": "vgg"}
 METRIC_SETS = ("nc", "fairness", "gc", "fine", "saliency")
+TRAIN_GEOMETRY_SETS = ("nc", "gc")   # metric sets about the geometry training shaped: read on the train split
 TYPES = ("int", "float", "bool", "str", "path", "list[str]", "list[float]", "mapping")
 # "Learned nothing": validation accuracy within this margin of the majority-class rate.
 LEARNED_NOTHING_MARGIN = 0.02
@@ -149,6 +150,13 @@ class Metric:
                                    # a scope with subgroup rows)
     curve: int = 0                 # its place among the report's per-epoch curves (0: not drawn); drawn on
                                    # its primary split, per subgroup when its scope has subgroup rows
+
+    @property
+    def primary_split(self) -> str:
+        """The split the analysis tabulates and draws it on: train for TRAIN_GEOMETRY_SETS, test
+        otherwise; its last split when it has no row there."""
+        split = "train" if self.metric_set in TRAIN_GEOMETRY_SETS else "test"
+        return split if split in self.splits else self.splits[-1]
 
 
 def _key(name, type_, default, help_, **kw) -> Key:
