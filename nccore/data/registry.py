@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..catalogue import COMMON_DATASET_OPTIONS, CONFIG, check_value, dataset_defaults
+from ..catalogue import COMMON_DATASET_OPTIONS, CONFIG, DATASET_OPTIONS, check_value, dataset_defaults
 from ..registry import Registry
 from . import files
 from .ham10000 import load_ham10000
@@ -128,7 +128,7 @@ def build_dataset(name: str, options: dict | None = None, bias_level: float = 0.
     beta = bias_level if bias_kind == "spurious" else opts["spurious_bias"]
     raw = builder(opts, beta, seed)
     raw = _coarse_target(_carve_val(raw, opts["val_fraction"], seed), opts.get("target"))
-    if opts.get("n_train") is not None and name not in ("biased_shapes",):
+    if opts.get("n_train") is not None and "n_train" not in DATASET_OPTIONS.get(name, {}):   # else it generates n_train
         raw["train"] = {k: v[: opts["n_train"]] for k, v in raw["train"].items()}
     num_classes = int(max(int(np.max(part["y"])) for part in raw.values())) + 1
     splits = {}
