@@ -170,6 +170,7 @@ def test_nc_fairness_label_bias_reduced(tmp_path, capsys):
              variants=[{"bias_kind": "label", "bias_level": {"grid": [0.0, 0.5]}},
                        {"bias_kind": "drop", "bias_level": {"grid": [0.5]}}])
     assert v["tpr_biased_slope"]["verdict"] == "supported"
+    assert np.isfinite(v["nc1_cb_gap_slope"]["estimate"])          # the class-balanced NC1 reached the rows
 
 
 @pytest.mark.slow
@@ -188,7 +189,9 @@ def test_gc_transfer_reduced(tmp_path, capsys):
     variants = [{"penalty": {"grid": [0.0, 0.01]}},
                 {"lr": {"grid": [0.01, 0.2]}, "batch_size": 32, "epochs": 8, "seed": 0},
                 {"lr": {"grid": [0.01, 0.2]}, "batch_size": 64, "epochs": 16, "seed": 0}]
-    _run("gc_transfer", tmp_path, capsys, variants=variants)
+    v = _run("gc_transfer", tmp_path, capsys, variants=variants)
+    assert v["gc_exact_agreement"]["estimate"] > 0.9                # the 8-probe estimate ranks as the exact GC
+    assert np.isfinite(v["gc_norm_fewshot_rank"]["estimate"])
 
 
 def _planted_gc_rows(sign: float) -> pd.DataFrame:

@@ -95,6 +95,7 @@ def test_dfr_last_layer_reduced(tmp_path, capsys):
     v = _run("dfr_last_layer", tmp_path, capsys, space={"seed": {"grid": [0, 1, 2]}},
              variants=[{"method": "dfr"}, {"method": "erm", "bias_level": 0.0}])
     assert v["l1_sparser_than_l2"]["verdict"] == "supported"
+    assert np.isfinite(v["pointing_gain"]["estimate"])               # the pointing game reached the rows
 
 
 @pytest.mark.slow
