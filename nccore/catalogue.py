@@ -17,16 +17,21 @@ How to declare
   `space`): add `_key("name", "float", default, "one-line meaning", unit=..., low=..., high=...)`
   to `CONFIG`. Set `axis=True` when analyses should treat it as a factor when a run sweeps it
   (it then also becomes a column of every row). Keys the runner sets itself: `reserved=True`.
-- A method option (`method_options` of a trial): add a `Key` to `METHOD_OPTIONS[method]` (a new
-  method gets a new entry; the trial config's `method` choices are the keys of METHOD_OPTIONS).
-  The method class reads its defaults with `method_defaults(name)`.
+- A method: a `MethodInfo` in `METHOD_INFO` with its options (`Key`s; `METHOD_OPTIONS` is derived,
+  and the trial config's `method` choices are its keys), its `family` ("tuning", "transfer":
+  `methods_in`) and whether it is `fusable`. The method class reads its defaults with
+  `method_defaults(name)`.
 - A dataset option (`dataset.options` of a spec): add a `Key` to `DATASET_OPTIONS[dataset]`
-  (`COMMON_DATASET_OPTIONS` apply to every dataset). Files a file dataset needs below its `root`
-  go in `DATASET_FILES`.
+  (`COMMON_DATASET_OPTIONS` apply to every dataset); `build_dataset` fills in the defaults
+  (`dataset_defaults`). `determines=("model",)` on an option that changes the model's shapes.
+  Files a file dataset needs below its `root` go in `DATASET_FILES`.
 - A metric (a row column produced by `nccore.evaluate` or a method's `end_of_epoch`): add a
   `Metric` to `METRICS` with its scope, direction, unit, meaning and source. `reported=True`
   sends it to Ray Tune (so schedulers/searchers can use it); `metric_set` / `methods` say when
-  a trial produces it.
+  a trial produces it; `by_group` and `curve` where the analysis tables it per subgroup and the
+  report draws it per epoch.
+- A row column that is none of these: a `RowField` in `ROW_FIELDS` (`kind` "host" or "time" where
+  it says where a trial ran or when a row was written).
 
 Scopes of a metric: "split" — one value per split on the split's "all" row (reported to Tune as
 `<split>_<name>`); "split+group" — also on every subgroup row; "group" — only on subgroup rows;
