@@ -22,7 +22,7 @@ import pandas as pd
 
 from . import vocab
 from .compare import arch_summary, leaderboard, nc_vs_fairness, paired_differences
-from .curves import curves, split_curves, trial_curves
+from .curves import split_curves, trial_curves
 from .filters import DEFAULT_STATUS, describe_exclusions, usable
 from .load import (KEY, PARALLEL_SCAN_FILES, ResultsError, ResultsWarning, Source, checksum_mismatches,
                    load, manifests, trial_records)

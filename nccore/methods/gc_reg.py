@@ -18,7 +18,6 @@ train-mode estimate while the eval-mode GC it is meant to lower rose by orders o
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from .base import register
 from .transfer import Transfer
