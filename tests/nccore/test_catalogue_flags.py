@@ -55,3 +55,17 @@ def test_methods_have_no_dead_hooks():
     from nccore.methods.base import Method
 
     assert not hasattr(Method, "check_options") and not hasattr(Method, "check_config")
+
+
+def test_no_hand_kept_list_of_catalogue_names_is_back():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    names = ("HOST_COLUMNS", "TIME_COLUMNS", "MODEL_KEYS", "_TUNING_METHODS", "_TRANSFER_METHODS", "FUSABLE_METHODS",
+             "BIAS_KINDS", "GROUP_BY =", "GROUP_METRICS", "CURVES =", '("nc", "gc")')
+    for p in (q for d in ("nccore", "sweeps", "analysis") for q in (root / d).rglob("*.py")):
+        text = p.read_text()
+        if p.name == "catalogue.py":
+            text = text.replace('TRAIN_GEOMETRY_SETS = ("nc", "gc")', "")    # declared there, once
+        for name in names:
+            assert name not in text, f"{p.relative_to(root)}: {name} (declare it as a flag in nccore/catalogue.py)"
