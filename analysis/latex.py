@@ -16,8 +16,11 @@ SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r
            "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
 
 
+_TRANSLATE = str.maketrans(SPECIAL)
+
+
 def escape(text) -> str:
-    return "".join(SPECIAL.get(ch, ch) for ch in str(text))
+    return str(text).translate(_TRANSLATE)
 
 
 def cell(v) -> str:
@@ -32,12 +35,26 @@ def cell(v) -> str:
     return escape(v)
 
 
+def _float_cell(v: float) -> str:
+    return f"{v:.4g}" if math.isfinite(v) else "--"
+
+
+def column_cells(values: pd.Series) -> list[str]:
+    """`cell` of each value of a column; a float64 column without a wrapper type per value
+    (the same text, ~3x faster on the trial table's 70 000 cells)."""
+    vals = values.tolist()
+    if values.dtype == np.float64:          # tolist gives Python floats: `cell`'s float branch
+        return [_float_cell(v) for v in vals]
+    return [cell(v) for v in vals]
+
+
 def booktabs(df: pd.DataFrame) -> str:
     """A DataFrame as a booktabs tabular: numeric columns right-aligned, others left."""
     align = "".join("r" if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) else "l"
                     for c in df.columns) or "l"
     lines = [rf"\begin{{tabular}}{{{align}}}", r"\toprule", " & ".join(escape(c) for c in df.columns) + r" \\",
              r"\midrule"]
-    lines += [" & ".join(cell(v) for v in row) + r" \\" for row in df.itertuples(index=False, name=None)]
+    columns = [column_cells(df.iloc[:, j]) for j in range(df.shape[1])]
+    lines += [" & ".join(row) + r" \\" for row in zip(*columns)] if columns else [r" \\"] * len(df)
     lines += [r"\bottomrule", r"\end{tabular}", ""]
     return "\n".join(lines)

@@ -65,10 +65,11 @@ class SensitivityTable:
         rows = [eff] + [pd.DataFrame({"axis": self.not_varied, "term": "not varied"})]
         out = pd.concat(rows, ignore_index=True) if len(self.not_varied) else eff
         excluded = "; ".join(f"{n} {k}" for k, n in self.excluded.items())
-        out = out.assign(metric=self.metric, subset=self.subset, n=self.n, r2=self.r2, selection=self.selection,
-                         excluded=excluded, message=self.message, estimator=self.meta.get("estimator", ESTIMATOR),
-                         ci_method=self.meta.get("ci", CI_METHOD), correction=self.meta.get("correction", "holm"),
-                         unit=self.meta.get("unit", ""))
+        same = dict(metric=self.metric, subset=self.subset, n=self.n, r2=self.r2, selection=self.selection,
+                    excluded=excluded, message=self.message, estimator=self.meta.get("estimator", ESTIMATOR),
+                    ci_method=self.meta.get("ci", CI_METHOD), correction=self.meta.get("correction", "holm"),
+                    unit=self.meta.get("unit", ""))
+        out = pd.concat([out, pd.DataFrame(same, index=out.index)], axis=1)    # one block, not 11 inserts
         return out[[c for c in out if c not in UNIT_COLUMNS] + [c for c in UNIT_COLUMNS if c in out]]   # added last
 
 
@@ -145,7 +146,7 @@ class Prepared:
     def frame(self, y: pd.Series) -> pd.DataFrame:
         """The standardized modelling frame: y (z-scored) + the varying axes' columns, rows with a
         missing value dropped; `frame.attrs` holds each axis' scale and reference level."""
-        df = pd.concat([y.astype(float).rename("y"), self.columns], axis=1).dropna()
+        df = pd.DataFrame({"y": y.astype(float), **{a: self.columns[a] for a in self.columns}}).dropna()
         sd, mean = df["y"].std(ddof=0), df["y"].mean()
         df["y"] = (df["y"] - mean) / sd if sd > 0 else df["y"] * 0.0
         df.attrs.update(scale=self.attrs["scale"], reference=self.attrs["reference"],
