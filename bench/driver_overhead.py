@@ -13,7 +13,13 @@ Per mode it prints:
   steady      the same from the first configuration's start to the last one's end (records'
               started_at and wall_s): the cost per configuration once the workers run;
   rss_mb      the driver process's peak resident memory (ru_maxrss; Ray's own processes and the
-              trial workers are separate processes and not counted).
+              trial workers are separate processes and not counted);
+  fixed       where the rest goes: Ray start; from `run_sweep` to the first configuration's start
+              (spec checks, Tune's set-up, the worker processes' start and imports); from the last
+              configuration's end to `run_sweep`'s return (settling, Ray's shutdown, trials.parquet);
+  in_train    per configuration, the worker's own cost inside `sweeps.worker.train` beyond
+              run_trial (its epoch files and record writes; records' overhead_s).
+The last line compares the modes: packed ÷ unpacked overhead, and each against the goal (0.1 s).
 Not a CI test: on 2 shared cores the figures move by ~20% between runs; compare modes of one run.
 Records section "driver_overhead" in bench/cpu_results.json (or gpu_results.json) with --record.
 """
@@ -29,6 +35,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+GOAL_S = 0.1   # issue 30 item 7: overhead per configuration
 
 CHILD = r"""
 import json, os, resource, sys, time
@@ -42,11 +49,15 @@ raw = {"name": "overhead", "dataset": {"name": "biased_shapes",
        "space": {"seed": {"grid": list(range(n))}}, "max_concurrent": conc, "resources": {"cpu": 1, "gpu": 0}}
 if pack:
     raw["pack"] = pack
+called = time.time()
 s = run_sweep(parse_spec(raw), out, quiet=True)
+returned = time.time()
 recs = [r for r in RunDir(out).records().values() if "wall_s" in r]
-span = max(r["started_at"] + r["wall_s"] for r in recs) - min(r["started_at"] for r in recs)
-print(json.dumps({"span_s": span, "wall_s": s["wall_s"], "ray_init_s": s["ray_init_s"], "finished": s["finished"],
-                  "mean_run_trial_s": s["mean_run_trial_s"], "counts": s["counts"],
+first, last = min(r["started_at"] for r in recs), max(r["started_at"] + r["wall_s"] for r in recs)
+print(json.dumps({"span_s": last - first, "wall_s": s["wall_s"], "ray_init_s": s["ray_init_s"],
+                  "finished": s["finished"], "mean_run_trial_s": s["mean_run_trial_s"], "counts": s["counts"],
+                  "before_first_s": first - called - s["ray_init_s"], "after_last_s": returned - last,
+                  "in_train_s": sum(r["overhead_s"] for r in recs) / len(recs),
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -85,7 +96,15 @@ def main(argv=None) -> None:
         print(f"{mode:9s} pack={a.pack if mode == 'packed' else 0:<3d} overhead/config {r['overhead_s']:.3f} s "
               f"(steady {r['steady_overhead_s']:.3f} s) · "
               f"run_trial {r['mean_run_trial_s'] or 0:.3f} s · sweep {r['wall_s']:.1f} s (Ray start "
-              f"{r['ray_init_s']:.1f} s) · driver peak RSS {r['rss_mb']:.0f} MB · {r['counts']}", flush=True)
+              f"{r['ray_init_s']:.1f} s) · driver peak RSS {r['rss_mb']:.0f} MB · {r['counts']}\n"
+              f"{'':9s} fixed: Ray start {r['ray_init_s']:.1f} s, to the first configuration "
+              f"{r['before_first_s']:.1f} s, after the last {r['after_last_s']:.1f} s · in_train "
+              f"{r['in_train_s']:.3f} s/config", flush=True)
+    if {"unpacked", "packed"} <= set(results):
+        u, p = results["unpacked"], results["packed"]
+        print(f"ratios: packed/unpacked overhead {p['overhead_s'] / u['overhead_s']:.2f} "
+              f"(steady {p['steady_overhead_s'] / u['steady_overhead_s']:.2f}); overhead/goal {GOAL_S} s: "
+              f"unpacked {u['overhead_s'] / GOAL_S:.2f}, packed {p['overhead_s'] / GOAL_S:.2f}")
     if a.record:
         sys.path.insert(0, str(ROOT))
         from bench.common import record

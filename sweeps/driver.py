@@ -268,11 +268,14 @@ def _fit(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samples: i
     try:
         results = make_tuner(spec, store, res, param_space, num_samples, searcher, callbacks).fit()
     except RuntimeError as e:
+        drain(callbacks)
         killed = crash.settle_memory_kill(store, str(e), since)
         if killed is None:
             raise
         _after_memory_kill(store, killed, address, stop)
         return
+    finally:
+        drain(callbacks)   # nothing of this chunk is still being written when the lock is let go
     stop.check()   # interrupted: trials that did not end stay `running` (resumed from their checkpoints)
     for r in results:
         if r.config is None:   # the trial's actor died before the trial started: it stays planned, re-run next pass
@@ -311,33 +314,77 @@ def tune_callback(target):
     return type(f"{type(target).__name__}Events", (Callback,), hooks)()
 
 
+class Settler:
+    """One thread that settles trials in the order they are handed to it, off Ray Tune's event loop.
+
+    A function trainable's `tune.report` waits until the driver's loop asks for its next result,
+    and the loop runs the callbacks first: settling a packed unit's configurations there (a merge,
+    a checksum and two fsync'd writes each, ~30 ms) stalls that unit's worker, and every other
+    trial's results wait behind it. Here the loop only hands the work over. One thread, first in
+    first out, so a configuration is never settled twice at once; `drain` waits for all of it
+    (`_fit` calls it before its own pass, and before the lock can be let go)."""
+
+    def __init__(self):
+        self.pool, self.pending = None, []
+
+    def submit(self, what: str, fn, *args) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ncsweep-settle")
+        self.pending = [f for f in self.pending if not f.done()]
+        self.pending.append(self.pool.submit(self._settle, what, fn, *args))
+
+    @staticmethod
+    def _settle(what: str, fn, *args) -> None:
+        try:
+            fn(*args)
+        except Exception as e:   # the chunk's end (`_fit`) settles it again: repeating is safe
+            log.warning("finishing %s failed (retried after the chunk): %s", what, e)
+
+    def drain(self) -> None:
+        for f in self.pending:
+            f.result()
+        self.pending = []
+
+    def __getstate__(self) -> dict:
+        """Ray Tune pickles its callbacks with the experiment; a thread cannot be, nor need be."""
+        return {"pool": None, "pending": []}
+
+
+def drain(callbacks: list) -> None:
+    """Wait until the trials the `finisher` callback was handed are settled."""
+    for cb in callbacks:
+        if isinstance(getattr(cb, "settler", None), Settler):
+            cb.settler.drain()
+
+
 def finisher(store: RunDir, base: dict):
     """A Ray Tune callback that finishes each trial as soon as it ends (not when its chunk ends), so
-    a driver crash mid-chunk loses no finished work; `_fit` settles the rest (repeating is safe)."""
+    a driver crash mid-chunk loses no finished work; `_fit` settles the rest (repeating is safe).
+    The settling itself runs on a `Settler` thread: Tune's loop goes on at once."""
     from ray.tune import Callback
 
     class FinishTrials(Callback):
         def __init__(self):
             super().__init__()
             self.settled: dict[str, int] = {}   # Tune trial id -> a running packed unit's configurations settled
+            self.settler = Settler()
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
             unit = trial.config.get("trial") or {}
             if pack.is_unit(unit) and result.get("member"):   # settle the configurations before it as the unit runs
                 ended, n = pack.ended_before(unit, result["member"]), self.settled.get(trial.trial_id, 0)
-                try:
-                    finish_packed(store, unit, None, ended[n:])
-                    self.settled[trial.trial_id] = max(n, len(ended))
-                except Exception as e:   # never break Tune's loop: the unit's end settles them again
-                    log.warning("finishing configurations of %s failed (retried at its end): %s", unit["trial_id"], e)
+                if len(ended) > n:
+                    self.settler.submit(f"configurations of {unit['trial_id']}", finish_packed, store, unit, None,
+                                        ended[n:])
+                    self.settled[trial.trial_id] = len(ended)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.settled.pop(trial.trial_id, None)
             cfg = tune_trial_config(trial.config, base)
             if not fuse.is_unit(cfg):   # a fused unit's members are settled when its chunk ends
-                try:
-                    finish_any(store, cfg, trial.last_result or {}, None)
-                except Exception as e:   # never break Tune's loop: `_fit` finishes the trial again
-                    log.warning("finishing trial %s failed (retried after the chunk): %s", cfg["trial_id"], e)
+                self.settler.submit(f"trial {cfg['trial_id']}", finish_any, store, cfg, dict(trial.last_result or {}),
+                                    None)
 
     return FinishTrials()

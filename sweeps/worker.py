@@ -9,7 +9,9 @@ grouped by sweeps/pack.py). Whatever the kind, each configuration gets the same 
 2. its epochs trained; each epoch's rows written to the run directory before the epoch's
    checkpoint (the sink `nccore.trial`/`nccore.fused` call), its record updated, and its scalars
    reported to Tune (`summarize`: the `<split>_<metric>` names the catalogue reports);
-3. its end: `ran_to_end` with its timings; a CUDA out-of-memory recorded as `oom` (not retried);
+3. its end: `ran_to_end` with its timings — for a lone configuration in its last epoch's record
+   write, before that epoch's result goes to Tune (two record writes per 1-epoch configuration:
+   start and end); a CUDA out-of-memory recorded as `oom` (not retried);
    a Python error recorded, then raised (Tune retries it). The driver settles the trial
    afterwards (sweeps/finish.py).
 
@@ -28,6 +30,7 @@ import time
 from typing import Callable, Iterator
 
 from nccore.catalogue import reported_metrics
+from nccore.config import DEFAULTS
 
 from . import crash, fuse, pack
 from .crash import format_error
@@ -179,14 +182,25 @@ def train(store: RunDir, cfgs: list[dict], extras: list[dict], objectives: dict,
 
     def ended(**fields):
         for tid in tids:
-            store.update_record(tid, wall_s=time.perf_counter() - timer["t0"], **fields)
+            store.update_record(tid, **{"wall_s": time.perf_counter() - timer["t0"], **fields})
 
+    def end_fields() -> dict:
+        wall, run_trial_s = time.perf_counter() - timer["t0"], timer["inner_s"] - timer["sink_s"]
+        shared = {"fused_wall_s": wall} if len(tids) > 1 else {}
+        return dict(ran_to_end=True, wall_s=wall, sink_s=timer["sink_s"] / len(tids), run_trial_s=run_trial_s,
+                    overhead_s=wall - run_trial_s, **shared)
+
+    ended_with_epoch = False
     try:
         placed = [{**c, "checkpoint_dir": str(store.checkpoint_dir(c["trial_id"]))} for c in cfgs]
         for i, epoch, rows in _timed(epochs(placed, [sink_of(i) for i in range(len(cfgs))]), timer):
             last = {**summarize(rows, objectives), "epoch_rows": len(rows), "member": tids[i],   # as a unit's results
                     "hostname": extras[i]["hostname"], "node_id": extras[i]["node_id"]}
-            store.record_epoch(tids[i], epoch, len(rows), final=last)
+            if len(cfgs) == 1 and last_epoch(cfgs[0], epoch, rows):   # its end in the same write: one write less
+                store.record_epoch(tids[i], epoch, len(rows), final=last, **end_fields())
+                ended_with_epoch = True
+            else:
+                store.record_epoch(tids[i], epoch, len(rows), final=last)
             report(last)
     except torch.cuda.OutOfMemoryError as e:
         ended(status="oom", error=format_error(e, frames=0))
@@ -194,10 +208,15 @@ def train(store: RunDir, cfgs: list[dict], extras: list[dict], objectives: dict,
     except Exception as e:
         ended(status="error", error=format_error(e))
         raise
-    wall, run_trial_s = time.perf_counter() - timer["t0"], timer["inner_s"] - timer["sink_s"]
-    shared = {"fused_wall_s": wall} if len(tids) > 1 else {}
-    ended(ran_to_end=True, sink_s=timer["sink_s"] / len(tids), run_trial_s=run_trial_s, overhead_s=wall - run_trial_s,
-          **shared)
+    if not ended_with_epoch:
+        ended(**end_fields())
+
+
+def last_epoch(cfg: dict, epoch: int, rows: list[dict]) -> bool:
+    """Is `epoch` the last a configuration trains: its planned last, or one that diverged
+    (`nccore.trial` stops after it)? Then its record says `ran_to_end` in the epoch's own write,
+    before the epoch's result reaches Tune (and so before the driver settles it)."""
+    return epoch + 1 >= int(cfg.get("epochs") or DEFAULTS["epochs"]) or rows[0].get("status") == "diverged"
 
 
 def _timed(epochs, timer: dict):

@@ -236,6 +236,8 @@ def test_the_driver_settles_a_running_units_configurations_as_its_results_arrive
     fin = driver.finisher(store, {})
     t = SimpleNamespace(trial_id="u0", config={"trial": unit}, last_result={})
     fin.on_trial_result(0, [], t, {"member": ids[2]})
+    fin.on_trial_result(0, [], t, {"member": ids[2]})   # the same member again: nothing more to settle
+    fin.settler.drain()
     assert [store.read_record(i)["status"] for i in ids] == ["completed", "completed", "running"]
     assert fin.settled == {"u0": 2}
     ran = []
@@ -243,4 +245,54 @@ def test_the_driver_settles_a_running_units_configurations_as_its_results_arrive
                      epochs_fn=lambda cfg, sink: (ran.append(cfg["trial_id"]), worker.trial_epochs(cfg, sink))[1])
     assert ran == []
     fin.on_trial_complete(0, [], t)
+    fin.settler.drain()
     assert [store.read_record(i)["status"] for i in ids] == ["completed"] * 3 and fin.settled == {}
+
+
+def test_settling_runs_off_tunes_loop_in_order_and_fit_waits_for_it_even_when_tune_fails(tmp_path, monkeypatch, caplog):
+    """The finisher's callbacks return at once; the settling thread runs jobs first in, first out,
+    a failing one is logged and the next still runs; `_fit` returns (or raises) only once it is done."""
+    import threading
+    from types import SimpleNamespace
+
+    from sweeps import driver
+
+    gate, done = threading.Event(), []
+    settler = driver.Settler()
+    settler.submit("a", lambda: (gate.wait(5), done.append("a")))
+    settler.submit("b", lambda: 1 / 0)
+    settler.submit("c", lambda: done.append("c"))
+    assert done == []                       # handed over: nothing ran on the caller's thread
+    gate.set()
+    settler.drain()
+    assert done == ["a", "c"] and "finishing b failed" in caplog.text
+
+    slow = driver.Settler()
+    slow.submit("slow", lambda: (__import__("time").sleep(0.3), done.append("slow")))
+    tuner = SimpleNamespace(fit=lambda: (_ for _ in ()).throw(RuntimeError("Tune's loop died")))
+    monkeypatch.setattr(driver, "make_tuner", lambda *a, **k: tuner)
+    with pytest.raises(RuntimeError, match="loop died"):
+        driver._fit(SimpleNamespace(), RunDir(tmp_path), {}, {}, 1, None, [SimpleNamespace(settler=slow)], None)
+    assert done[-1] == "slow"
+
+
+@pytest.mark.parametrize("epochs, writes", [(1, 2), (2, 3)])
+def test_a_configuration_ends_in_its_last_epochs_record_write_before_tune_hears_of_that_epoch(
+        tmp_path, monkeypatch, epochs, writes):
+    """One record write per configuration less: the last epoch's write carries `ran_to_end` and the
+    timings (start + one per epoch in all), and the record says so before that epoch's result is sent."""
+    from sweeps import worker
+
+    _fake_worker(monkeypatch)
+    store = RunDir(tmp_path)
+    count = []
+    update = RunDir.update_record
+    monkeypatch.setattr(RunDir, "update_record", lambda self, tid, **f: (count.append(tid), update(self, tid, **f))[1])
+    (cfg,) = planned_configs(_spec(1, base={**BASE, "epochs": epochs}))
+    seen = []
+    worker.run_one(store, cfg, {}, report=lambda r: seen.append(dict(store.read_record(cfg["trial_id"]))))
+    assert len(count) == writes
+    assert [(s["epochs_done"], s["ran_to_end"]) for s in seen] == [(e + 1, e + 1 == epochs) for e in range(epochs)]
+    rec = store.read_record(cfg["trial_id"])
+    assert rec["ran_to_end"] and rec["wall_s"] >= rec["run_trial_s"] > 0 and rec["final"]["epoch"] == epochs - 1
+    assert rec["rows_by_epoch"] == {str(e): 9 for e in range(epochs)}
