@@ -80,11 +80,14 @@ def per_stage(run: Path, out: Path) -> dict:
         st.wrap(owner, attr)
 
     def run_all(jobs, workers, **kw):          # one worker: each job's CPU is counted in this process
+        from threadpoolctl import threadpool_limits
+
         out_ = []
-        for fn, a, k in jobs:
-            c0 = cpu_s()
-            out_.append(fn(*a, **k))
-            st.add(job_name(fn, a), cpu_s() - c0)
+        with threadpool_limits(1):             # as in a table worker (`analysis.parallel`): idle BLAS threads spin
+            for fn, a, k in jobs:
+                c0 = cpu_s()
+                out_.append(fn(*a, **k))
+                st.add(job_name(fn, a), cpu_s() - c0)
         return out_
     pipeline.run_all = run_all
     res = pipeline.analyse(run, select=SELECT)
