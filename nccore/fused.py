@@ -46,34 +46,14 @@ import torch
 from torch.func import functional_call, vmap
 
 from . import checkpoint
-from .config import trial_id, validate_config
-from .catalogue import fusable_methods, fuse_axes, keys_determining
+from .config import trial_id
+from .catalogue import fuse_axes, keys_determining
 from .data.loader import augment_draws, crop_flip
 from .evaluate import stratified_sample
 from .fused_bn import use_stacked_batch_norm
 from .models import build_model
+from .fusable import fuse_key, why_not_fusable   # plain config checks, torch-free (nccore/fusable.py)
 from .trial import epoch_rows, fixed_columns, kernels, prepare
-
-FUSABLE_OPTIMIZERS = ("sgd",)
-# Members of one fused group may differ in the catalogue's fuse axes (Key.fuse_axis) and their own
-# trial id and checkpoint directory; every other config key must be equal.
-_PER_MEMBER = fuse_axes() + ("trial_id", "checkpoint_dir")
-
-
-def why_not_fusable(config: dict) -> str | None:
-    """None if `config` can train in a fused group, else the reason it runs unfused."""
-    cfg = validate_config(config)
-    if cfg["method"] not in fusable_methods():     # catalogue: MethodInfo.fusable
-        return f"method {cfg['method']!r} trains with its own loop (only {list(fusable_methods())} fuse)"
-    if cfg["optimizer"] not in FUSABLE_OPTIMIZERS:
-        return f"optimizer {cfg['optimizer']!r} (fused mode implements SGD only)"
-    return None
-
-
-def fuse_key(config: dict) -> str:
-    """Configs with equal keys can share a fused group: all keys but the fuse axes agree."""
-    cfg = validate_config(config)
-    return repr(sorted((k, repr(v)) for k, v in cfg.items() if k not in _PER_MEMBER))
 
 
 @dataclass(eq=False)   # compared by identity (the fused stack checks who is in it)

@@ -99,12 +99,17 @@ def plan_text(spec, out: str, resources: dict | None) -> str:
     else:
         recs = RunDir(out).records() if Path(out).is_dir() else {}
         n = done = epochs = 0
+        todo = []   # held only to say how fuse/pack group them (the driver holds them then too)
         for c in iter_planned_configs(spec):   # one at a time: a plan above the cap is never held
             n += 1
-            done += (recs.get(c["trial_id"]) or {}).get("status") in TERMINAL
+            finished = (recs.get(c["trial_id"]) or {}).get("status") in TERMINAL
+            done += finished
             epochs += int(c.get("epochs") or base_epochs or DEFAULTS["epochs"])
+            if not finished and (spec.fuse or spec.pack):
+                todo.append(c)
         lines.append(f"  trials: {n} planned ({spec.search['algorithm']}), {done} already finished "
                      f"in this directory, {n - done} to run; {epochs} epochs in all")
+        lines += validate.grouping(spec, todo)
     axes = sorted({k for space in spec.subspaces() for k in space})
     lines.append(f"  swept keys: {', '.join(axes) or 'none'}")
     lines.append(f"  per trial: {({**spec.resources, **(resources or {})})}, max concurrent "

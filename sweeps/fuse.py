@@ -26,6 +26,8 @@ import json
 import logging
 from collections import OrderedDict
 
+from nccore.fusable import fuse_key, why_not_fusable
+
 from .plan import planned_configs
 from .spec import load_spec
 from .store import RunDir, atomic_write_json
@@ -36,8 +38,6 @@ FUSE_KEY = "fused"   # a fused unit of the plan: {"fused": [config, ...], "trial
 def group(configs: list[dict], k: int) -> tuple[list[list[dict]], list[tuple[dict, str]]]:
     """(groups, singles): groups of 2..k fusable, compatible configs in plan order; singles are
     (config, why it runs unfused)."""
-    from nccore.fused import fuse_key, why_not_fusable
-
     classes: OrderedDict[str, list[dict]] = OrderedDict()
     singles: list[tuple[dict, str]] = []
     for c in configs:

@@ -60,9 +60,22 @@ def units(configs: list[dict], k: int, retries: int, store: RunDir | None = None
         packed = [[m["trial_id"] for m in p] for p in parts if len(p) > 1]
         atomic_write_json(store.path / "pack_plan.json", {"k": k, "units": len(packed), "packed_configs":
                                                           sum(map(len, packed)), "groups": packed})
-        log.info("pack: %d — %d configurations → %d Ray trials (%d packed units)", k, len(configs), len(out),
-                 len(packed))
+        log.info("%s", describe(len(configs), k))
     return out
+
+
+def describe(n: int, k: int) -> str:
+    """One line: how `n` configurations run under `pack: k` (what `units` makes of them)."""
+    sizes = [min(k, n - i) for i in range(0, n, k)] if k >= 2 else [1] * n
+    packed = [s for s in sizes if s > 1]
+    parts = [f"{packed.count(s)} of {s}" for s in sorted(set(packed), reverse=True)]
+    alone = len(sizes) - len(packed)
+    return (f"pack: {k} — {n} configurations → {_count(len(sizes), 'Ray trial')} ({_count(len(packed), 'packed unit')}"
+            f"{': ' + ', '.join(parts) if parts else ''}{f'; {alone} configuration alone' if alone else ''})")
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def ended_before(unit: dict, member: str) -> list[dict]:

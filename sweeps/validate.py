@@ -2,8 +2,9 @@
 
 Exit codes: 0 every spec is valid; 2 a spec is invalid (one line per problem: the field's full
 path, the bad value, what is accepted) or an argument is wrong. A valid spec prints its planned
-trial count and its swept axes; `--list` prints the planned trials; `--explain NAME` prints the
-catalogue entry of a key, option or metric.
+trial count, its swept axes and, with `fuse` or `pack`, how its configurations become Ray trials;
+`--list` prints the planned trials; `--explain NAME` prints the catalogue entry of a key, option
+or metric.
 """
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import sys
 
 from nccore.catalogue import MAX_PLANNED_TRIALS
 
+from . import fuse, pack
 from .keys import add_keys_parser, explain
 from .plan import iter_planned_configs, plan_size
 from .spec import SpecError, load_spec
@@ -20,17 +22,30 @@ EXIT_VALID, EXIT_INVALID = 0, 2
 
 def summary(path: str, spec) -> list[str]:
     n = plan_size(spec)
+    configs = None
     if spec.search["algorithm"] == "optuna":
         count = f"{n} trials sampled by Optuna on {spec.search['metric']} ({spec.search['mode']})"
     elif n <= MAX_PLANNED_TRIALS:
-        count = f"{sum(1 for _ in iter_planned_configs(spec))} trials planned ({spec.search['algorithm']})"
+        configs = list(iter_planned_configs(spec))
+        count = f"{len(configs)} trials planned ({spec.search['algorithm']})"
     else:
         count = f"at most {n} trials planned ({spec.search['algorithm']}; generated lazily)"
     axes = spec.swept_axes()
     return [f"{path}: valid — {spec.name!r}: {count}",
             f"  swept axes: {', '.join(axes) if axes else 'none'}",
             f"  per trial: resources {spec.resources}"
-            + (f"; ASHA on {spec.scheduler['metric']} ({spec.scheduler['mode']})" if spec.scheduler else "")]
+            + (f"; ASHA on {spec.scheduler['metric']} ({spec.scheduler['mode']})" if spec.scheduler else ""),
+            *(grouping(spec, configs) if configs is not None else [])]
+
+
+def grouping(spec, configs: list[dict]) -> list[str]:
+    """How `configs` (planned, still to run) become Ray trials under the spec's `fuse` or `pack`
+    (sweeps/fuse.py, sweeps/pack.py), as the driver groups them; no lines when it sets neither."""
+    if spec.pack:
+        return [f"  {pack.describe(len(configs), spec.pack)}"]
+    if spec.fuse:
+        return [f"  {line}" for line in fuse.describe(configs, spec.fuse).splitlines()]
+    return []
 
 
 def trial_lines(spec, limit: int = 1000) -> list[str]:
