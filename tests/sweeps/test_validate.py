@@ -209,3 +209,23 @@ def test_shipped_specs_validate_without_torch():
             "assert 'torch' not in sys.modules and 'ray' not in sys.modules, 'heavy import'; sys.exit(rc)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_validate_and_dry_run_say_how_fuse_and_pack_group_the_configurations_still_to_run(tmp_path, capsys):
+    from sweeps.store import RunDir
+
+    spec = _write(tmp_path, "name: g\nbase: {epochs: 1}\nspace: {seed: {grid: [0, 1, 2, 3, 4]}}\npack: 2\n", "pack.yaml")
+    assert main(["validate", str(spec)]) == 0
+    assert "  pack: 2 — 5 configurations → 3 Ray trials (2 packed units: 2 of 2; 1 configuration alone)\n" in \
+        capsys.readouterr().out
+    out = tmp_path / "run"   # two configurations finished already: the three left are packed
+    for c in planned_configs(load_spec(spec))[:2]:
+        RunDir(out).update_record(c["trial_id"], status="completed")
+    assert main(["run", str(spec), "--out", str(out), "--dry-run"]) == 0
+    assert "  pack: 2 — 3 configurations → 2 Ray trials (1 packed unit: 1 of 2; 1 configuration alone)\n" in \
+        capsys.readouterr().out
+    fused = _write(tmp_path, "name: f\nbase: {epochs: 1}\nspace: {seed: {grid: [0, 1, 2]}}\nfuse: 2\n", "fuse.yaml")
+    assert main(["validate", str(fused)]) == 0
+    assert "  fuse: 2 — 3 configurations → 1 fused trials" in capsys.readouterr().out
+    plain = _write(tmp_path, "name: p\nbase: {epochs: 1}\nspace: {seed: {grid: [0, 1]}}\n", "plain.yaml")
+    assert main(["validate", str(plain)]) == 0 and "pack:" not in capsys.readouterr().out
