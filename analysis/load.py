@@ -15,7 +15,6 @@ records' status added as `trial_status`.
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import warnings
@@ -146,18 +145,22 @@ def trial_records(run_dirs) -> pd.DataFrame:
     config (dict), updated_at, run_dir. Across run directories the newest record wins."""
     recs, checks = [], []
     for d in as_dirs(run_dirs):
-        for p in sorted((d / "trials").glob("*.json")):
-            try:
-                r = json.loads(p.read_text())
-            except (json.JSONDecodeError, OSError):
-                warnings.warn(f"skipped unreadable trial record {p}", ResultsWarning, stacklevel=3)
+        loc = layout.Location(d)   # the run directory's records, through sweeps/layout.py
+        for name in loc.listdir(layout.TRIALS):
+            tid = name.removesuffix(".json")
+            r = loc.record(tid) if name.endswith(".json") else None
+            if r is None:
+                if name.endswith(".json"):
+                    warnings.warn(f"skipped unreadable trial record {loc.url(layout.record_name(tid))}",
+                                  ResultsWarning, stacklevel=3)
                 continue
             if r.get("rows_sha256"):
-                checks.append((str(d / "rows" / p.stem / MERGED), r["rows_sha256"]))
-            recs.append({"trial_id": r.get("trial_id", p.stem), "trial_status": r.get("status"),
+                checks.append((str(d / "rows" / tid / MERGED), r["rows_sha256"]))
+            recs.append({"trial_id": r.get("trial_id", tid), "trial_status": r.get("status"),
                          "status": status_class(r.get("status")), "error": r.get("error"),
                          "config": r.get("config") or {}, "attempts": r.get("attempts"),
-                         "updated_at": float(r.get("updated_at") or r.get("finished_at") or p.stat().st_mtime),
+                         "updated_at": float(r.get("updated_at") or r.get("finished_at")
+                                             or os.stat(loc.full(layout.record_name(tid))).st_mtime),
                          "run_dir": str(d)})
     cols = ["trial_id", "trial_status", "status", "error", "config", "attempts", "updated_at", "run_dir"]
     df = pd.DataFrame(recs, columns=cols)
@@ -182,11 +185,10 @@ def checksum_mismatches(records: pd.DataFrame, workers: int = 4) -> list[str]:
 def manifests(run_dirs) -> list[dict]:
     out = []
     for d in as_dirs(run_dirs):
-        p = d / layout.MANIFEST
         try:
-            out.append(json.loads(p.read_text()) if p.exists() else {})
-        except (json.JSONDecodeError, OSError):
-            warnings.warn(f"unreadable manifest {p}", ResultsWarning, stacklevel=2)
+            out.append(layout.Location(d).manifest() or {})
+        except (ValueError, OSError):
+            warnings.warn(f"unreadable manifest {d / layout.MANIFEST}", ResultsWarning, stacklevel=2)
             out.append({})
     return out
 

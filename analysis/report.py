@@ -4,7 +4,6 @@ and rendered from templates (`render.render`); `analysis.pipeline.analyse` compu
 start from."""
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from pathlib import Path
 
@@ -68,8 +67,7 @@ def write_report(result: dict, out: Path, title: str, extra_sections=()) -> tupl
 
 
 def spec_name(run_dir) -> str:
-    p = Path(run_dir) / layout.MANIFEST
     try:
-        return json.loads(p.read_text()).get("name", Path(run_dir).name) if p.exists() else Path(run_dir).name
-    except (json.JSONDecodeError, OSError):
+        return (layout.Location(run_dir).manifest() or {}).get("name", Path(run_dir).name)
+    except (ValueError, OSError):
         return Path(run_dir).name

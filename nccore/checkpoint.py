@@ -1,14 +1,19 @@
 """Trial checkpoints: everything a resumed trial needs to continue exactly (model, optimiser,
 scheduler, epoch, and every RNG: torch CPU/CUDA, NumPy, Python, the batch generator).
 
-Written atomically (temp file + rename) so a crash never leaves half a checkpoint. A checkpoint
+Written atomically (temp file + rename; on an object store, one PUT) so a crash never leaves half
+a checkpoint. A checkpoint directory is a local path or a URI (`s3://bucket/run/checkpoints/<id>`,
+a run directory on object storage), reached through `pyarrow.fs`. A checkpoint
 holds only tensors and plain data (dicts, lists, tuples, numbers, strings), so every file —
 ours or a user's `init_from` — is read with `torch.load(weights_only=True)`, which cannot run
 code from the file. NumPy's RNG state is stored as (name, uint32 keys as an int64 tensor, …)."""
 from __future__ import annotations
 
+import io
 import os
+import posixpath
 import random
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -45,18 +50,78 @@ def _tuples(x):
     return tuple(_tuples(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
-def save(directory, payload: dict) -> Path:
-    d = Path(directory)
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".{FILE}.{os.getpid()}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, d / FILE)
-    return d / FILE
+# ---------------------------------------------------------------------- files, local or on an object store
+def _remote(path) -> bool:
+    return "://" in str(path)
 
 
-def _load(path: Path):
+def join(path, *parts) -> str | Path:
+    """`path` / parts, for a local path (a Path) or a URI (a string)."""
+    return posixpath.join(str(path), *parts) if _remote(path) else Path(path).joinpath(*parts)
+
+
+def parent(path) -> str | Path:
+    return str(path).rstrip("/").rsplit("/", 1)[0] if _remote(path) else Path(path).parent
+
+
+def read_file(path) -> bytes | None:
+    """The file's bytes, or None if there is none."""
+    if not _remote(path):
+        p = Path(path)
+        return p.read_bytes() if p.is_file() else None
+    import pyarrow.fs as pafs
+
+    fs, p = pafs.FileSystem.from_uri(str(path))
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with fs.open_input_stream(p) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
+
+
+def write_file(path, data: bytes) -> None:
+    """Write the file whole: a temporary file renamed into place, or one PUT on an object store."""
+    if _remote(path):
+        import pyarrow.fs as pafs
+
+        fs, p = pafs.FileSystem.from_uri(str(path))
+        with fs.open_output_stream(p) as f:
+            f.write(data)
+        return
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.parent / f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    tmp.write_bytes(data)
+    os.replace(tmp, p)
+
+
+def set_aside(directory) -> None:
+    """An unreadable checkpoint renamed to state.pt.corrupt (kept for a post-mortem, never loaded)."""
+    data = read_file(join(directory, FILE))
+    if data is None:
+        return
+    write_file(join(directory, f"{FILE}.corrupt"), data)
+    if _remote(directory):
+        import pyarrow.fs as pafs
+
+        fs, p = pafs.FileSystem.from_uri(str(join(directory, FILE)))
+        fs.delete_file(p)
+    else:
+        Path(join(directory, FILE)).unlink(missing_ok=True)
+
+
+def save(directory, payload: dict):
+    buf = io.BytesIO()
+    torch.save(payload, buf)
+    path = join(directory, FILE)
+    write_file(path, buf.getvalue())
+    return path
+
+
+def _load(path, data: bytes | None = None):
+    try:
+        data = read_file(path) if data is None else data
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as e:   # truncated zip, not a torch file, or a pickled object weights_only refuses
         raise CorruptCheckpoint(f"{path}: unreadable checkpoint ({type(e).__name__}: "
                                 f"{str(e).splitlines()[0] if str(e) else ''})") from e
@@ -66,18 +131,17 @@ def load(directory) -> dict | None:
     """The checkpoint in `directory`, or None if there is none yet; `CorruptCheckpoint` if unreadable."""
     if directory is None:
         return None
-    path = Path(directory) / FILE
-    if not path.exists():
-        return None
-    return _load(path)
+    path = join(directory, FILE)
+    data = read_file(path)
+    return None if data is None else _load(path, data)
 
 
 def load_model_state(path) -> dict:
     """Model weights from a trial checkpoint directory/state.pt or a plain state_dict file."""
-    p = Path(path)
-    if p.is_dir():
-        p = p / FILE
-    if not p.is_file():
+    p = path if _remote(path) else Path(path)
+    if read_file(join(p, FILE)) is not None if _remote(p) else p.is_dir():
+        p = join(p, FILE)
+    if read_file(p) is None:
         raise ValueError(f"init_from={str(path)!r}: no checkpoint there (expected a trial checkpoint "
                          f"directory with {FILE}, or a state_dict file)")
     try:

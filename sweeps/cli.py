@@ -18,7 +18,7 @@ from nccore.config import DEFAULTS
 
 from . import submit, validate, verify
 from .driver import run_sweep
-from .layout import TERMINAL
+from .layout import TERMINAL, mirror
 from .lock import describe, unlock
 from .logs import show_logs
 from .plan import iter_planned_configs
@@ -71,7 +71,11 @@ def _resources(text: str | None) -> dict | None:
 
 def _run_dir(path: str):
     store = RunDir(path)
-    if store.read_manifest() is None:
+    try:
+        manifest = store.read_manifest()
+    except OSError as e:
+        raise OSError(f"{path}: cannot read its manifest.json: {e}") from e
+    if manifest is None:
         raise SpecError(f"{path}: no manifest.json — not an ncsweep run directory "
                         f"(start one with `ncsweep run SPEC --out {path}`)")
     return store
@@ -97,7 +101,7 @@ def plan_text(spec, out: str, resources: dict | None) -> str:
         lines.append(f"  trials: {spec.search['num_samples']} sampled by Optuna TPE on {spec.search['metric']} "
                      f"({spec.search['mode']})")
     else:
-        recs = RunDir(out).records() if Path(out).is_dir() else {}
+        recs = RunDir(out).records()   # none yet if the directory does not exist
         n = done = epochs = 0
         todo = []   # held only to say how fuse/pack group them (the driver holds them then too)
         for c in iter_planned_configs(spec):   # one at a time: a plan above the cap is never held
@@ -190,7 +194,7 @@ def cmd_analyze(a) -> int:
 def cmd_study(a) -> int:
     from analysis.studies import study_command
 
-    return study_command(a.dir)
+    return study_command(str(mirror(a.dir)))   # a run directory on an object store: its local mirror
 
 
 def cmd_report(a) -> int:
@@ -317,6 +321,10 @@ def main(argv=None) -> int:
     except Stopped as e:          # SIGTERM (exit 143) or a lost lock: the message says how to resume
         print(f"ncsweep: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:          # storage: permissions, a full disk, an object store that does not answer
+        hint = "; check the endpoint (AWS_ENDPOINT_URL) and credentials (AWS_* variables)" if "AWS Error" in str(e) else ""
+        print(f"ncsweep: error: {e}{hint}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -105,15 +105,16 @@ def run_sweep(spec: Spec, out, address: str | None = None, resources: dict | Non
               quiet: bool = False, callbacks: list | None = None) -> dict:
     """Run (or continue) `spec` into run directory `out`. Finished trials are never re-run; a
     finished trial whose rows are missing or damaged is re-planned first. Holds the directory's lock."""
-    probe.check_out(out)                # s3://… would become a local folder named like it
+    probe.check_out(out)                # s3://…: S3's API, boto3 for the lock, the bucket reachable
     probe.check_address(address, out)   # ray:// would keep the driver's bookkeeping off the cluster
     store = RunDir(out)
-    store.path.mkdir(parents=True, exist_ok=True)
+    store.loc.mkdir()
+    store.path.mkdir(parents=True, exist_ok=True)   # node-local files (the run directory, or scratch for s3://)
     env = {**{k: os.environ.get(k, v) for k, v in RAY_ENV.items()}, **logger_env(spec.loggers)}
     # SIGTERM, or a lock this driver can no longer renew, stops the sweep: Tune's loop ends, the lock
     # is released, and sweeps.stop.Stopped (exit 143 / 2) reaches the CLI (sweeps/stop.py, sweeps/lock.py)
     try:
-        with StopOnSignal() as stop, RunLock(store.path, on_lost=stop.request) as held, \
+        with StopOnSignal() as stop, RunLock(store, on_lost=stop.request) as held, \
                 driver_log(store.path), environ(env):
             if held.previous:
                 log.warning("took over the lock of a driver that is gone: %s", held.previous)
@@ -126,15 +127,15 @@ def run_sweep(spec: Spec, out, address: str | None = None, resources: dict | Non
                 if stop.requested:
                     log.warning("driver %s; stopping its trials", stop.reason)
     except Stopped as e:
-        raise Stopped(f"{e}: finished trials and every finished epoch are kept in {store.path}; continue with "
-                      f"`ncsweep resume {store.path}`", e.exit_code) from None
+        raise Stopped(f"{e}: finished trials and every finished epoch are kept in {store.uri}; continue with "
+                      f"`ncsweep resume {store.uri}`", e.exit_code) from None
 
 
 def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks, stop: StopOnSignal) -> dict:
     manifest = store.read_manifest()
     if manifest and manifest.get("digest") != spec.digest:
-        raise SpecError(f"{store.path} holds results of a different spec ({manifest.get('name')!r}, digest "
-                        f"{manifest.get('digest')}); pass a new --out, or `ncsweep resume {store.path}` to finish that one")
+        raise SpecError(f"{store.uri} holds results of a different spec ({manifest.get('name')!r}, digest "
+                        f"{manifest.get('digest')}); pass a new --out, or `ncsweep resume {store.uri}` to finish that one")
     planned = None if spec.search["algorithm"] == "optuna" else planned_configs(spec)
     check_init_trials(spec, store, planned)
     res = {**spec.resources, **(resources or {})}
@@ -150,7 +151,7 @@ def _run_locked(spec: Spec, store: RunDir, address, resources, quiet, callbacks,
     finally:
         stop.hook()   # in case ray.init replaced our SIGTERM handler all the same
     if address:
-        probe.require_shared(store.path)   # every node writes a probe the driver reads, before any trial
+        probe.require_shared(store.uri)   # every node writes a probe the driver reads, before any trial
     else:
         procs.record(store.path)
     import_tensorboardx_without_torch()
@@ -201,9 +202,9 @@ def check_init_trials(spec: Spec, store: RunDir, planned) -> None:
     refs = {c.get("init_from") for c in (planned or [spec.base_config()])}
     for ref in sorted(r for r in refs if isinstance(r, str) and r.startswith("trial:")):
         tid = ref[len("trial:"):]
-        if not (store.checkpoint_dir(tid) / "state.pt").exists():
-            raise SpecError(f"spec field `init_from` = {ref!r}: no checkpoint of trial {tid} in {store.path}; "
-                            f"run that trial into this --out first (see `ncsweep status {store.path}`)")
+        if not store.exists(store.checkpoint_file(tid)):
+            raise SpecError(f"spec field `init_from` = {ref!r}: no checkpoint of trial {tid} in {store.uri}; "
+                            f"run that trial into this --out first (see `ncsweep status {store.uri}`)")
 
 
 def _grid(configs: list[dict]):
@@ -245,7 +246,7 @@ def make_tuner(spec: Spec, store: RunDir, res: dict, param_space: dict, num_samp
         s = spec.scheduler
         scheduler = ASHAScheduler(metric=s["metric"], mode=s["mode"], grace_period=s["grace_period"],
                                   reduction_factor=s["reduction_factor"], max_t=max_epochs(spec))
-    fn = tune.with_parameters(trainable, run_dir=str(store.path), base=spec.base_config(),
+    fn = tune.with_parameters(trainable, run_dir=store.uri, base=spec.base_config(),
                               objectives=_objectives(spec), gpu=res["gpu"], cpu=res["cpu"],
                               fault_env=faults.settings())
     fn = tune.with_resources(fn, {"cpu": res["cpu"], "gpu": res["gpu"]})

@@ -10,10 +10,7 @@ Every function here is safe to repeat after a crash at any point.
 """
 from __future__ import annotations
 
-import shutil
 import time
-
-import pyarrow.parquet as pq
 
 from nccore.config import DEFAULTS
 
@@ -28,16 +25,16 @@ MAX_REPLANS = 2       # a trial whose rows are damaged again after this many re-
 
 def visible_rows(store: RunDir, tid: str, epoch: int) -> int:
     """How many rows of `epoch` of trial `tid` the driver can read (DamagedRows if unreadable)."""
-    part = store.rows_dir(tid) / epoch_file(epoch)
+    part = next((p for p in store.epoch_files(tid) if str(p).endswith("/" + epoch_file(epoch))), None)
+    merged = store.merged_path(tid)
     try:
-        if part.exists():
-            return pq.read_metadata(part).num_rows
-        merged = store.merged_path(tid)
-        if merged.exists():
-            col = pq.read_table(merged, columns=["epoch"]).column("epoch").to_pylist()
+        if part is not None:
+            return store.read_metadata(part).num_rows
+        if store.exists(merged):
+            col = store.read_table(merged, columns=["epoch"]).column("epoch").to_pylist()
             return sum(e == epoch for e in col)
     except Exception as e:
-        raise DamagedRows(f"{part if part.exists() else store.merged_path(tid)}: unreadable ({type(e).__name__})") from e
+        raise DamagedRows(f"{part if part is not None else merged}: unreadable ({type(e).__name__})") from e
     return 0
 
 
@@ -90,8 +87,8 @@ def replan(store: RunDir, tid: str, reason: str) -> str:
     crash part-way leaves a trial that `verify` still finds damaged)."""
     rec = store.read_record(tid) or {}
     n = int(rec.get("replans") or 0) + 1
-    shutil.rmtree(store.rows_dir(tid), ignore_errors=True)
-    shutil.rmtree(store.checkpoint_dir(tid), ignore_errors=True)
+    store.delete_tree(store.rows_dir(tid))
+    store.delete_tree(store.checkpoint_path(tid))
     if n > MAX_REPLANS:
         store.update_record(tid, status="failed", error=f"rows damaged again after {n - 1} re-runs: {reason}")
         return "failed"

@@ -25,12 +25,15 @@ import hashlib
 import json
 import logging
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 from nccore.fusable import fuse_key, why_not_fusable
 
 from .plan import planned_configs
 from .spec import load_spec
-from .store import RunDir, atomic_write_json
+
+if TYPE_CHECKING:   # the argument's type only: planning needs no pyarrow
+    from .store import RunDir
 
 FUSE_KEY = "fused"   # a fused unit of the plan: {"fused": [config, ...], "trial_id": ..., "epochs": ...}
 
@@ -72,7 +75,7 @@ def units(configs: list[dict], k: int, store: RunDir | None = None) -> list[dict
     groups, singles = group(configs, k)
     if store is not None:
         plan = plan_summary(groups, singles, k)
-        atomic_write_json(store.path / "fuse_plan.json", plan)
+        store.write_json("fuse_plan.json", plan)
         logging.getLogger("ncsweep").info("%s", _text(plan, len(configs)))
     return [unit_of(g) for g in groups] + [c for c, _ in singles]
 

@@ -2,8 +2,10 @@
 
 RUN_DIR/lock.json holds the driver's host, pid, process start time, a random token, `locked_at`,
 `heartbeat` and `lease_s`. It is written whole to a temporary file and hard-linked into place (which
-fails if the name exists, also over NFS), so a lock file is never half written and of two drivers
-starting at once exactly one gets it; the other is refused with who holds it.
+fails if the name exists, also over NFS) — on an object store, by a conditional PUT (`If-None-Match:
+*`, renewed with `If-Match` on its ETag; boto3, `pip install 'ncsweep[s3]'`) — so a lock file is
+never half written and of two drivers starting at once exactly one gets it; the other is refused
+with who holds it.
 
 A lease, so that a lock outlives neither its driver nor its host:
 - the holder rewrites `heartbeat` every HEARTBEAT_S (10 s) from a background thread;
@@ -30,6 +32,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
+from urllib.parse import urlparse
 
 import psutil
 
@@ -68,15 +71,116 @@ def alive(pid: int, started: float | None) -> bool:
         return False
 
 
-def read(run_dir) -> dict | None:
-    p = Path(run_dir) / FILE
+class LocalLockFile:
+    """RUN_DIR/lock.json on a local or shared (NFS, Lustre, …) file system."""
+
+    def __init__(self, run_dir):
+        self.dir = Path(run_dir)
+        self.path = self.dir / FILE
+        self.where, self.name = str(self.dir), str(self.path)
+
+    def read_text(self) -> str | None:
+        try:
+            return self.path.read_text()
+        except FileNotFoundError:
+            return None
+
+    def create(self, info: dict) -> bool:
+        """Write the lock if there is none (a hard link fails if the name exists); False if there is one."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.dir / f".{FILE}.{os.getpid()}.{info['token'][:8]}.tmp"
+        tmp.write_text(json.dumps(info))
+        try:
+            os.link(tmp, self.path)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def replace(self, info: dict) -> None:
+        tmp = self.dir / f".{FILE}.{os.getpid()}.{info['token'][:8]}.beat.tmp"
+        tmp.write_text(json.dumps(info))
+        os.replace(tmp, self.path)
+
+    def delete(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+class ObjectLockFile:
+    """RUN_DIR/lock.json on S3 or an S3-compatible store, by conditional writes: created with
+    `If-None-Match: *` (refused when the key exists), replaced with `If-Match` on the ETag this
+    driver wrote (refused when another driver replaced it)."""
+
+    def __init__(self, uri: str):
+        try:
+            import boto3   # optional: only run directories on an object store need it
+            from botocore.exceptions import ClientError
+        except ImportError:
+            raise ValueError(f"--out {uri}: a run directory on an object store needs boto3 for its lock; "
+                             f"pip install -e '.[s3]'") from None
+        u = urlparse(uri)
+        if u.scheme != "s3":
+            raise ValueError(f"--out {uri}: object storage is supported through S3's API (s3://bucket/path, also for "
+                             f"S3-compatible servers via AWS_ENDPOINT_URL); use a path on a shared file system for {u.scheme}://")
+        self.client, self.ClientError = boto3.client("s3"), ClientError
+        self.bucket, self.key = u.netloc, "/".join(p for p in (u.path.strip("/"), FILE) if p)
+        self.where, self.name = uri.rstrip("/"), f"s3://{self.bucket}/{self.key}"
+        self.etag: str | None = None
+
+    def _refused(self, e) -> bool:
+        return e.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
+    def read_text(self) -> str | None:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self.key)["Body"].read().decode()
+        except self.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise OSError(f"{self.name}: {e}") from e
+
+    def create(self, info: dict) -> bool:
+        try:
+            self.etag = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=json.dumps(info).encode(),
+                                               IfNoneMatch="*")["ETag"]
+            return True
+        except self.ClientError as e:
+            if self._refused(e):
+                return False
+            raise OSError(f"{self.name}: {e}") from e
+
+    def replace(self, info: dict) -> None:
+        kw = {"IfMatch": self.etag} if self.etag else {}
+        try:
+            self.etag = self.client.put_object(Bucket=self.bucket, Key=self.key, Body=json.dumps(info).encode(),
+                                               **kw)["ETag"]
+        except self.ClientError as e:
+            if self._refused(e):
+                raise LockHeld(f"the lock of {self.where} was replaced by another driver") from e
+            raise OSError(f"{self.name}: {e}") from e
+
+    def delete(self) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self.key)
+
+
+def lock_file(where):
+    """The lock file of a run directory: `where` is its path, its URI or a `sweeps.store.RunDir`."""
+    uri = getattr(where, "uri", where)
+    return ObjectLockFile(str(uri)) if "://" in str(uri) else LocalLockFile(uri)
+
+
+def read(where) -> dict | None:
+    """The lock of a run directory (path, URI, RunDir or lock file): None if there is none, {} if it
+    is unreadable (not written by us: refused, never taken over)."""
+    f = where if isinstance(where, (LocalLockFile, ObjectLockFile)) else lock_file(where)
     try:
-        info = json.loads(p.read_text())
+        text = f.read_text()
+        if text is None:
+            return None
+        info = json.loads(text)
         return info if isinstance(info, dict) else {}
-    except FileNotFoundError:
-        return None
     except (json.JSONDecodeError, OSError):
-        return {}   # not written by us (ours are linked in whole): refused, never taken over
+        return {}
 
 
 def _when(t: float) -> str:
@@ -109,7 +213,8 @@ class RunLock:
     any. While held, a thread renews the heartbeat; `on_lost(reason)` is called once if it cannot."""
 
     def __init__(self, run_dir, on_lost=None, lease_s: float | None = None, heartbeat_s: float | None = None):
-        self.path = Path(run_dir) / FILE
+        self.file = lock_file(run_dir)
+        self.where = self.file.where
         self.previous: dict | None = None
         self.held = False
         self.lost: str | None = None
@@ -122,42 +227,34 @@ class RunLock:
         self._thread: threading.Thread | None = None
 
     def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         mine = _me(self.lease_s)
-        tmp = self.path.parent / f".{FILE}.{os.getpid()}.{mine['token'][:8]}.tmp"
-        tmp.write_text(json.dumps(mine))
-        try:
-            for _ in range(3):
-                try:
-                    os.link(tmp, self.path)
-                except FileExistsError:
-                    info = read(self.path.parent)
-                    if info is None:
-                        continue                      # released between our two calls: try again
-                    if not info or not stale(info):
-                        raise LockHeld(self._held_message(info))
-                    warnings.warn(f"{self.path.parent}: taking over the lock of a driver that is gone "
-                                  f"({describe(info)}; lease {info.get('lease_s') or LEASE_S:.0f} s)",
-                                  RuntimeWarning, stacklevel=2)
-                    self.previous = info
-                    if read(self.path.parent) == info:   # not already replaced by another taker
-                        self.path.unlink(missing_ok=True)
-                    continue
-                self.held, self._mine = True, mine
-                self._start_heartbeat()
-                return self
-        finally:
-            tmp.unlink(missing_ok=True)
-        raise LockHeld(f"{self.path.parent}: could not take the lock ({self.path}); another driver is starting")
+        for _ in range(3):
+            if not self.file.create(mine):
+                info = read(self.file)
+                if info is None:
+                    continue                      # released between our two calls: try again
+                if not info or not stale(info):
+                    raise LockHeld(self._held_message(info))
+                warnings.warn(f"{self.where}: taking over the lock of a driver that is gone "
+                              f"({describe(info)}; lease {info.get('lease_s') or LEASE_S:.0f} s)",
+                              RuntimeWarning, stacklevel=2)
+                self.previous = info
+                if read(self.file) == info:   # not already replaced by another taker
+                    self.file.delete()
+                continue
+            self.held, self._mine = True, mine
+            self._start_heartbeat()
+            return self
+        raise LockHeld(f"{self.where}: could not take the lock ({self.file.name}); another driver is starting")
 
     def _held_message(self, info: dict) -> str:
         if not info:
-            return (f"{self.path.parent} has an unreadable lock file {self.path}; if no driver uses this directory, "
-                    f"`ncsweep unlock {self.path.parent}`")
+            return (f"{self.where} has an unreadable lock file {self.file.name}; if no driver uses this directory, "
+                    f"`ncsweep unlock {self.where}`")
         lease = float(info.get("lease_s") or LEASE_S)
-        return (f"{self.path.parent} is in use by another ncsweep driver ({describe(info)}); wait for it to finish. "
+        return (f"{self.where} is in use by another ncsweep driver ({describe(info)}); wait for it to finish. "
                 f"If that driver is gone, its lock goes stale {lease:.0f} s after its last heartbeat and the next "
-                f"run or resume takes it over; `ncsweep unlock {self.path.parent}` removes it now")
+                f"run or resume takes it over; `ncsweep unlock {self.where}` removes it now")
 
     # ------------------------------------------------------------------ the lease
     def _start_heartbeat(self) -> None:
@@ -167,14 +264,12 @@ class RunLock:
 
     def renew(self) -> None:
         """Rewrite our heartbeat; raises LockHeld if the lock is no longer ours, OSError if unwritable."""
-        info = read(self.path.parent)
+        info = read(self.file)
         if not info or info.get("token") != self._mine["token"]:
             who = describe(info) if info else "no lock file" if info is None else "an unreadable lock file"
-            raise LockHeld(f"the lock of {self.path.parent} is no longer this driver's ({who})")
+            raise LockHeld(f"the lock of {self.where} is no longer this driver's ({who})")
         self._mine = {**self._mine, "heartbeat": time.time()}
-        tmp = self.path.parent / f".{FILE}.{os.getpid()}.{self._mine['token'][:8]}.beat.tmp"
-        tmp.write_text(json.dumps(self._mine))
-        os.replace(tmp, self.path)
+        self.file.replace(self._mine)
 
     def _beat(self) -> None:
         last_ok, error = time.monotonic(), None
@@ -188,7 +283,7 @@ class RunLock:
             except OSError as e:
                 error = e
             if error is not None and time.monotonic() - last_ok > limit:
-                return self._lose(f"could not renew the lock of {self.path.parent} for {limit:.0f} s "
+                return self._lose(f"could not renew the lock of {self.where} for {limit:.0f} s "
                                   f"(lease {self.lease_s:.0f} s): {error}")
 
     def _lose(self, reason: str) -> None:
@@ -201,9 +296,9 @@ class RunLock:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=5)
         if self.held:
-            info = read(self.path.parent) or {}
+            info = read(self.file) or {}
             if info.get("token") == self._mine["token"]:
-                self.path.unlink(missing_ok=True)
+                self.file.delete()
             self.held = False
 
     def __enter__(self) -> "RunLock":
@@ -216,12 +311,13 @@ class RunLock:
 def unlock(run_dir, force: bool = False) -> dict | None:
     """Remove RUN_DIR's lock for the operator; returns the lock removed (None: there was none).
     A live lock (fresh heartbeat, or a live process of this host) is kept unless `force`."""
-    info = read(run_dir)
+    f = lock_file(run_dir)
+    info = read(f)
     if info is None:
         return None
     if info and not stale(info) and not force:
         raise LockHeld(f"{run_dir} is locked by a driver that looks alive ({describe(info)}); stop it first, or "
                        f"`ncsweep unlock --force {run_dir}` if you know it is gone (e.g. its host is down and "
                        f"you cannot wait {float(info.get('lease_s') or LEASE_S):.0f} s)")
-    (Path(run_dir) / FILE).unlink(missing_ok=True)
+    f.delete()
     return info

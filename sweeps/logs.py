@@ -13,7 +13,6 @@ import json
 import logging
 from pathlib import Path
 
-from .layout import MANIFEST
 from .store import RunDir
 from .summary import aligned, trial_rows
 
@@ -48,18 +47,18 @@ def show_logs(run_dir, trial: str | None = None) -> str:
     """The text `ncsweep logs DIR [TRIAL]` prints: the whole driver log, or one trial's record
     (status, attempts, error, traceback) followed by the log lines that name it. TRIAL may be any
     unique prefix of a trial id."""
-    run_dir = Path(run_dir)
-    if not (run_dir / MANIFEST).exists():
-        raise FileNotFoundError(f"{run_dir}: no manifest.json — not an ncsweep run directory")
-    log_file = run_dir / LOG_NAME
+    store = RunDir(run_dir)
+    if not store.exists(store.manifest_path):
+        raise FileNotFoundError(f"{store.uri}: no manifest.json — not an ncsweep run directory")
+    log_file = store.path / LOG_NAME   # on this machine (for a run directory on an object store: its scratch)
     lines = log_file.read_text().splitlines() if log_file.exists() else []
     if trial is None:
         return "\n".join(lines) if lines else f"{log_file}: empty (nothing was logged)"
-    match = _matching(run_dir, trial)
+    match = _matching(store, trial)
     if len(match) > 1:
-        return _listing(run_dir, trial, match)
+        return _listing(store, trial, match)
     tid = match[0]
-    rec = json.loads((run_dir / "trials" / f"{tid}.json").read_text())
+    rec = store.read_record(tid) or {}
     out = [f"trial {tid}: {rec.get('status')}, {rec.get('attempts', 0)} attempts, "
            f"{rec.get('epochs_done', 0)} epochs"]
     if rec.get("error"):
@@ -85,21 +84,21 @@ def _key_values(title: str, d: dict) -> list[str]:
                                for k, v in sorted(d.items()))]
 
 
-def _listing(run_dir: Path, prefix: str, match: list[str]) -> str:
+def _listing(store: RunDir, prefix: str, match: list[str]) -> str:
     """Several trials start with `prefix`: how many, and only those, one line each (status, epochs,
     swept values, the headline metric at the latest epoch)."""
-    store = RunDir(run_dir)
     header, rows = trial_rows(store, {t: store.read_record(t) or {} for t in match})
-    return (f"{len(match)} trials of {run_dir} start with {prefix!r} (give more of the id for one trial's "
+    return (f"{len(match)} trials of {store.uri} start with {prefix!r} (give more of the id for one trial's "
             f"log):\n{aligned(header, rows)}")
 
 
 SHOWN = 10    # trial ids an error message lists
 
 
-def _matching(run_dir: Path, prefix: str) -> list[str]:
+def _matching(store: RunDir, prefix: str) -> list[str]:
     """The trial ids starting with `prefix` (at least one, else an error listing some of the run's ids)."""
-    ids = sorted(p.stem for p in (run_dir / "trials").glob("*.json"))
+    ids = sorted(store.record_files())
+    run_dir = store.uri
     match = [t for t in ids if t.startswith(prefix)]
     if match:
         return match

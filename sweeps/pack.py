@@ -33,9 +33,12 @@ one configuration at a time), and together with `fuse`; `sweeps.checks.units` sa
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 from . import fuse
-from .store import RunDir, atomic_write_json
+
+if TYPE_CHECKING:   # the argument's type only: planning needs no pyarrow
+    from .store import RunDir
 
 PACK_KEY = "packed"   # a packed unit of the plan: {"packed": [config, ...], "trial_id": ..., "retries": ...}
 log = logging.getLogger("ncsweep")
@@ -58,7 +61,7 @@ def units(configs: list[dict], k: int, retries: int, store: RunDir | None = None
     out = [{**fuse.unit_of(p, PACK_KEY), "retries": retries} if len(p) > 1 else p[0] for p in parts]
     if store is not None:
         packed = [[m["trial_id"] for m in p] for p in parts if len(p) > 1]
-        atomic_write_json(store.path / "pack_plan.json", {"k": k, "units": len(packed), "packed_configs":
+        store.write_json("pack_plan.json", {"k": k, "units": len(packed), "packed_configs":
                                                           sum(map(len, packed)), "groups": packed})
         log.info("%s", describe(len(configs), k))
     return out

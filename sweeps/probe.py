@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import uuid
-from pathlib import Path
 
-from . import faults
+import pyarrow.fs as pafs
+
+from . import faults, lock
+from .layout import Location, is_remote
 
 FIX = ("mount the same shared file system (NFS, EFS, Lustre, GPFS, CephFS, a ReadWriteMany volume) at {dir} "
        "on every node, writable by the user Ray runs as, or pass an --out that is on one")
@@ -32,14 +33,9 @@ def node_probe(run_dir: str, token: str, node_id: str) -> dict:
     """On one node: write RUN_DIR/.probe-<token>/<node_id>.json. Returns what it did, never raises."""
     out = {"node_id": node_id, "host": socket.gethostname(), "uid": os.getuid(), "error": None}
     try:
-        folder = Path(run_dir) / f".probe-{token}"
-        folder.mkdir(parents=True, exist_ok=True)
         faults.fault("probe.write")
-        path = folder / f"{node_id}.json"
-        with open(path, "w") as f:
-            json.dump({"node_id": node_id, "host": out["host"]}, f)
-            f.flush()
-            os.fsync(f.fileno())
+        Location(run_dir).write_bytes(f".probe-{token}/{node_id}.json",
+                                      json.dumps({"node_id": node_id, "host": out["host"]}).encode())
     except Exception as e:   # reported by the driver, with the node named
         out["error"] = f"{type(e).__name__}: {e}"
     return out
@@ -48,8 +44,9 @@ def node_probe(run_dir: str, token: str, node_id: str) -> dict:
 def read_probes(run_dir, token: str, answers: list[dict], missing: list[dict] = ()) -> list[str]:
     """The driver's side: one line per node that failed, naming it and the fix; [] if all wrote and
     the driver sees every file with the content the node wrote."""
-    folder = Path(run_dir) / f".probe-{token}"
-    fix = FIX.format(dir=Path(run_dir))
+    loc = Location(run_dir)
+    fix = FIX.format(dir=run_dir) if not loc.remote else (f"give every node credentials that can write {run_dir} "
+                                                          f"(AWS_* variables or an instance role, the same endpoint)")
     here = socket.gethostname()
     problems = []
     for a in answers:
@@ -58,7 +55,7 @@ def read_probes(run_dir, token: str, answers: list[dict], missing: list[dict] = 
             problems.append(f"{who} cannot write --out {run_dir}: {a['error']}; {fix}")
             continue
         try:
-            seen = json.loads((folder / f"{a['node_id']}.json").read_text())
+            seen = loc.read_json(f".probe-{token}/{a['node_id']}.json")
         except (OSError, ValueError):
             seen = None
         if seen != {"node_id": a["node_id"], "host": a["host"]}:
@@ -98,7 +95,7 @@ def check_storage(run_dir, timeout_s: float = 120.0) -> list[str]:
     try:
         return read_probes(run_dir, token, answers, missing)
     finally:
-        shutil.rmtree(Path(run_dir) / f".probe-{token}", ignore_errors=True)
+        Location(run_dir).delete_dir(f".probe-{token}")
 
 
 class StorageError(ValueError):
@@ -106,14 +103,22 @@ class StorageError(ValueError):
 
 
 def check_out(out) -> None:
-    """A URL as --out (s3://, gs://, …) would become a local folder named like it (`s3:/bucket/...`):
-    refused until the run directory can live on object storage."""
+    """An object-store --out must be S3 (or S3-compatible), reachable with this machine's
+    credentials, with boto3 installed for the lock — checked before anything is written."""
     text = str(out)
-    if "://" in text:
-        raise StorageError(f"--out {text}: object storage URLs are not supported as a run directory (rows, records, "
-                           f"checkpoints and the lock need a file system with atomic rename); give a directory on a "
-                           f"file system every node mounts (NFS, EFS, Lustre, a ReadWriteMany volume), and copy the "
-                           f"finished run directory to object storage afterwards if you need it there")
+    if not is_remote(text):
+        return
+    try:
+        lock.lock_file(text)                       # s3:// and boto3, or a message naming the fix
+        loc = Location(text)
+        bucket = loc.root.split("/")[0]
+        found = loc.fs.get_file_info(bucket).type != pafs.FileType.NotFound   # it answers with these credentials
+    except (ValueError, OSError) as e:
+        hint = "; check the endpoint (AWS_ENDPOINT_URL) and credentials (AWS_* variables)" if "AWS Error" in str(e) else ""
+        raise StorageError((f"--out {text}: {e}" if not str(e).startswith("--out") else str(e)) + hint) from None
+    if not found:
+        raise StorageError(f"--out {text}: bucket {bucket!r} does not exist (or these credentials cannot see it); "
+                           f"create it, or check AWS_ENDPOINT_URL / AWS_* credentials")
 
 
 def check_address(address: str | None, out) -> None:

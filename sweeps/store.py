@@ -27,18 +27,21 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import time
 import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from nccore.catalogue import SCHEMA_VERSION, row_schema   # row column types are declared in the catalogue
 
 from .faults import fault
-from .layout import KEY, MANIFEST, MERGED, ROWS, TRIALS, epoch_file
+from .layout import (CHECKPOINT_FILE, CHECKPOINTS, KEY, MANIFEST, MERGED, ROWS, SPEC, TRIALS, TRIALS_TABLE, Location,
+                     epoch_file, is_epoch_file, record_name, scratch_dir)
 
 INT_COLUMNS = {f.name for f in row_schema() if pa.types.is_integer(f.type)}
 
@@ -64,8 +67,12 @@ def atomic_write_bytes(path: Path, data: bytes, step: str | None = None) -> None
         raise
 
 
+def json_bytes(obj) -> bytes:
+    return json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
+
+
 def atomic_write_json(path: Path, obj, step: str | None = None) -> None:
-    atomic_write_bytes(path, json.dumps(obj, indent=1, sort_keys=True, default=str).encode(), step)
+    atomic_write_bytes(path, json_bytes(obj), step)
 
 
 # An epoch file holds a few rows: dictionary pages and min/max statistics only add footer and page
@@ -77,11 +84,15 @@ ROLL_EVERY = 10   # epoch files after which a running trial merges them into its
 def atomic_write_table(path: Path, table: pa.Table, step: str | None = None, **options) -> str:
     """A Parquet file written to a temporary name and renamed into place (`options`: those of
     `pyarrow.parquet.write_table`). Returns its SHA-256."""
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, **options)
-    data = sink.getvalue().to_pybytes()
+    data = table_bytes(table, **options)
     atomic_write_bytes(path, data, step)
     return hashlib.sha256(data).hexdigest()
+
+
+def table_bytes(table: pa.Table, **options) -> bytes:
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink, **options)
+    return sink.getvalue().to_pybytes()
 
 
 def file_sha256(path: Path) -> str:
@@ -136,18 +147,72 @@ def rows_table(rows: list[dict], extra: dict) -> pa.Table:
 
 
 class RunDir:
-    def __init__(self, path):
-        self.path = Path(path).resolve()
+    """A run directory, local or on an object store (`sweeps.layout.Location`). Its file paths
+    (`merged_path`, `epoch_files`, …) are `Path`s for a local directory and paths on `fs` for an
+    object store; read them through this class (`exists`, `read_table`, `sha256`, `delete`).
+    `path` is always a local directory: the run directory itself, or for an object store this
+    machine's scratch directory for node-local files (`scratch_dir`); `uri` is what to show users."""
+
+    def __init__(self, where):
+        self.loc = Location(where)
+        self.remote, self.uri, self.fs = self.loc.remote, self.loc.uri, self.loc.fs
+        self.path = scratch_dir(self.uri) if self.remote else Path(self.loc.root)
+
+    def _at(self, name: str):
+        full = self.loc.full(name)
+        return full if self.remote else Path(full)
+
+    def rel(self, path) -> str:
+        """`path` relative to the run directory, for messages."""
+        return posixpath.relpath(str(path), self.loc.root)
+
+    def exists(self, path) -> bool:
+        return self.fs.get_file_info(str(path)).type != pafs.FileType.NotFound
+
+    def delete(self, path) -> None:
+        try:
+            self.fs.delete_file(str(path))
+        except FileNotFoundError:
+            pass
+
+    def delete_tree(self, path) -> None:
+        try:
+            self.fs.delete_dir(str(path))
+        except FileNotFoundError:
+            pass
+
+    def read_table(self, path, columns=None) -> pa.Table:
+        return pq.read_table(str(path), columns=columns, filesystem=self.fs)
+
+    def read_metadata(self, path):
+        with self.fs.open_input_file(str(path)) as f:
+            return pq.read_metadata(f)
+
+    def sha256(self, path) -> str:
+        h = hashlib.sha256()
+        with self.fs.open_input_stream(str(path)) as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    def write_json(self, name: str, obj, step: str | None = None) -> None:
+        """A JSON file of the run directory, written whole (`Location.write_bytes`)."""
+        self.loc.write_bytes(name, json_bytes(obj), (lambda: fault(step)) if step else None)
+
+    def _write_table(self, name: str, table: pa.Table, step: str | None = None, **options) -> str:
+        data = table_bytes(table, **options)
+        self.loc.write_bytes(name, data, (lambda: fault(step)) if step else None)
+        return hashlib.sha256(data).hexdigest()
 
     # ------------------------------------------------------------------ results
-    def write_epoch(self, trial_id: str, epoch: int, rows: list[dict], extra: dict) -> Path:
+    def write_epoch(self, trial_id: str, epoch: int, rows: list[dict], extra: dict):
         """Write one epoch's rows (the worker, before the epoch's checkpoint); once the trial has
         ROLL_EVERY epoch files, merge them into its trial.parquet (`compact`), so that a sweep in
         progress holds at most ROLL_EVERY + 1 result files per running trial. Returns the file
         that holds the rows."""
         table = rows_table(rows, {**extra, "schema_version": SCHEMA_VERSION})
-        path = self.path / ROWS / trial_id / epoch_file(epoch)
-        atomic_write_table(path, table, "epoch.tmp", **EPOCH_FILE_OPTIONS)
+        name = f"{ROWS}/{trial_id}/{epoch_file(epoch)}"
+        self._write_table(name, table, "epoch.tmp", **EPOCH_FILE_OPTIONS)
         fault("epoch.renamed")
         if len(self.epoch_files(trial_id)) >= ROLL_EVERY:
             try:
@@ -155,17 +220,25 @@ class RunDir:
                 return self.merged_path(trial_id)
             except DamagedRows:
                 pass   # left as they are: the driver's compaction when the trial ends names the file
-        return path
+        return self._at(name)
 
-    def row_files(self) -> list[Path]:
-        return sorted((self.path / "rows").glob("*/*.parquet"))
+    def row_files(self) -> list:
+        return [self._at(f"{ROWS}/{t}/{f}") for t in self.loc.listdir(ROWS)
+                for f in self.loc.listdir(f"{ROWS}/{t}") if f.endswith(".parquet")]
 
     def files_per_trial(self) -> dict[str, int]:
-        """{trial_id: result files in rows/<trial_id>/} from directory listings only (os.scandir:
-        10^5 files in well under a second; no file is opened)."""
+        """{trial_id: result files in rows/<trial_id>/} from directory listings only (locally
+        os.scandir: 10^5 files in well under a second; no file is opened)."""
         out: dict[str, int] = {}
+        if self.remote:
+            for info in self.fs.get_file_info(pafs.FileSelector(self.loc.full(ROWS), recursive=True,
+                                                                 allow_not_found=True)):
+                trial, _, name = posixpath.relpath(info.path, self.loc.full(ROWS)).partition("/")
+                if name.endswith(".parquet") and not name.startswith(".") and "/" not in name:
+                    out[trial] = out.get(trial, 0) + 1
+            return out
         try:
-            trials = os.scandir(self.path / "rows")
+            trials = os.scandir(self.path / ROWS)
         except FileNotFoundError:
             return out
         with trials:
@@ -175,14 +248,21 @@ class RunDir:
                         out[t.name] = sum(1 for f in files if f.name.endswith(".parquet") and not f.name.startswith("."))
         return out
 
-    def rows_dir(self, trial_id: str) -> Path:
-        return self.path / ROWS / trial_id
+    def rows_dir(self, trial_id: str):
+        return self._at(f"{ROWS}/{trial_id}")
 
-    def merged_path(self, trial_id: str) -> Path:
-        return self.rows_dir(trial_id) / MERGED
+    def merged_path(self, trial_id: str):
+        return self._at(f"{ROWS}/{trial_id}/{MERGED}")
 
-    def epoch_files(self, trial_id: str) -> list[Path]:
-        return sorted(self.rows_dir(trial_id).glob("epoch-*.parquet"))
+    def epoch_files(self, trial_id: str) -> list:
+        return [self._at(f"{ROWS}/{trial_id}/{f}") for f in self.loc.listdir(f"{ROWS}/{trial_id}") if is_epoch_file(f)]
+
+    def read_rows(self, path) -> pa.Table:
+        try:
+            return self.read_table(path)
+        except Exception as e:   # truncated, not Parquet, permission
+            raise DamagedRows(f"{path}: unreadable rows file ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from e
 
     def compact(self, trial_id: str, driver: bool = True) -> dict:
         """Merge a trial's epoch files into rows/<trial_id>/trial.parquet, then delete them.
@@ -195,38 +275,34 @@ class RunDir:
         Raises `DamagedRows` naming an unreadable file (then nothing is changed). driver: False for
         a running trial's own roll-up (`write_epoch`), which passes no driver fault points."""
         merged, parts = self.merged_path(trial_id), self.epoch_files(trial_id)
-        old = read_rows(merged) if merged.exists() else None
+        old = self.read_rows(merged) if self.exists(merged) else None
         if not parts:
             if old is None:
                 return {"rows": 0, "sha256": None, "epochs": []}
-            return {"rows": old.num_rows, "sha256": file_sha256(merged),
+            return {"rows": old.num_rows, "sha256": self.sha256(merged),
                     "epochs": sorted(set(old.column("epoch").to_pylist()))}
-        table = merge_epochs(old, [read_rows(p) for p in parts])
+        table = merge_epochs(old, [self.read_rows(p) for p in parts])
         table = table.replace_schema_metadata({b"ncsweep_schema_version": str(SCHEMA_VERSION).encode()})
-        sha = atomic_write_table(merged, table)
+        sha = self._write_table(f"{ROWS}/{trial_id}/{MERGED}", table)
         if driver:
             fault("compact.merged")
         for i, p in enumerate(parts):
-            p.unlink(missing_ok=True)
+            self.delete(p)
             if i == 0 and driver:
                 fault("compact.partial")
         return {"rows": table.num_rows, "sha256": sha, "epochs": sorted(set(table.column("epoch").to_pylist()))}
 
     # ------------------------------------------------------------------ trial records
-    def record_path(self, trial_id: str) -> Path:
-        return self.path / TRIALS / f"{trial_id}.json"
+    def record_path(self, trial_id: str):
+        return self._at(record_name(trial_id))
 
     def read_record(self, trial_id: str) -> dict | None:
-        p = self.record_path(trial_id)
-        try:
-            return json.loads(p.read_text()) if p.exists() else None
-        except json.JSONDecodeError:
-            return None  # never half-written (atomic), but a hand-edited file should not kill a resume
+        return self.loc.record(trial_id)   # never half-written; a hand-edited, unreadable one reads as None
 
     def update_record(self, trial_id: str, **fields) -> dict:
         rec = self.read_record(trial_id) or {"trial_id": trial_id, "attempts": 0, "status": "pending"}
         rec.update(fields, updated_at=time.time())
-        atomic_write_json(self.record_path(trial_id), rec, "record.tmp")
+        self.write_json(record_name(trial_id), rec, "record.tmp")
         return rec
 
     def record_epoch(self, trial_id: str, epoch: int, n_rows: int, **fields) -> dict:
@@ -238,54 +314,63 @@ class RunDir:
         return self.update_record(trial_id, epochs_done=epoch + 1, rows_by_epoch=counts, **fields)
 
     def records(self) -> dict[str, dict]:
-        out = {}
-        for p in sorted((self.path / "trials").glob("*.json")):
-            rec = self.read_record(p.stem)
-            if rec is not None:
-                out[p.stem] = rec
-        return out
+        return self.loc.records()
 
-    def write_trials_table(self) -> Path:
+    def record_files(self) -> list[str]:
+        """The trial ids that have a record file, readable or not."""
+        return [n[:-len(".json")] for n in self.loc.listdir(TRIALS) if n.endswith(".json")]
+
+    def trials_table_path(self):
+        return self._at(TRIALS_TABLE)
+
+    def write_trials_table(self):
         recs = list(self.records().values())
         flat = [{**{k: v for k, v in r.items() if k != "config"},
                  **{f"cfg_{k}": (json.dumps(v) if isinstance(v, (dict, list)) else v)
                     for k, v in (r.get("config") or {}).items()}} for r in recs]
-        path = self.path / "trials.parquet"
         names = list(dict.fromkeys(k for r in flat for k in r))
         table = pa.table({k: _column(k, [r.get(k) for r in flat]) for k in names}) if flat else pa.table({})
-        atomic_write_table(path, table, "trials_table.tmp")
-        return path
+        self._write_table(TRIALS_TABLE, table, "trials_table.tmp")
+        return self.trials_table_path()
 
     # ------------------------------------------------------------------ manifest
     @property
-    def manifest_path(self) -> Path:
-        return self.path / MANIFEST
+    def manifest_path(self):
+        return self._at(MANIFEST)
 
     def read_manifest(self) -> dict | None:
-        if not self.manifest_path.exists():
-            return None
-        try:
-            return json.loads(self.manifest_path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{self.manifest_path}: unreadable manifest ({e}); rebuild it from the stored "
-                             f"spec and trial records with `ncsweep repair {self.path}`") from e
+        return self.loc.manifest()
 
     def write_manifest(self, manifest: dict) -> None:
-        atomic_write_json(self.manifest_path, {**manifest, "schema_version": SCHEMA_VERSION}, "manifest.tmp")
+        self.write_json(MANIFEST, {**manifest, "schema_version": SCHEMA_VERSION}, "manifest.tmp")
 
     @property
-    def spec_path(self) -> Path:
-        return self.path / "spec.json"
+    def spec_path(self):
+        return self._at(SPEC)
 
     def write_spec(self, name: str, digest: str, raw: dict, resources: dict | None = None) -> None:
         """The spec once more, apart from the manifest: what `ncsweep repair` rebuilds it from."""
-        atomic_write_json(self.spec_path, {"name": name, "digest": digest, "spec": raw, "resources": resources})
+        self.write_json(SPEC, {"name": name, "digest": digest, "spec": raw, "resources": resources})
 
     def read_spec(self) -> dict | None:
         try:
-            return json.loads(self.spec_path.read_text()) if self.spec_path.exists() else None
-        except json.JSONDecodeError:
+            return self.loc.read_json(SPEC)
+        except ValueError:
             return None
 
-    def checkpoint_dir(self, trial_id: str) -> Path:
-        return self.path / "checkpoints" / trial_id
+    def write_plan_note(self, name: str, obj) -> None:
+        """A plan file of the run directory (fuse_plan.json, pack_plan.json)."""
+        self.write_json(name, obj)
+
+    def checkpoint_dir(self, trial_id: str):
+        """A trial's checkpoint directory: a Path, or for an object store its URI (`nccore.checkpoint`
+        reads and writes both)."""
+        return self.loc.url(f"{CHECKPOINTS}/{trial_id}") if self.remote else Path(self.loc.full(f"{CHECKPOINTS}/{trial_id}"))
+
+    def checkpoint_path(self, trial_id: str):
+        """The path on `fs` of a trial's checkpoint directory (`delete_tree`)."""
+        return self._at(f"{CHECKPOINTS}/{trial_id}")
+
+    def checkpoint_file(self, trial_id: str):
+        """The path on `fs` of a trial's checkpoint file (`exists`, `delete`)."""
+        return self._at(f"{CHECKPOINTS}/{trial_id}/{CHECKPOINT_FILE}")

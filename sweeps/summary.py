@@ -27,7 +27,7 @@ def sweep_summary(store: RunDir, records: dict[str, dict] | None = None) -> dict
     terminal = sum(v for k, v in counts.items() if k in TERMINAL)
     overhead = [r["overhead_s"] for r in recs if "overhead_s" in r]
     inner = [r["run_trial_s"] for r in recs if "run_trial_s" in r]
-    return {"run_dir": str(store.path), "planned": planned, "finished": terminal,
+    return {"run_dir": store.uri, "planned": planned, "finished": terminal,
             "pending": max(planned - terminal, 0), "counts": counts,
             "failures": {r["trial_id"]: r.get("error") for r in recs if r.get("status") in FAILED},
             "mean_trial_overhead_s": sum(overhead) / len(overhead) if overhead else None,
@@ -57,7 +57,7 @@ def status_summary(store: RunDir) -> dict:
     s["files"] = sum(files.values())
     s["uncounted_files"] = sum(n for tid, n in files.items() if counted.get(tid) is None)
     s["mean_trial_wall_s"] = sum(walls) / len(walls) if walls else None
-    s["problems"] = verify(store.path, recs, footers=False)   # `ncsweep verify` reads them
+    s["problems"] = verify(store.uri, recs, footers=False)   # `ncsweep verify` reads them
     return s
 
 

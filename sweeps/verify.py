@@ -18,14 +18,13 @@ import sys
 import time
 from pathlib import Path
 
-import pyarrow.parquet as pq
 
 from . import lock, procs
 from .finish import replan
 from .plan import planned_configs
 from .spec import parse_spec
-from .store import RunDir, file_sha256
 from .layout import FINISHED
+from .store import RunDir
 
 
 # ---------------------------------------------------------------------- checking a directory
@@ -36,17 +35,17 @@ def check_trial(store: RunDir, tid: str, rec: dict, footers: bool = True) -> str
         return None
     merged = store.merged_path(tid)
     if rec.get("rows_sha256"):
-        if not merged.exists():
-            return f"{merged.relative_to(store.path)} is missing ({rec.get('rows')} rows)"
-        if file_sha256(merged) != rec["rows_sha256"]:
-            return f"{merged.relative_to(store.path)} does not match its recorded checksum (damaged)"
+        if not store.exists(merged):
+            return f"{store.rel(merged)} is missing ({rec.get('rows')} rows)"
+        if store.sha256(merged) != rec["rows_sha256"]:
+            return f"{store.rel(merged)} does not match its recorded checksum (damaged)"
     else:   # a record from before checksums: the files must at least read
-        for f in ([merged] if merged.exists() else []) + (store.epoch_files(tid) if footers else []):
+        for f in ([merged] if store.exists(merged) else []) + (store.epoch_files(tid) if footers else []):
             try:
-                pq.read_metadata(f)
+                store.read_metadata(f)
             except Exception as e:
-                return f"{f.relative_to(store.path)} is unreadable ({type(e).__name__})"
-        if not merged.exists() and not store.epoch_files(tid) and rec.get("epochs_done"):
+                return f"{store.rel(f)} is unreadable ({type(e).__name__})"
+        if not store.exists(merged) and not store.epoch_files(tid) and rec.get("epochs_done"):
             return f"rows of trial {tid} are missing"
     if rec.get("rows_sha256") and store.epoch_files(tid):
         return f"rows/{tid} has epoch files beside its merged file (they would count twice)"
@@ -65,8 +64,11 @@ def replan_damaged(store: RunDir) -> dict[str, str]:
 
 
 def _temp_files(store: RunDir) -> list[Path]:
-    """Our writers' temporary files (`.NAME.PID.HEX.tmp`), outside Ray Tune's `_tune` cache."""
+    """Our writers' temporary files (`.NAME.PID.HEX.tmp`), outside Ray Tune's `_tune` cache (an
+    object store has none: its writes are single PUTs)."""
     out = []
+    if store.remote:
+        return out
     for root, dirs, files in os.walk(store.path):
         if root == str(store.path):
             dirs[:] = [d for d in dirs if d != "_tune"]
@@ -88,8 +90,8 @@ def verify(run_dir, records: dict[str, dict] | None = None, footers: bool = True
     records: the trial records, if the caller has read them already; footers: see `check_trial`
     (`ncsweep status` passes False: reading 10^5 footers takes a minute)."""
     store = RunDir(run_dir)
-    if not store.path.is_dir():
-        raise FileNotFoundError(f"{store.path}: no such directory")
+    if not store.loc.is_dir():
+        raise FileNotFoundError(f"{store.uri}: no such directory")
     problems = []
 
     def add(what, detail, fix):
@@ -105,14 +107,14 @@ def verify(run_dir, records: dict[str, dict] | None = None, footers: bool = True
     if store.read_spec() is None:
         add("spec", "spec.json is missing or unreadable", "rewrite from the manifest")
     records = store.records() if records is None else records
-    for p in sorted((store.path / "trials").glob("*.json")):
-        if p.stem not in records:
-            add("record", f"{p.relative_to(store.path)} is unreadable", "delete it: the trial runs again on resume")
+    for tid in store.record_files():
+        if tid not in records:
+            add("record", f"{store.rel(store.record_path(tid))} is unreadable", "delete it: the trial runs again on resume")
     for tid, rec in records.items():
         why = check_trial(store, tid, rec, footers)
         if why:
             add("rows", f"trial {tid} ({rec.get('status')}): {why}", "re-plan the trial (runs again on resume)")
-    held = lock.read(store.path)   # a live driver's lock is no problem; a dead one's is
+    held = lock.read(store)   # a live driver's lock is no problem; a dead one's is
     if held is not None and (not held or lock.stale(held)):
         add("lock", f"lock of a driver that is gone ({lock.describe(held) if held else 'unreadable lock file'})",
             "taken over by the next run, resume or repair")
@@ -128,7 +130,7 @@ def verify(run_dir, records: dict[str, dict] | None = None, footers: bool = True
 
 def _trials_table_stale(store: RunDir, records: dict[str, dict]) -> bool:
     try:
-        t = pq.read_table(store.path / "trials.parquet", columns=["trial_id", "status"])
+        t = store.read_table(store.trials_table_path(), columns=["trial_id", "status"])
     except Exception:
         return True
     return dict(zip(t.column("trial_id").to_pylist(), t.column("status").to_pylist())) != {
@@ -140,16 +142,16 @@ def repair(run_dir) -> list[str]:
     """Fix what `verify` finds, under the directory's lock; returns what was done."""
     store = RunDir(run_dir)
     done = []
-    with lock.RunLock(store.path):
+    with lock.RunLock(store):
         killed = procs.cleanup(store.path)
         if killed:
             done.append(f"ended {len(killed)} Ray processes left by a driver that died")
         for p in remove_temp_files(store):
             done.append(f"deleted {p.relative_to(store.path)}")
-        for p in sorted((store.path / "trials").glob("*.json")):
-            if store.read_record(p.stem) is None:
-                p.unlink()
-                done.append(f"deleted unreadable record {p.relative_to(store.path)} (the trial runs again on resume)")
+        for tid in store.record_files():
+            if store.read_record(tid) is None:
+                store.delete(store.record_path(tid))
+                done.append(f"deleted unreadable record {store.rel(store.record_path(tid))} (the trial runs again on resume)")
         for tid, why in replan_damaged(store).items():
             done.append(f"re-planned trial {tid}: {why}")
         done += _repair_manifest(store)
@@ -171,8 +173,8 @@ def _repair_manifest(store: RunDir) -> list[str]:
             return ["rewrote spec.json from the manifest"]
         return []
     if saved is None:
-        raise ValueError(f"{store.path}: neither manifest.json nor spec.json is readable; the spec cannot be "
-                         f"recovered — rerun it with `ncsweep run SPEC --out {store.path}`")
+        raise ValueError(f"{store.uri}: neither manifest.json nor spec.json is readable; the spec cannot be "
+                         f"recovered — rerun it with `ncsweep run SPEC --out {store.uri}`")
     store.write_manifest(rebuild_manifest(store, saved))
     return ["rebuilt manifest.json from spec.json and the trial records"]
 

@@ -24,7 +24,6 @@ import contextlib
 import logging
 import math
 import os
-import shutil
 import socket
 import time
 from typing import Callable, Iterator
@@ -159,8 +158,8 @@ def start_fresh_if_corrupt(store: RunDir, tid: str) -> None:
     try:
         checkpoint.load(d)
     except checkpoint.CorruptCheckpoint as e:
-        (d / checkpoint.FILE).replace(d / f"{checkpoint.FILE}.corrupt")
-        shutil.rmtree(store.rows_dir(tid), ignore_errors=True)
+        checkpoint.set_aside(d)
+        store.delete_tree(store.rows_dir(tid))
         store.update_record(tid, epochs_done=0, rows_by_epoch={}, restarted_from_scratch=f"{e}", restarted_at=time.time())
 
 

@@ -62,9 +62,13 @@ def test_ray_client_addresses_are_refused_with_the_ways_that_work(tmp_path, caps
 
 
 @pytest.mark.parametrize("cmd", [["run", str(ROOT / "sweeps/specs/demo.yaml"), "--out"], ["resume"]])
-def test_an_object_store_url_as_out_is_refused_not_turned_into_a_local_folder(tmp_path, monkeypatch, capsys, cmd):
+def test_an_unreachable_object_store_is_an_error_naming_the_fix_never_a_local_folder(tmp_path, monkeypatch, capsys, cmd):
+    """(A reachable one runs the sweep there: tests/sweeps/test_s3.py.)"""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")   # nothing listens there
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "x")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "x")
     rc = main([*cmd, "s3://bucket/runs/demo"])
     err = capsys.readouterr().err
-    assert rc == 2 and ("object storage URLs are not supported" in err or "not an ncsweep run directory" in err), err
+    assert rc == 2 and "s3://bucket/runs/demo" in err and "AWS_ENDPOINT_URL" in err, err
     assert not (tmp_path / "s3:").exists()

@@ -20,13 +20,14 @@ comes from the sweep's `penalty` axis. BatchNorm statistics stay frozen.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import checkpoint
 from ..catalogue import keys_determining
 from ..metrics import worst_group_accuracy
 from ..metrics.saliency import saliency_summary
@@ -60,7 +61,7 @@ def base_cache_path(cfg: dict, opts: dict) -> Path | None:
     key = {k: cfg.get(k) for k in keys_determining("base")}   # catalogue: Key.determines
     key.update(pretrain_epochs=opts["pretrain_epochs"], pretrain_lr=opts["pretrain_lr"])
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:16]
-    return Path(cfg["checkpoint_dir"]).parent / "_bases" / f"{digest}.pt"
+    return checkpoint.join(checkpoint.parent(cfg["checkpoint_dir"]), "_bases", f"{digest}.pt")
 
 
 class TuningMethod(Method):
@@ -86,18 +87,18 @@ class TuningMethod(Method):
     def _pretrain(self) -> None:
         """ERM pre-training of the base, cached across the trials of one run directory that share it."""
         path = base_cache_path(self.cfg, self.opts)
-        if path is not None and path.exists():
+        data = checkpoint.read_file(path) if path is not None else None
+        if data is not None:
             try:
-                self.model.load_state_dict(torch.load(path, map_location=self.device))
+                self.model.load_state_dict(torch.load(io.BytesIO(data), map_location=self.device))
                 return
             except (RuntimeError, EOFError, OSError):   # a damaged cache file: train again
                 pass
         train_erm(self.model, self.cfg, self.data, self.opts["pretrain_epochs"], self.opts["pretrain_lr"])
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            torch.save(self.model.state_dict(), tmp)
-            os.replace(tmp, path)
+            buf = io.BytesIO()
+            torch.save(self.model.state_dict(), buf)
+            checkpoint.write_file(path, buf.getvalue())
 
     def _measure_base(self) -> dict:
         from .dfr import embed, fit_dfr
