@@ -29,7 +29,6 @@ import json
 import os
 import posixpath
 import time
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -51,28 +50,13 @@ class DamagedRows(ValueError):
 
 
 def atomic_write_bytes(path: Path, data: bytes, step: str | None = None) -> None:
-    """Write to a temporary name (leading '.', skipped by every reader), flush it to disk, rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        if step:
-            fault(step)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write a local file whole: a temporary name (leading '.', skipped by every reader), fsynced,
+    renamed (`sweeps.layout.Location.write_bytes`); `step` is the fault hook before the rename."""
+    Location(Path(path).parent).write_bytes(Path(path).name, data, (lambda: fault(step)) if step else None)
 
 
 def json_bytes(obj) -> bytes:
     return json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
-
-
-def atomic_write_json(path: Path, obj, step: str | None = None) -> None:
-    atomic_write_bytes(path, json_bytes(obj), step)
 
 
 # An epoch file holds a few rows: dictionary pages and min/max statistics only add footer and page
