@@ -18,7 +18,10 @@ Per mode it prints:
               (spec checks, Tune's set-up, the worker processes' start and imports); from the last
               configuration's end to `run_sweep`'s return (settling, Ray's shutdown, trials.parquet);
   in_train    per configuration, the worker's own cost inside `sweeps.worker.train` beyond
-              run_trial (its epoch files and record writes; records' overhead_s).
+              run_trial (its epoch files and record writes; records' overhead_s);
+  idle        a worker process's time between the end of one configuration and the start of its
+              next (the records' pid, started_at, wall_s): inside a packed unit, and from one Tune
+              trial to the next (Tune's per-trial cost; unpacked, every configuration pays it).
 The last line compares the modes: packed ÷ unpacked overhead, and each against the goal (0.1 s).
 Not a CI test: on 2 shared cores the figures move by ~20% between runs; compare modes of one run.
 Records section "driver_overhead" in bench/cpu_results.json (or gpu_results.json) with --record.
@@ -54,10 +57,21 @@ s = run_sweep(parse_spec(raw), out, quiet=True)
 returned = time.time()
 recs = [r for r in RunDir(out).records().values() if "wall_s" in r]
 first, last = min(r["started_at"] for r in recs), max(r["started_at"] + r["wall_s"] for r in recs)
+gaps = {"within": [], "change": []}   # idle time of a worker process between two configurations it ran
+by_pid = {}
+for r in recs:
+    by_pid.setdefault(r.get("pid"), []).append(r)
+for rs in by_pid.values():
+    rs.sort(key=lambda r: r["started_at"])
+    for a, b in zip(rs, rs[1:]):
+        same = a.get("packed_in") is not None and a.get("packed_in") == b.get("packed_in")
+        gaps["within" if same else "change"].append(b["started_at"] - a["started_at"] - a["wall_s"])
+mean = lambda xs: sum(xs) / len(xs) if xs else None
 print(json.dumps({"span_s": last - first, "wall_s": s["wall_s"], "ray_init_s": s["ray_init_s"],
                   "finished": s["finished"], "mean_run_trial_s": s["mean_run_trial_s"], "counts": s["counts"],
                   "before_first_s": first - called - s["ray_init_s"], "after_last_s": returned - last,
                   "in_train_s": sum(r["overhead_s"] for r in recs) / len(recs),
+                  "gap_within_unit_s": mean(gaps["within"]), "gap_unit_change_s": mean(gaps["change"]),
                   "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 
@@ -77,6 +91,10 @@ def measure(n: int, pack: int, concurrent: int) -> dict:
     out["overhead_s"] = busy * concurrent / n - (out["mean_run_trial_s"] or 0.0)
     out["steady_overhead_s"] = out["span_s"] * concurrent / n - (out["mean_run_trial_s"] or 0.0)
     return out
+
+
+def _s(x) -> str:
+    return "-" if x is None else f"{x:.3f} s"
 
 
 def main(argv=None) -> None:
@@ -99,7 +117,9 @@ def main(argv=None) -> None:
               f"{r['ray_init_s']:.1f} s) · driver peak RSS {r['rss_mb']:.0f} MB · {r['counts']}\n"
               f"{'':9s} fixed: Ray start {r['ray_init_s']:.1f} s, to the first configuration "
               f"{r['before_first_s']:.1f} s, after the last {r['after_last_s']:.1f} s · in_train "
-              f"{r['in_train_s']:.3f} s/config", flush=True)
+              f"{r['in_train_s']:.3f} s/config · a worker idle between two configurations "
+              f"{_s(r['gap_within_unit_s'])} in a unit, {_s(r['gap_unit_change_s'])} from one Tune trial to the next",
+              flush=True)
     if {"unpacked", "packed"} <= set(results):
         u, p = results["unpacked"], results["packed"]
         print(f"ratios: packed/unpacked overhead {p['overhead_s'] / u['overhead_s']:.2f} "

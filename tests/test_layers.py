@@ -118,6 +118,12 @@ def test_the_light_commands_load_neither_torch_nor_ray():
     assert not {"torch", "ray"} & loaded
 
 
+def test_a_trial_worker_starts_without_scikit_learn_or_scipy():
+    """Imported where a metric or method uses them (fine recovery, probes, DFR): 1-2.5 s of every
+    worker process's start otherwise (bench/driver_overhead.py)."""
+    assert not {"sklearn", "scipy"} & _loaded_after("import nccore.trial, nccore.fused, sweeps.worker")
+
+
 def test_nccore_never_imports_ray_and_analysis_never_imports_torch():
     assert "ray" not in _loaded_after("import nccore.trial, nccore.fused, nccore.evaluate")
     assert "torch" not in _loaded_after("import analysis.cli, analysis.report, analysis.studies")

@@ -26,10 +26,6 @@ import warnings
 
 import numpy as np
 import torch
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.linear_model import LogisticRegression
-from sklearn.multiclass import OneVsRestClassifier
-from sklearn.preprocessing import StandardScaler
 
 from ..catalogue import method_defaults
 from ..metrics import hoyer_sparsity, weight_sparsity, worst_group_accuracy
@@ -50,12 +46,17 @@ def balanced_subsample(groups: np.ndarray, rng: np.random.Generator) -> np.ndarr
 def _lr(C: float, binary: bool, penalty: str = "l1", seed: int = 0):
     """L1 (or L2) logistic regression (liblinear, random_state fixed); one-vs-rest for more than
     two classes."""
+    from sklearn.linear_model import LogisticRegression   # scikit-learn only where used: 1-2 s per worker start
+    from sklearn.multiclass import OneVsRestClassifier
+
     lr = LogisticRegression(l1_ratio=1.0 if penalty == "l1" else 0.0, solver="liblinear", C=C,
                             class_weight={0: 1, 1: 1} if binary else None, max_iter=1000, random_state=seed)
     return lr if binary else OneVsRestClassifier(lr)
 
 
 def _coef(clf) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.multiclass import OneVsRestClassifier
+
     if isinstance(clf, OneVsRestClassifier):
         return (np.vstack([e.coef_ for e in clf.estimators_]),
                 np.concatenate([np.ravel(e.intercept_) for e in clf.estimators_]))
@@ -70,6 +71,9 @@ def fit_dfr(train_x, val_x, val_y, val_g, num_groups: int | None = None, Cs=CS, 
     penalty "l2" and balance=False are the controls of the last-layer study: the same tuning and
     refits with an L2 penalty, or on the group-unbalanced val halves (then one final fit on all of
     val, since every refit would see the same data). Every fit uses random_state=seed."""
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.preprocessing import StandardScaler
+
     val_y, val_g = np.asarray(val_y), np.asarray(val_g)
     present = np.unique(val_g)
     if num_groups is not None and len(present) < num_groups:

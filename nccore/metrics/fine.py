@@ -7,13 +7,6 @@ which the network was trained on — earns no credit. Scores are aggregated over
 from __future__ import annotations
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from sklearn.cluster import KMeans
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
-from sklearn.model_selection import GridSearchCV, StratifiedKFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from ._util import as_numpy, undefined
 
@@ -22,6 +15,8 @@ _KEYS = ("cluster_acc", "purity", "nmi", "ari", "nmi_chance")
 
 def hungarian_accuracy(clusters, labels) -> float:
     """Accuracy after the best one-to-one matching of cluster ids to labels (scipy Hungarian)."""
+    from scipy.optimize import linear_sum_assignment   # scipy and scikit-learn only where used: 1-2 s per worker start
+
     c, y = as_numpy(clusters).ravel(), as_numpy(labels).ravel()
     cu, ci = np.unique(c, return_inverse=True)
     yu, yi = np.unique(y, return_inverse=True)
@@ -49,6 +44,9 @@ def fine_recovery(features, coarse, fine, seed: int = 0, *, train_features=None,
     nmi_chance: the NMI of the same clusters with the fine labels permuted inside each coarse class
     (mean of 5 seeded permutations) — the level a finite sample reaches with no fine structure.
     """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
     x = as_numpy(features).astype(np.float64)
     yc, yf = as_numpy(coarse).ravel(), as_numpy(fine).ravel()
     fit_x = x if train_features is None else as_numpy(train_features).astype(np.float64)
@@ -82,6 +80,11 @@ def linear_probe_accuracy(train_x, train_y, test_x, test_y, Cs=(0.1, 1.0), seed:
     """Accuracy on (test_x, test_y) of an L2 multinomial logistic regression on standardised
     frozen features, C chosen by 3-fold stratified CV on the training set (C=1 if a class has
     fewer than 3 training samples)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     xtr, ytr = as_numpy(train_x).astype(np.float64), as_numpy(train_y).ravel()
     xte, yte = as_numpy(test_x).astype(np.float64), as_numpy(test_y).ravel()
     if len(np.unique(ytr)) < 2:
