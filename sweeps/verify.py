@@ -52,6 +52,29 @@ def check_trial(store: RunDir, tid: str, rec: dict, footers: bool = True) -> str
     return None
 
 
+def unmerged(store: RunDir, records: dict[str, dict]) -> dict[str, int]:
+    """{trial_id: epoch files} of finished trials whose rows were never merged into one file (a run
+    directory written before ncsweep merged them): readers open every one of those files."""
+    out = {}
+    for tid, rec in records.items():
+        if rec.get("status") in FINISHED and not rec.get("rows_sha256"):
+            n = len(store.epoch_files(tid))
+            if n:
+                out[tid] = n
+    return out
+
+
+def merge_unmerged(store: RunDir, records: dict[str, dict]) -> list[str]:
+    """Merge each `unmerged` finished trial's epoch files into its trial.parquet and record the
+    merged file's row count and checksum, as a trial finished today is recorded."""
+    done = []
+    for tid, n in unmerged(store, records).items():
+        info = store.compact(tid)
+        store.update_record(tid, rows=info["rows"], rows_sha256=info["sha256"])
+        done.append(f"merged {n} epoch files of finished trial {tid} into {store.rel(store.merged_path(tid))}")
+    return done
+
+
 def replan_damaged(store: RunDir) -> dict[str, str]:
     """Re-plan every finished trial whose rows fail `check_trial`; returns {trial_id: reason}."""
     out = {}
@@ -114,6 +137,11 @@ def verify(run_dir, records: dict[str, dict] | None = None, footers: bool = True
         why = check_trial(store, tid, rec, footers)
         if why:
             add("rows", f"trial {tid} ({rec.get('status')}): {why}", "re-plan the trial (runs again on resume)")
+    loose = unmerged(store, records) if footers else {}   # `status` lists no files per trial
+    if loose:
+        add("unmerged", f"{len(loose)} finished trials keep their rows in {sum(loose.values())} epoch files "
+            "(written before ncsweep merged them; every analysis opens each one)",
+            "merge each trial's files into its trial.parquet and record its checksum")
     held = lock.read(store)   # a live driver's lock is no problem; a dead one's is
     if held is not None and (not held or lock.stale(held)):
         add("lock", f"lock of a driver that is gone ({lock.describe(held) if held else 'unreadable lock file'})",
@@ -154,6 +182,7 @@ def repair(run_dir) -> list[str]:
                 done.append(f"deleted unreadable record {store.rel(store.record_path(tid))} (the trial runs again on resume)")
         for tid, why in replan_damaged(store).items():
             done.append(f"re-planned trial {tid}: {why}")
+        done += merge_unmerged(store, store.records())
         done += _repair_manifest(store)
         if store.records():
             store.write_trials_table()
