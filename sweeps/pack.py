@@ -20,7 +20,7 @@ unit goes on with the next one. Tune hears from a unit at most once a second (`R
 result costs a driver round trip, and the rows and records hold every epoch anyway. A configuration whose record already says it ran to the end, or
 was settled by an earlier attempt of the unit, is skipped.
 
-Driver (`sweeps.finish.finish_packed`): each configuration is settled by `sweeps.verify.finish_trial` on its
+Driver (`sweeps.finish.finish_packed`): each configuration is settled by `sweeps.finish.finish_trial` on its
 own record — rows merged and checksummed, or `failed` with its own error — while the unit runs
 (when a result names a later configuration, the ones before it have ended) and at its end. When the worker
 process died, the configuration that was running (its stderr capture file is still there) gets

@@ -9,7 +9,7 @@ Each alive node runs `node_probe` (a zero-CPU Ray task pinned to it): it creates
 `.probe-<token>/` folder, writes `<node id>.json` naming its host, and fsyncs it. The driver then reads
 every file: a node whose write failed, whose file the driver cannot see, or that did not answer within
 `timeout_s` is a problem. Nodes that join later (an autoscaler's) are not probed: for them the check
-stays the one at each trial's end (sweeps.verify.finish_trial). A local Ray (no --address) is one
+stays the one at each trial's end (sweeps.finish.finish_trial). A local Ray (no --address) is one
 machine and is not probed. Tests make one node fail by starting it with NCSWEEP_FAULT=probe.write:raise
 in its environment (Ray's workers inherit their node's environment).
 """

@@ -7,7 +7,7 @@ from nccore import catalogue as cat
 def test_row_field_kinds_name_host_and_time_columns():
     host = cat.row_fields("host")
     assert {"hostname", "node_id", "device", "torch_version", "ray_version", "ncsweep_version"} <= set(host)
-    assert cat.row_fields("time") == ("epoch_ended_at",)     # what sweeps/runner.py writes into every row
+    assert cat.row_fields("time") == ("epoch_ended_at",)     # what sweeps/worker.py writes into every row
     assert not set(host) & set(cat.METRICS)
     with pytest.raises(ValueError, match="unknown row-field kind 'hosts'"):
         cat.row_fields("hosts")
