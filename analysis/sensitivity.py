@@ -149,8 +149,9 @@ class Prepared:
         df = pd.DataFrame({"y": y.astype(float), **{a: self.columns[a] for a in self.columns}}).dropna()
         sd, mean = df["y"].std(ddof=0), df["y"].mean()
         df["y"] = (df["y"] - mean) / sd if sd > 0 else df["y"] * 0.0
+        nan = float("nan")
         df.attrs.update(scale=self.attrs["scale"], reference=self.attrs["reference"],
-                        y_sd=float(sd) if sd == sd else float("nan"), y_mean=float(mean) if mean == mean else float("nan"),
+                        y_sd=float(sd) if sd == sd else nan, y_mean=float(mean) if mean == mean else nan,
                         span=self.attrs["span"])
         return df
 

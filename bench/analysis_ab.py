@@ -112,7 +112,8 @@ def main() -> None:
                 w = b["stages"].get(k, 0.0)
                 print(f"# {k:28s} {v:8.3f}  {w:8.3f}  {w / v if v else float('nan'):5.2f}")
         print(f"# CPU-s {a['cpu_s']} -> {b['cpu_s']} (x{ratios.get('cpu_s')}); best wall {a['wall_s_best']} -> "
-              f"{b['wall_s_best']} (x{ratios.get('wall_s_best')}); peak RSS MB {a['peak_rss_mb']} -> {b['peak_rss_mb']}")
+              f"{b['wall_s_best']} (x{ratios.get('wall_s_best')}); "
+              f"peak RSS MB {a['peak_rss_mb']} -> {b['peak_rss_mb']}")
         print(json.dumps({"before": args.before, "rounds": args.rounds, "A": a, "B": b, "B/A": ratios}))
     finally:
         shutil.rmtree(a_code, ignore_errors=True)

@@ -4,14 +4,16 @@
     PYTHONPATH=. python bench/analysis_stages.py --cli DIR [--out X]    # `ncsweep analyze DIR` as a whole
 
 Stages (the first mode): `import` (the analysis packages), the scan (`trial_records`,
-`schema_names`, `materialise`; the scan's figure includes the threads beside it: checksums and the
-table libraries' import), `trial_table_from`, `trial_curves`, each kind of table job (`tables:all` and
-`tables:arch`, the sensitivity tables over all trials and per architecture; `arch_summary`, `paired_differences`, `nc_vs_fairness`, `leaderboard`; one
-worker, so each is counted here), `split_curves`, then writing the tables: `write:csv`,
-`write:parquet`, `write:tex` and `write:other` (building the frames). A stage missing from the
-code being measured (an older commit) is left out. Both modes print one JSON line last:
-{cpu_s, in_process_wall_s, peak_rss_mb, stages?} — cpu_s: user + system of this process from
-its start (interpreter included) and of every process it waited for; peak_rss_mb: this process' peak plus its largest child's. Used by `bench/analysis_ab.py`.
+`schema_names`, `materialise`; the scan's figure includes the threads beside it: checksums and
+the table libraries' import), `trial_table_from`, `trial_curves`, each kind of table job
+(`tables:all` and `tables:arch`: the sensitivity tables over all trials and per architecture;
+`arch_summary`, `paired_differences`, `nc_vs_fairness`, `leaderboard`; run here, one after the
+other, under one BLAS thread as in a table worker), `split_curves`, then writing the tables:
+`write:csv`, `write:parquet`, `write:tex` and `write:other` (building the frames). A stage
+missing from the code being measured (an older commit) is left out. Both modes print one JSON
+line last: {cpu_s, in_process_wall_s, peak_rss_mb, stages?} — cpu_s: user + system of this
+process from its start (interpreter included) and of every process it waited for; peak_rss_mb:
+this process' peak plus its largest child's. Used by `bench/analysis_ab.py`.
 """
 from __future__ import annotations
 

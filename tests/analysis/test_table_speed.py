@@ -16,8 +16,8 @@ AXES = ["arch", "lr", "bias_level"]
 def trials(n=90, seed=0):
     rng = np.random.default_rng(seed)
     t = pd.DataFrame({"arch": np.array(["resnet18", "vgg11", "densenet121"])[np.arange(n) % 3],
-                      "lr": np.repeat(10 ** rng.uniform(-3, -1, n // 3), 3), "bias_level": rng.choice([0.0, 0.5, 0.9], n),
-                      "seed": np.arange(n) % 3, "status": "completed"})
+                      "lr": np.repeat(10 ** rng.uniform(-3, -1, n // 3), 3),
+                      "bias_level": rng.choice([0.0, 0.5, 0.9], n), "seed": np.arange(n) % 3, "status": "completed"})
     t["m"] = -0.5 * t.bias_level + 0.1 * np.log10(t.lr) + rng.normal(0, 0.1, n)
     t["m2"] = t["m"] + rng.normal(0, 0.3, n)
     t.loc[[4, 7, 11], "m2"] = np.nan                # another set of usable trials than m's
@@ -82,7 +82,8 @@ def test_paired_differences_average_matching_configurations():
 
 def test_latex_cells_as_before():
     assert escape("a_b & 50% ~x^") == r"a\_b \& 50\% \textasciitilde{}x\textasciicircum{}"
-    df = pd.DataFrame({"f": [0.123456, np.nan, -np.inf], "i": [1, 2, 3], "s": ["x_1", None, "y"], "b": [True, False, True]})
+    df = pd.DataFrame({"f": [0.123456, np.nan, -np.inf], "i": [1, 2, 3], "s": ["x_1", None, "y"],
+                       "b": [True, False, True]})
     lines = booktabs(df).splitlines()
     assert lines[0] == r"\begin{tabular}{rrll}"
     assert lines[4:7] == [r"0.1235 & 1 & x\_1 & yes \\", r"-- & 2 & -- & no \\", r"-- & 3 & y & yes \\"]
