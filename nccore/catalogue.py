@@ -191,6 +191,13 @@ _TUNING = {
 _TRANSFER = {
     "n_source": _num("n_source", "int", 5, "classes used for pre-training (the first ones); the rest are "
                      "held-out targets", low=2),
+    "target_arm": _key("target_arm", "str", "first", "which classes are source and which targets. first: the "
+                       "first n_source classes are source, the rest targets; compatible / incompatible read the "
+                       "dataset's coarse families (BiasedShapes fine: shape pairs such as disk|ring) and take "
+                       "n_source source and n_source target classes: compatible = one class of each of the first "
+                       "n_source families to source and a sibling to target; incompatible = whole families to "
+                       "source, the next whole families to target (no family shared)",
+                       choices=("first", "compatible", "incompatible")),
     "n_way": _num("n_way", "int", 5, "classes per few-shot episode", low=2),
     "k_shot": _num("k_shot", "int", 5, "support images per class (1-shot is always reported too)", low=1),
     "queries": _num("queries", "int", 15, "query images per class and episode", low=1),
@@ -244,6 +251,10 @@ METHOD_INFO: dict[str, MethodInfo] = {
                             low=1, unit="samples"),
         "batchwise": _key("batchwise", "bool", False, "accumulate |batch gradient| (the official code) instead "
                           "of exact per-sample gradients"),
+        "penalty_mode": _key("penalty_mode", "str", "explicit", "how λ acts: explicit term in the loss (the "
+                             "published form; diverges once 2·lr·λ·max Ω > 2), or its exact proximal step "
+                             "θ ← θ* + (θ − θ*)/(1 + 2·lr·λ·Ω) after each optimiser step (stable at any λ)",
+                             choices=("explicit", "proximal")),
     }, family="tuning"),
     "side_tuning": MethodInfo(dict(_TUNING), family="tuning"),
     "transfer": MethodInfo(dict(_TRANSFER), family="transfer"),
@@ -606,6 +617,8 @@ _M = [
     _m("fewshot_ci", "trial", None, "95% half-width of fewshot_acc", methods=methods_in("transfer")),
     _m("fewshot_acc_1shot", "trial", True, "1-shot nearest-class-mean accuracy", methods=methods_in("transfer")),
     _m("fewshot_ci_1shot", "trial", None, "95% half-width of fewshot_acc_1shot", methods=methods_in("transfer")),
+    _m("target_shared", "trial", None, "share of the target classes whose coarse family also has a source class "
+       "(1: compatible target arm, 0: incompatible; NaN without coarse labels)", methods=methods_in("transfer")),
 ]
 METRICS: dict[str, Metric] = {m.name: m for m in _M}
 

@@ -5,6 +5,12 @@ of the output on unlabeled data (by default `mas_samples` images of the original
 training distribution), exact with torch.func (`batchwise=True` accumulates |batch gradient| as
 the official code does). Fine-tuning loss = CE on the tuning set + λ Σ_j Ω_j (θ_j − θ*_j)², with
 λ = the sweep's `penalty` and θ* the base weights. The model itself is tuned (BN frozen).
+
+`penalty_mode="explicit"` (default, the published form) adds the penalty to the loss; its gradient
+step diverges once 2·lr·λ·max Ω > 2 (the spec's λ = 10 did). `"proximal"` applies the penalty's
+exact proximal step after each optimiser step instead, elementwise
+θ_j ← θ*_j + (θ_j − θ*_j) / (1 + 2·lr·λ·Ω_j), as change_penalty does with Ω ≡ 1: stable for any λ,
+so MAS strengths can be calibrated on the same ‖Δ‖ ratios as change_penalty's λ.
 """
 from __future__ import annotations
 
@@ -38,6 +44,15 @@ def mas_importance(model: nn.Module, x: torch.Tensor, batchwise: bool = False, c
     return {n: o / len(x) for n, o in omega.items()}
 
 
+def mas_proximal_step(model: nn.Module, anchor: dict, omega: dict, lr: float, lam: float) -> None:
+    """Proximal step of λ Σ_j Ω_j (θ_j − θ*_j)² for step size lr: the minimiser of
+    λ Ω (u − θ*)² + (u − θ)²/(2 lr), i.e. θ* + (θ − θ*)/(1 + 2 lr λ Ω), for every weight."""
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            a = anchor[n]
+            p.copy_(a + (p - a) / (1 + 2 * lr * lam * omega[n]))
+
+
 @register("mas")
 class MAS(TuningMethod):
 
@@ -49,8 +64,14 @@ class MAS(TuningMethod):
             p.requires_grad_(True)
 
     def penalty(self):
+        if self.opts["penalty_mode"] == "proximal":
+            return None
         reg = sum((self.omega[n] * (p - self.anchor[n]) ** 2).sum() for n, p in self.model.named_parameters())
         return self.cfg["penalty"] * reg
+
+    def after_step(self) -> None:
+        if self.opts["penalty_mode"] == "proximal" and self.cfg["penalty"] > 0:
+            mas_proximal_step(self.model, self.anchor, self.omega, self.lr(), self.cfg["penalty"])
 
     def extra_columns(self) -> dict:
         sq = sum(((p.detach() - self.anchor[n]).double() ** 2).sum() for n, p in self.model.named_parameters())

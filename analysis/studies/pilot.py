@@ -1,0 +1,86 @@
+"""The change-penalty pilot (sweeps/specs/change_penalty_pilot.yaml): how much each method and
+strength changes the base, and the MAS strengths whose change matches each λ's.
+
+Change ratio of a tuning trial = its ‖Δ‖ (`delta_norm` of its last test row: the weights early
+stopping restored) ÷ that of change_penalty at λ = 0 with the same (seed, n_tune); a diverged trial
+has ratio inf. A method's arm is its name, with MAS's `penalty_mode` appended (mas/explicit,
+mas/proximal). `matched` picks, for every positive λ, the strength of another arm whose median
+ratio is nearest λ's median ratio on a log scale.
+
+Run: python -m analysis.studies.pilot RUN_DIR
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+
+from nccore.catalogue import method_defaults
+
+
+def change_ratios(rows: pd.DataFrame, configs: pd.DataFrame) -> pd.DataFrame:
+    """One row per tuning trial: arm, penalty, seed, n, ratio. `rows`: the run's rows (load());
+    `configs`: trial_id, trial_status, config (load.trial_records())."""
+    te = rows[(rows.split == "test") & (rows.group == "all")].sort_values("epoch")
+    last = te.groupby("trial_id").tail(1).set_index("trial_id")
+    out = []
+    for r in configs.itertuples():
+        cfg = r.config
+        if cfg.get("method") not in ("change_penalty", "mas", "side_tuning"):
+            continue
+        opts = {**method_defaults(cfg["method"]), **(cfg.get("method_options") or {})}
+        arm = cfg["method"] + (f"/{opts['penalty_mode']}" if cfg["method"] == "mas" else "")
+        diverged = r.trial_status == "diverged"
+        delta = math.inf if diverged else float(last.delta_norm.get(r.trial_id, math.nan))
+        out.append({"arm": arm, "penalty": float(cfg.get("penalty", 0.0)), "seed": int(cfg.get("seed", 0)),
+                    "n": int(opts["n_tune"]), "delta": delta})
+    d = pd.DataFrame(out, columns=["arm", "penalty", "seed", "n", "delta"])
+    zero = d[(d.arm == "change_penalty") & (d.penalty == 0)].groupby(["seed", "n"]).delta.mean().rename("d0")
+    d = d.join(zero, on=["seed", "n"])
+    return d.assign(ratio=d.delta / d.d0).drop(columns="d0")
+
+
+def medians(ratios: pd.DataFrame) -> pd.Series:
+    """Median ratio per (arm, penalty) over seeds and n (inf counts as the largest)."""
+    return ratios.groupby(["arm", "penalty"]).ratio.median()
+
+
+def matched(ratios: pd.DataFrame, other: str = "mas/proximal", ref: str = "change_penalty") -> dict[float, float]:
+    """For each positive λ of `ref`: the `other` strength whose median ratio is nearest on a log scale."""
+    med = medians(ratios)
+    if ref not in med.index.get_level_values(0) or other not in med.index.get_level_values(0):
+        return {}
+    cand = med[other][np.isfinite(med[other]) & (med[other] > 0)]
+    if not len(cand):
+        return {}
+    out = {}
+    for lam, r in med[ref].items():
+        if lam > 0 and np.isfinite(r) and r > 0:
+            out[float(lam)] = float((np.log(cand) - math.log(r)).abs().idxmin())
+    return out
+
+
+def main(argv=None) -> int:
+    from analysis.load import load, trial_records
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m analysis.studies.pilot RUN_DIR", file=sys.stderr)
+        return 2
+    ratios = change_ratios(load(argv[0]), trial_records(argv[0]))
+    table = ratios.pivot_table(index=["arm", "penalty"], columns=["n", "seed"], values="ratio", aggfunc="first")
+    table[("median", "")] = medians(ratios)
+    print("‖Δ‖ / ‖Δ(change_penalty, λ = 0)‖ per arm and strength, by (n, seed):")
+    print(table.round(3).to_string())
+    for other in sorted(set(ratios.arm) - {"change_penalty"}):
+        pick = matched(ratios, other)
+        if pick:
+            print(f"{other} strength nearest each λ's median ratio: "
+                  + ", ".join(f"λ {k:g} → {v:g}" for k, v in pick.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
