@@ -91,13 +91,34 @@ def tree_shares(tree, bounds: np.ndarray, where: dict[str, np.ndarray]) -> tuple
             edges = np.concatenate(([bounds[c, 0]], splits[c], [bounds[c, 1]]))
             mids.append(0.5 * (edges[1:] + edges[:-1]))
             sizes.append(edges[1:] - edges[:-1])
-        grid = np.array(list(itertools.product(*mids)))          # (G, |F|), itertools order as Optuna
-        size = np.prod(np.array(list(itertools.product(*sizes))), axis=1)
-        holds = np.all((grid[:, None, :] > olo[None, :, cols]) & (grid[:, None, :] <= ohi[None, :, cols]), axis=2)
-        w = holds * (volume / np.prod(width[:, cols], axis=1))[None, :]     # (G, L)
-        mass = w.sum(axis=1)
-        out[a] = max(_weighted_var(w @ v / mass, mass * size), 0.0)
+        leaf_w = volume / np.prod(width[:, cols], axis=1)
+        values, weights = _marginals(mids, sizes, olo[:, cols], ohi[:, cols], leaf_w, v)
+        out[a] = max(_weighted_var(values, weights), 0.0)
     return total, out
+
+
+GRID_BLOCK = 1 << 14    # grid points at a time: memory ~ GRID_BLOCK × leaves, however many cells the grid has
+
+
+def _marginals(mids: list, sizes: list, olo: np.ndarray, ohi: np.ndarray, leaf_w: np.ndarray,
+               v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(marginal, weight) at each grid point, in itertools.product order as Optuna walks them.
+    A categorical axis' grid is the product of its one-hot columns' cells (2^k for k split columns),
+    so it is built a block at a time."""
+    points, cell_sizes = itertools.product(*mids), itertools.product(*sizes)
+    values, weights = [], []
+    while block := list(itertools.islice(points, GRID_BLOCK)):
+        grid = np.array(block)                                   # (G, |F|)
+        size = np.prod(np.array(list(itertools.islice(cell_sizes, GRID_BLOCK))), axis=1)
+        holds = np.ones((len(grid), len(v)), dtype=bool)         # (G, L): the leaf's box holds the point
+        for j in range(grid.shape[1]):
+            x = grid[:, j:j + 1]
+            holds &= (x > olo[:, j]) & (x <= ohi[:, j])
+        w = holds * leaf_w[None, :]
+        mass = w.sum(axis=1)
+        values.append(w @ v / mass)
+        weights.append(mass * size)
+    return np.concatenate(values), np.concatenate(weights)
 
 
 def importances(points: list[tuple], values, space: dict[str, tuple], n_trees: int, max_depth: int,

@@ -75,3 +75,20 @@ def test_table_importances_do_not_depend_on_the_rows_order():
     a = fanova_importance(frame, axes, max_configs=50, n_trees=4)
     b = fanova_importance(frame.sample(frac=1, random_state=1), axes, max_configs=50, n_trees=4)
     pd.testing.assert_frame_equal(a, b)
+
+
+def test_a_categorical_axis_with_many_levels_equals_optuna_across_grid_blocks(monkeypatch):
+    import analysis.fanova as fanova
+
+    monkeypatch.setattr(fanova, "GRID_BLOCK", 3)        # the one-hot grid built 3 points at a time
+    rng = np.random.default_rng(7)
+    levels = [f"d{i}" for i in range(9)]
+    data = rng.choice(levels, 150)
+    lr = rng.uniform(-1, 1, 150)
+    y = np.array([levels.index(d) for d in data]) * 0.3 + lr + rng.normal(0, 0.2, 150)
+    space = {"dataset": ("cat", levels), "lr": ("float", float(lr.min()), float(lr.max()))}
+    points = list(zip(data, lr))
+    ours = fanova.importances(points, y, space, n_trees=6, max_depth=6, seed=3)
+    ref = optuna_importances(points, y, space, 6, 6, 3)
+    assert list(ours) == list(ref)
+    assert np.allclose([ours[a] for a in ref], list(ref.values()), rtol=1e-9, atol=1e-12)
