@@ -122,6 +122,7 @@ def _analyse(src, dirs, records, select, metrics, include_status, correction, in
     wanted = list(metrics) if metrics else default_metrics(cols, groups)
     trials = trial_table_from(src, records, select, list(dict.fromkeys(wanted + ([rank] if rank else []))), config,
                               vocab.MAJORITY)
+    trials = trials.sort_values("trial_id", kind="stable", ignore_index=True)   # not the scan's order: it varies
     if rank in trials and rank not in wanted + ["val_acc", f"val_{vocab.MAJORITY}"]:   # for the leaderboard only: last
         trials = trials[[c for c in trials if c != rank] + [rank]]
     axes, axes_from = run_axes(dirs, trials)

@@ -88,3 +88,18 @@ def test_latex_cells_as_before():
     assert lines[0] == r"\begin{tabular}{rrll}"
     assert lines[4:7] == [r"0.1235 & 1 & x\_1 & yes \\", r"-- & 2 & -- & no \\", r"-- & 3 & y & yes \\"]
     assert [cell(v) for v in (0.123456, float("nan"), 3, None, True)] == ["0.1235", "--", "3", "--", "yes"]
+
+
+def test_the_trial_table_is_in_trial_id_order_so_two_runs_write_the_same_files(tmp_path):
+    from analysis.pipeline import analyse
+    from analysis.report import write_tables
+    from analysis.synthetic import grid, write_run
+
+    run = write_run(tmp_path / "run", grid(seeds=3, arch=["resnet18", "vgg11"], lr=[1e-3, 1e-2, 1e-1],
+                                           bias_level=[0.0, 0.9]), epochs=2)
+    res = analyse(run, metrics=["test_worst_group_acc"], workers=1)
+    assert res["trials"]["trial_id"].is_monotonic_increasing and res["trials"].index.equals(pd.RangeIndex(36))
+    a, b = write_tables(res, tmp_path / "a"), write_tables(analyse(run, metrics=["test_worst_group_acc"]), tmp_path / "b")
+    for x, y in zip(a, b):
+        if x.name.startswith(("trials", "sensitivity")) and x.suffix == ".csv":
+            assert x.read_bytes() == y.read_bytes(), x.name
