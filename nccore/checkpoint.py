@@ -56,12 +56,18 @@ def _remote(path) -> bool:
 
 
 def join(path, *parts) -> str | Path:
-    """`path` / parts, for a local path (a Path) or a URI (a string)."""
-    return posixpath.join(str(path), *parts) if _remote(path) else Path(path).joinpath(*parts)
+    """`path` / parts, for a local path (a Path) or a URI (a string; its ?options kept at the end)."""
+    if not _remote(path):
+        return Path(path).joinpath(*parts)
+    base, _, query = str(path).partition("?")
+    return posixpath.join(base, *parts) + (f"?{query}" if query else "")
 
 
 def parent(path) -> str | Path:
-    return str(path).rstrip("/").rsplit("/", 1)[0] if _remote(path) else Path(path).parent
+    if not _remote(path):
+        return Path(path).parent
+    base, _, query = str(path).partition("?")
+    return base.rstrip("/").rsplit("/", 1)[0] + (f"?{query}" if query else "")
 
 
 def read_file(path) -> bytes | None:

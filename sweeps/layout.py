@@ -77,13 +77,16 @@ class Location:
 
     def __init__(self, where):
         self.remote = is_remote(where)
-        if self.remote:
+        if self.remote:   # s3://bucket/path, optionally ?endpoint_override=host:port&scheme=http (pyarrow's options)
             self.fs, root = pafs.FileSystem.from_uri(str(where))
             self.root = root.rstrip("/")
-            self.uri = str(where).rstrip("/")
+            base, _, self.query = str(where).partition("?")
+            self.base = base.rstrip("/")
+            self.uri = self.base + (f"?{self.query}" if self.query else "")
         else:
             self.fs, self.root = pafs.LocalFileSystem(), str(Path(where).resolve())
-            self.uri = self.root
+            self.uri = self.base = self.root
+            self.query = ""
 
     def full(self, name: str = "") -> str:
         """The path of `name` on `fs`."""
@@ -91,7 +94,7 @@ class Location:
 
     def url(self, name: str = "") -> str:
         """`name` as a path or URI another process can open (`nccore.checkpoint`, messages)."""
-        return posixpath.join(self.uri, name) if name else self.uri
+        return (posixpath.join(self.base, name) if name else self.base) + (f"?{self.query}" if self.query else "")
 
     def exists(self, name: str = "") -> bool:
         return self.fs.get_file_info(self.full(name)).type != pafs.FileType.NotFound

@@ -32,7 +32,7 @@ import time
 import uuid
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
+from urllib.parse import parse_qsl, urlparse
 
 import psutil
 
@@ -123,7 +123,10 @@ class ObjectLockFile:
         if u.scheme != "s3":
             raise ValueError(f"--out {uri}: object storage is supported through S3's API (s3://bucket/path, also for "
                              f"S3-compatible servers via AWS_ENDPOINT_URL); use a path on a shared file system for {u.scheme}://")
-        self.client, self.ClientError = boto3.client("s3"), ClientError
+        opts = dict(parse_qsl(u.query))   # pyarrow's URI options: the same endpoint for both
+        endpoint = (f"{opts.get('scheme', 'https')}://{opts['endpoint_override']}"
+                    if opts.get("endpoint_override") else None)
+        self.client, self.ClientError = boto3.client("s3", endpoint_url=endpoint, region_name=opts.get("region")), ClientError
         self.bucket, self.key = u.netloc, "/".join(p for p in (u.path.strip("/"), FILE) if p)
         self.where, self.name = uri.rstrip("/"), f"s3://{self.bucket}/{self.key}"
         self.etag: str | None = None

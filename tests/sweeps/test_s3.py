@@ -138,6 +138,27 @@ def test_checkpoints_and_the_tuning_base_cache_go_to_the_object_store(s3):
     assert checkpoint.parent(d) == f"s3://{BUCKET}/runs/ckpt/checkpoints"
 
 
+def test_the_endpoint_may_come_in_the_url_as_pyarrow_takes_it(s3, monkeypatch):
+    """`s3://bucket/path?endpoint_override=HOST:PORT&scheme=http`: files, lock and checkpoints all use it."""
+    import torch
+
+    from nccore import checkpoint
+
+    host = s3["AWS_ENDPOINT_URL"].split("://", 1)[1]
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    uri = f"s3://{BUCKET}/runs/query?endpoint_override={host}&scheme=http"
+    store = RunDir(uri)
+    store.write_manifest({"name": "q", "digest": "d"})
+    assert RunDir(uri).read_manifest()["name"] == "q" and store.uri == uri
+    with lock.RunLock(uri):
+        assert lock.read(uri)["host"] == socket.gethostname()
+    d = store.checkpoint_dir("t0")
+    assert d.endswith(f"checkpoints/t0?endpoint_override={host}&scheme=http")
+    checkpoint.save(d, {"w": torch.ones(2)})
+    assert torch.equal(checkpoint.load(d)["w"], torch.ones(2))
+    assert checkpoint.join(checkpoint.parent(d), "_bases", "x.pt").endswith(f"checkpoints/_bases/x.pt?endpoint_override={host}&scheme=http")
+
+
 def test_an_object_store_out_is_checked_before_anything_is_written(s3):
     with pytest.raises(StorageError, match="S3's API"):
         check_out("gs://bucket/runs/x")
