@@ -284,6 +284,11 @@ GC_FINDINGS = {
     "reg_target_nc1_slope": "target NC1 per λ step of the regulariser",
     "reg_lowers_gc": "source GC per λ step of the regulariser",
     "reg_train_acc_slope": "source train accuracy per λ step of the regulariser (its cost)",
+    "arm_gc_fewshot_diff": "the primary's relation is stronger on compatible targets (classes with a sibling among "
+                           "the source classes) than on incompatible ones: Fisher z of the partial ρ(GC, few-shot "
+                           "accuracy | train accuracy) in the compatible arm − in the incompatible arm",
+    "arm_fewshot_gap": "few-shot accuracy, compatible − incompatible target arm, per seed (the arm changes how well "
+                       "the source embedding serves the targets)",
 }
 DEFAULT_GC = {
     "name": "gc_transfer",
@@ -298,22 +303,29 @@ DEFAULT_GC = {
 @study("gc_transfer", DEFAULT_GC, spec_names=("gc_transfer",), findings=GC_FINDINGS)
 def gc_transfer(rows: pd.DataFrame, options: dict) -> list[dict]:
     fin = select_epochs(rows, "final")
-    t = wide(fin, "train", ["acc", "gc", "gc_norm", "gc_exact", "nc1", "n", "fewshot_acc", "target_nc1", "target_cdnv"])
+    t = wide(fin, "train", ["acc", "gc", "gc_norm", "gc_exact", "nc1", "n", "fewshot_acc", "target_nc1", "target_cdnv",
+                            "target_shared"])
+    cov = _covariates(t)
     reg = _causal_arm(t)
     dose = reg.penalty.rank(method="dense") - 1
     steps = ", ".join(f"{v:g}" for v in sorted(reg.penalty.unique()))
-    out = [measured("gc_fewshot_rank", GC_FINDINGS["gc_fewshot_rank"], "partial Spearman ρ",
-                    rank_est(t.gc, t.fewshot_acc, t.acc)),
-           measured("gc_target_nc1_rank", GC_FINDINGS["gc_target_nc1_rank"], "partial Spearman ρ",
-                    rank_est(t.gc, t.target_nc1, t.acc)),
-           measured("gc_norm_fewshot_rank", GC_FINDINGS["gc_norm_fewshot_rank"], "partial Spearman ρ",
-                    rank_est(_col(t, "gc_norm"), t.fewshot_acc, t.acc)),
+    given = "partial Spearman ρ" + (" (covariates: train accuracy, target arm)" if cov.shape[1] > 1 else "")
+    out = [measured("gc_fewshot_rank", GC_FINDINGS["gc_fewshot_rank"], given, rank_est(t.gc, t.fewshot_acc, cov)),
+           measured("gc_target_nc1_rank", GC_FINDINGS["gc_target_nc1_rank"], given,
+                    rank_est(t.gc, t.target_nc1, cov)),
+           measured("gc_norm_fewshot_rank", GC_FINDINGS["gc_norm_fewshot_rank"], given,
+                    rank_est(_col(t, "gc_norm"), t.fewshot_acc, cov)),
            measured("gc_exact_agreement", GC_FINDINGS["gc_exact_agreement"], "Spearman ρ",
                     rank_est(t.gc, _col(t, "gc_exact"))),
-           measured("target_nc1_fewshot_rank", GC_FINDINGS["target_nc1_fewshot_rank"], "partial Spearman ρ",
-                    rank_est(t.target_nc1, t.fewshot_acc, t.acc)),
+           measured("target_nc1_fewshot_rank", GC_FINDINGS["target_nc1_fewshot_rank"], given,
+                    rank_est(t.target_nc1, t.fewshot_acc, cov)),
+           measured("arm_gc_fewshot_diff", GC_FINDINGS["arm_gc_fewshot_diff"],
+                    "Fisher z difference of partial Spearman ρ, compatible − incompatible", arm_rank_diff(t)),
+           measured("arm_fewshot_gap", GC_FINDINGS["arm_fewshot_gap"],
+                    "mean over seeds of (compatible − incompatible) few-shot accuracy", arm_gap(t)),
            measured("reg_fewshot_slope", GC_FINDINGS["reg_fewshot_slope"], f"OLS slope per λ step ({steps})",
-                    ols_est(reg.fewshot_acc, {"dose": dose, "acc": reg.acc}, "dose")),
+                    ols_est(reg.fewshot_acc, {"dose": dose, "acc": reg.acc,
+                                              **({"arm": reg.target_shared} if cov.shape[1] > 1 else {})}, "dose")),
            measured("reg_target_nc1_slope", GC_FINDINGS["reg_target_nc1_slope"], f"OLS slope per λ step ({steps})",
                     slope_est(dose, reg.target_nc1)),
            measured("reg_lowers_gc", GC_FINDINGS["reg_lowers_gc"], f"OLS slope per λ step ({steps})",
@@ -321,12 +333,57 @@ def gc_transfer(rows: pd.DataFrame, options: dict) -> list[dict]:
            measured("reg_train_acc_slope", GC_FINDINGS["reg_train_acc_slope"], f"OLS slope per λ step ({steps})",
                     slope_est(dose, reg.acc)),
            note(CLAIM_GC), terminal_note(t["acc"], "source classes"), _steps_note(t)]
+    comp, inc = _arms(t)
+    if len(comp) and len(inc):
+        per = {k: rank_est(a.gc, a.fewshot_acc, a.acc) for k, a in (("compatible", comp), ("incompatible", inc))}
+        out.append(note("Target arms: partial ρ(GC, few-shot accuracy | train accuracy) "
+                        + "; ".join(f"{k} {e.value:+.3f} ({e.n} trials, few-shot accuracy "
+                                    f"{a.fewshot_acc.mean():.3f})" for (k, e), a in zip(per.items(), (comp, inc)))
+                        + ". Compatible targets have a sibling class among the source classes; incompatible "
+                          "targets come from families the source never saw."))
     out += [figure(figures.scatter(t, "gc", "fewshot_acc", "method"), "Source GC vs few-shot accuracy, per trial"),
             figure(figures.scatter(t, "target_nc1", "fewshot_acc", "method"), "Target NC1 vs few-shot accuracy"),
             figure(figures.by_level(reg, "penalty", ["gc"]), "Source GC vs regulariser strength λ"),
             figure(figures.by_level(reg, "penalty", ["fewshot_acc", "acc"]),
                    "Few-shot accuracy and source train accuracy vs λ")]
     return out
+
+
+def _arms(t: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(compatible, incompatible) trials by target_shared (1 / 0); empty without the column."""
+    shared = _col(t, "target_shared")
+    return t[shared == 1], t[shared == 0]
+
+
+def _covariates(t: pd.DataFrame) -> np.ndarray:
+    """Train accuracy, and the target arm where the run has both arms (its few-shot accuracy and
+    GC levels may differ by arm: the relation is read within arms)."""
+    comp, inc = _arms(t)
+    if len(comp) and len(inc):
+        return np.column_stack([t.acc, _col(t, "target_shared")])
+    return t.acc.to_numpy(float).reshape(-1, 1)
+
+
+def arm_rank_diff(t: pd.DataFrame) -> Estimate:
+    """Fisher z(partial ρ(GC, few-shot | train acc)) in the compatible arm − in the incompatible arm;
+    standard error √(se_c² + se_i²) of two independent samples, normal."""
+    comp, inc = _arms(t)
+    if not (len(comp) and len(inc)):
+        return Estimate(np.nan)
+    a, b = (rank_est(s.gc, s.fewshot_acc, s.acc) for s in (comp, inc))
+    if not (a.ok() and b.ok()):
+        return Estimate(np.nan, n=a.n + b.n)
+    return Estimate(a._z() - b._z(), float(np.hypot(a.se, b.se)), np.inf, a.n + b.n)
+
+
+def arm_gap(t: pd.DataFrame) -> Estimate:
+    """Per seed: mean few-shot accuracy of the compatible arm − of the incompatible arm (same configurations
+    in both arms); t over seeds."""
+    comp, inc = _arms(t)
+    if not (len(comp) and len(inc)):
+        return Estimate(np.nan)
+    d = comp.groupby("seed").fewshot_acc.mean() - inc.groupby("seed").fewshot_acc.mean()
+    return mean_est(d.dropna())
 
 
 def _causal_arm(t: pd.DataFrame) -> pd.DataFrame:

@@ -7,10 +7,13 @@ their data files exist. Slow (`make test-slow`): reduced subsets of the CPU-scal
 real runner; they fail when the primary outcome or a manipulation check has no CI. Numbers:
 docs/studies-collapse.md.
 """
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
 from analysis.studies import run_study, study_sections
 from analysis.studies.common import rank_est
@@ -184,14 +187,17 @@ def test_fine_structure_reduced(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_gc_transfer_reduced(tmp_path, capsys):
-    """Reduced: the causal arm λ ∈ {0, 1e-2} × the spec's 5 seeds and the equal-step arm lr {0.01, 0.2}
-    × batch {32, 64} at seed 0 (14 trials of the spec's 50)."""
+    """Reduced: both target arms × (the causal arm λ ∈ {0, 1e-2} at seeds 0-2, and the equal-step arm
+    lr {0.01, 0.2} × batch {32, 64} at seed 0): 20 trials of the spec's 100."""
+    raw = yaml.safe_load(Path("sweeps/specs/gc_transfer.yaml").read_text())
+    space = {**raw["space"], "seed": {"grid": [0, 1, 2]}}
     variants = [{"penalty": {"grid": [0.0, 0.01]}},
                 {"lr": {"grid": [0.01, 0.2]}, "batch_size": 32, "epochs": 8, "seed": 0},
                 {"lr": {"grid": [0.01, 0.2]}, "batch_size": 64, "epochs": 16, "seed": 0}]
-    v = _run("gc_transfer", tmp_path, capsys, variants=variants)
+    v = _run("gc_transfer", tmp_path, capsys, space=space, variants=variants)
     assert v["gc_exact_agreement"]["estimate"] > 0.9                # the 8-probe estimate ranks as the exact GC
     assert np.isfinite(v["gc_norm_fewshot_rank"]["estimate"])
+    assert np.isfinite(v["arm_gc_fewshot_diff"]["estimate"])         # both arms ran and are told apart
 
 
 def _planted_gc_rows(sign: float) -> pd.DataFrame:
@@ -207,6 +213,43 @@ def _planted_gc_rows(sign: float) -> pd.DataFrame:
         rows.append({**base, "gc": gc, "gc_norm": gn, "gc_exact": gc * rng.uniform(0.99, 1.01),
                      "fewshot_acc": 0.8 - sign * 0.2 * gn + 0.01 * rng.standard_normal(), "target_nc1": 1.0})
     return pd.DataFrame(rows)
+
+
+def _planted_arm_rows(slope_compatible: float, slope_incompatible: float, gap: float) -> pd.DataFrame:
+    """2 arms × 30 trials (6 seeds × 5): few-shot accuracy = level − slope·GC + noise, the compatible
+    arm `gap` above the incompatible one."""
+    rng = np.random.default_rng(3)
+    rows = []
+    for arm, slope, level in ((1.0, slope_compatible, 0.6 + gap), (0.0, slope_incompatible, 0.6)):
+        for i in range(30):
+            gc = rng.uniform(1, 2)
+            rows.append(dict(trial_id=f"a{arm:g}t{i}", epoch=0, status="ok", method="gc_reg", seed=i % 6, lr=0.05,
+                             batch_size=32, epochs=8, penalty=0.0, split="train", group="all",
+                             acc=rng.uniform(0.9, 1.0), n=400, gc=gc, gc_norm=gc, target_nc1=1.0, target_shared=arm,
+                             fewshot_acc=level - slope * 0.2 * gc + 0.005 * rng.standard_normal()))
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("slopes, want", [((1, 0), "supported"), ((0, 1), "contradicted")])
+def test_arm_difference_reads_which_arm_carries_the_gc_link(slopes, want):
+    decl = {"name": "gc_transfer", "primary": {"gc_fewshot_rank": {"direction": "negative", "margin": 0.1}},
+            "secondary": {"arm_gc_fewshot_diff": {"direction": "negative", "margin": 0.1}},
+            "manipulation": {"arm_fewshot_gap": {"direction": "positive"}}}
+    _, fs = run_study("gc_transfer", _planted_arm_rows(*slopes, gap=0.1), decl)
+    v = {f["id"]: f for f in fs if "id" in f}
+    assert v["arm_gc_fewshot_diff"]["verdict"] == want and v["arm_gc_fewshot_diff"]["role"] == "secondary"
+    # the gap by hand: per seed, compatible − incompatible mean few-shot accuracy
+    t = _planted_arm_rows(*slopes, gap=0.1)
+    by = t.groupby(["seed", "target_shared"]).fewshot_acc.mean().unstack()
+    assert v["arm_fewshot_gap"]["estimate"] == pytest.approx(float((by[1.0] - by[0.0]).mean()))
+    assert v["arm_fewshot_gap"]["role"] == "manipulation"
+
+
+def test_arm_findings_have_no_estimate_without_two_arms():
+    t = _planted_arm_rows(1, 0, gap=0.1)
+    _, fs = run_study("gc_transfer", t[t.target_shared == 1].drop(columns="target_shared"))
+    v = {f["id"]: f for f in fs if "id" in f}
+    assert np.isnan(v["arm_gc_fewshot_diff"]["estimate"]) and np.isnan(v["arm_fewshot_gap"]["estimate"])
 
 
 @pytest.mark.parametrize("sign, want", [(1, "supported"), (-1, "contradicted")])
