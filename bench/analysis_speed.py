@@ -7,6 +7,7 @@ table, every sensitivity table in parallel processes, architecture comparisons, 
     PYTHONPATH=. python bench/analysis_speed.py --dir /tmp/x --keep  # reuse / keep the written run directory
     PYTHONPATH=. python bench/analysis_speed.py --per-epoch --wide 86 # rows as wide as the runner's (catalogue metrics added)
     PYTHONPATH=. python bench/analysis_speed.py --wide 86 --dir /tmp/x --timeline   # wall and CPU per stage
+    PYTHONPATH=. python bench/analysis_speed.py --wide 86 --seeds 5  # 400 configurations × 5 seeds
 
 The last line printed is one JSON object: {rows, files, load_s, tables_s, total_s, peak_rss_mb, cpu_s,
 cli_analyze_s, status_s} (peak RSS of this process plus its largest child, in MB; cpu_s: CPU seconds
@@ -53,16 +54,23 @@ def extra_metrics(wide: int) -> list[str]:
     return names[:max(0, wide - 16)]
 
 
-def write_run(root: Path, trials: int, epochs: int, per_epoch: bool, seed: int = 0, wide: int = 0) -> int:
+def write_run(root: Path, trials: int, epochs: int, per_epoch: bool, seed: int = 0, wide: int = 0,
+              seeds: int = 1) -> int:
     """One file per trial, as a finished sweep leaves them (the runner compacts each finished
-    trial), or with per_epoch one file per (trial, epoch), as a sweep in progress has them."""
+    trial), or with per_epoch one file per (trial, epoch), as a sweep in progress has them.
+    seeds: trials per configuration (1: every trial its own configuration, its seed t % 5; more:
+    trial t runs configuration t // seeds with seed t % seeds, so per-architecture tables are fitted)."""
     rng = np.random.default_rng(seed)
     extra = extra_metrics(wide)
     archs = np.array(["resnet18", "vgg11", "densenet121"])
+    configs: dict[int, tuple] = {}
     n = 0
     for t in range(trials):
         arch, lr = archs[t % 3], float(10 ** rng.uniform(-3, -1))
         wd, bias = float(10 ** rng.uniform(-5, -3)), float(rng.choice([0.0, 0.5, 0.9]))
+        if seeds > 1:
+            arch, lr, wd, bias = configs.setdefault(t // seeds, (archs[(t // seeds) % 3], lr, wd, bias))
+        replicate = t % seeds if seeds > 1 else t % 5
         d = root / "rows" / f"t{t:05d}"
         d.mkdir(parents=True)
         parts = []
@@ -73,7 +81,7 @@ def write_run(root: Path, trials: int, epochs: int, per_epoch: bool, seed: int =
                 "trial_id": [f"t{t:05d}"] * k, "epoch": pa.array([e] * k, pa.int64()),
                 "split": [s for s, _ in GROUPS], "group": [g for _, g in GROUPS], "status": ["ok"] * k,
                 "attempt": pa.array([1] * k, pa.int64()), "arch": [arch] * k, "lr": [lr] * k, "weight_decay": [wd] * k,
-                "bias_level": [bias] * k, "seed": pa.array([t % 5] * k, pa.int64()),
+                "bias_level": [bias] * k, "seed": pa.array([replicate] * k, pa.int64()),
                 "worst_group_acc": base + rng.normal(0, 0.1, k), "acc": 0.7 + 0.2 * base + rng.normal(0, 0.02, k),
                 "majority_acc": [0.5] * k, "nc1": np.exp(-base) + rng.normal(0, 0.1, k), "gap": rng.normal(0, 0.1, k),
                 **{m: rng.normal(0, 1, k) for m in extra}})
@@ -171,6 +179,8 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=50)
     p.add_argument("--per-epoch", action="store_true", help="one file per (trial, epoch): a sweep in progress")
     p.add_argument("--wide", type=int, default=0, help="columns per row, catalogue metrics added (86: as the runner writes)")
+    p.add_argument("--seeds", type=int, default=1,
+                   help="trials per configuration (default 1; e.g. 5: per-architecture tables are fitted)")
     p.add_argument("--dir", help="run directory to write (or reuse, if it holds rows already)")
     p.add_argument("--keep", action="store_true", help="keep the run directory")
     p.add_argument("--timeline", action="store_true", help="print wall and CPU seconds at each stage, then exit")
@@ -179,7 +189,7 @@ def main() -> None:
     try:
         if not (root / "rows").exists():
             t = time.perf_counter()
-            write_run(root, args.trials, args.epochs, args.per_epoch, wide=args.wide)
+            write_run(root, args.trials, args.epochs, args.per_epoch, wide=args.wide, seeds=args.seeds)
             os.sync()    # flush the written files now: the kernel's writeback would otherwise run during the timing
             print(f"# wrote {root} in {time.perf_counter() - t:.0f}s", flush=True)
         per_epoch = not (root / "rows" / "t00000" / "trial.parquet").exists()

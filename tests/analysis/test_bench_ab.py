@@ -42,3 +42,15 @@ def test_ab_prints_both_sides_and_their_ratios(run_dir):
     for side in ("A", "B"):
         assert res[side]["cpu_s"] > 0 and res[side]["peak_rss_mb"] > 0
     assert res["B/A"]["cpu_s"] == pytest.approx(res["B"]["cpu_s"] / res["A"]["cpu_s"], rel=1e-2)
+
+
+def test_the_bench_writes_seeds_of_one_configuration(tmp_path):
+    import pyarrow.parquet as pq
+
+    from bench.analysis_speed import write_run
+
+    assert write_run(tmp_path / "run", 6, 2, False, seeds=3) == 6 * 2 * 10
+    rows = [pq.read_table(tmp_path / "run" / "rows" / f"t{t:05d}" / "trial.parquet").to_pandas().iloc[0] for t in range(6)]
+    assert [r.seed for r in rows] == [0, 1, 2, 0, 1, 2]
+    assert len({(r.arch, r.lr, r.weight_decay, r.bias_level) for r in rows}) == 2     # configurations 0 and 1
+    assert rows[0].arch != rows[3].arch
