@@ -103,7 +103,8 @@ def spec_markdown() -> str:
          "(docs/fused.md) |",
          "| `pack` | k: run up to k configurations one after another in one Ray trial, each with its own record, "
          "rows and checkpoint (short trials pay Ray Tune's per-trial cost once per k); grid/random, no scheduler, "
-         "not with `fuse`; default off (docs/fused.md) |", "",
+         "not with `fuse`; default off; a k that makes a unit train a few seconds and leaves at least 4 units per "
+         "concurrent trial (e.g. 10–30 for 300 sub-second configurations, 2 at a time; docs/fused.md) |", "",
          "## Domains", "",
          "- `grid: [v, ...]` every value (the plan is the product of all grids);",
          "- `choice: [v, ...]` one value drawn per sample (random search / Optuna);",
