@@ -109,3 +109,22 @@ def test_pilot_ratios_and_matched_strengths_by_hand():
     # λ 1 → ratio 0.5: |log 0.6 − log 0.5| = 0.18 < |log 0.15 − log 0.5| = 1.2 → strength 0.5;
     # λ 10 → ratio 0.01: nearest 0.025 (strength 50)
     assert matched(change_ratios(rows, configs)) == {1.0: 0.5, 10.0: 50.0}
+
+
+def test_gc_pilot_effects_and_matched_lambdas_by_hand():
+    import pandas as pd
+
+    from analysis.studies.pilot import gc_effects, matched_lambdas
+
+    def row(tid, lam, arm, gc, acc):
+        return {"trial_id": tid, "split": "train", "group": "all", "epoch": 9, "method": "gc_reg", "penalty": lam,
+                "seed": 0, "target_shared": arm, "gc": gc, "acc": acc}
+
+    rows = pd.DataFrame([row("a", 0.0, 1.0, 100.0, 0.99), row("b", 1e-3, 1.0, 80.0, 0.98), row("c", 1e-2, 1.0, 20.0, 0.60),
+                         row("d", 0.0, 0.0, 50.0, 0.97), row("e", 1e-3, 0.0, 45.0, 0.97), row("f", 1e-2, 0.0, 10.0, 0.50)])
+    eff = gc_effects(rows).set_index(["penalty", "arm"])
+    assert eff.loc[(1e-3, 1.0), "gc_ratio"] == pytest.approx(0.8)        # 80 / 100, against its own arm's λ = 0
+    assert eff.loc[(1e-3, 0.0), "gc_ratio"] == pytest.approx(0.9)        # 45 / 50
+    assert eff.loc[(1e-2, 1.0), "acc_change"] == pytest.approx(-0.39)
+    # λ 1e-3: median ratio 0.85 < 1, median accuracy change −0.005 ≥ −0.02 → kept; λ 1e-2 loses 0.43 → not
+    assert matched_lambdas(gc_effects(rows)) == [1e-3]
