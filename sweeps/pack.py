@@ -4,8 +4,11 @@ failure cause in the run directory.
 
 Why. Ray Tune costs ~0.24 s of driver and actor bookkeeping per trial even with reused actors,
 more than a trivial configuration trains (a CPU sensitivity sweep at tiny width). In a unit that
-cost is paid once per k configurations; per configuration there remain its record writes, its
-rows and one Tune result per epoch (bench/driver_overhead.py measures both modes in one run).
+cost is paid once per k configurations; per configuration there remain two record writes (start;
+end, with its last epoch), its rows and the driver's merge of them: ~0.1 s per configuration in
+all on 2 busy cores against ~0.2 s unpacked (bench/driver_overhead.py measures both modes in one
+run; docs/fused.md says how to choose k). `describe` says how a plan is cut (`ncsweep validate`,
+`--dry-run`, the driver's log).
 
 Plan. The unfinished planned configurations are cut, in plan order, into units of at most k (any
 configurations pack: they share the spec's resources); a unit of one runs as an ordinary trial.
@@ -22,7 +25,8 @@ was settled by an earlier attempt of the unit, is skipped.
 
 Driver (`sweeps.finish.finish_packed`): each configuration is settled by `sweeps.finish.finish_trial` on its
 own record — rows merged and checksummed, or `failed` with its own error — while the unit runs
-(when a result names a later configuration, the ones before it have ended) and at its end. When the worker
+(when a result names a later configuration, the ones before it have ended) and at its end, on the
+driver's settling thread (`sweeps.driver.Settler`), so the unit's worker never waits for it. When the worker
 process died, the configuration that was running (its stderr capture file is still there) gets
 the death's cause (`sweeps.crash.death_cause`); the ones the unit never reached stay unfinished
 and run in the driver's next pass.
