@@ -14,7 +14,7 @@ GC relative to λ = 0 and the source train accuracy change against λ = 0, each 
 target arm) and summarised by the median; `matched_lambdas` keeps the λ > 0 that lower GC (median
 ratio < 1) with the median accuracy change ≥ −tol.
 
-Run: python -m analysis.studies.pilot RUN_DIR (the table of whichever pilot the run holds)
+Run: python -m analysis.studies.pilot RUN_DIR [RUN_DIR ...] (the table of whichever pilot the runs hold)
 """
 from __future__ import annotations
 
@@ -70,42 +70,45 @@ def matched(ratios: pd.DataFrame, other: str = "mas/proximal", ref: str = "chang
 
 
 def gc_effects(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per gc_reg trial: penalty, seed, arm (target_shared), gc_ratio = GC ÷ GC(λ = 0) and
-    acc_change = train accuracy − that of λ = 0, both against the λ = 0 trial of the same (seed, arm)."""
+    """One row per gc_reg trial: epochs, penalty, seed, arm (target_shared), gc_ratio = GC ÷ GC(λ = 0)
+    and acc_change = train accuracy − that of λ = 0, both against the λ = 0 trial of the same
+    (epochs, seed, arm)."""
     tr = rows[(rows.split == "train") & (rows.group == "all") & (rows.method == "gc_reg")].sort_values("epoch")
     last = tr.groupby("trial_id").tail(1).copy()
     last["arm"] = last["target_shared"] if "target_shared" in last else np.nan
-    key = ["seed", "arm"]
+    key = ["epochs", "seed", "arm"]
     zero = last[last.penalty == 0].groupby(key, dropna=False)[["gc", "acc"]].mean()
     zero.columns = ["gc0", "acc0"]
     t = last.join(zero, on=key)
-    return pd.DataFrame({"penalty": t.penalty, "seed": t.seed, "arm": t.arm, "gc_ratio": t.gc / t.gc0,
-                         "acc_change": t.acc - t.acc0}).reset_index(drop=True)
+    return pd.DataFrame({"epochs": t.epochs, "penalty": t.penalty, "seed": t.seed, "arm": t.arm,
+                         "gc_ratio": t.gc / t.gc0, "acc_change": t.acc - t.acc0}).reset_index(drop=True)
 
 
-def matched_lambdas(effects: pd.DataFrame, tol: float = 0.02) -> list[float]:
-    """The λ > 0 whose median GC ratio is < 1 and median train-accuracy change ≥ −tol."""
-    med = effects.groupby("penalty")[["gc_ratio", "acc_change"]].median()
-    return [float(lam) for lam, r in med.iterrows() if lam > 0 and r.gc_ratio < 1 and r.acc_change >= -tol]
+def matched_lambdas(effects: pd.DataFrame, tol: float = 0.02) -> list[tuple[int, float]]:
+    """(epochs, λ) with λ > 0 whose median GC ratio is < 1 and median train-accuracy change ≥ −tol."""
+    med = effects.groupby(["epochs", "penalty"])[["gc_ratio", "acc_change"]].median()
+    return [(int(ep), float(lam)) for (ep, lam), r in med.iterrows()
+            if lam > 0 and r.gc_ratio < 1 and r.acc_change >= -tol]
 
 
 def main(argv=None) -> int:
     from analysis.load import load, trial_records
 
     argv = sys.argv[1:] if argv is None else argv
-    if len(argv) != 1:
-        print("usage: python -m analysis.studies.pilot RUN_DIR", file=sys.stderr)
+    if not argv:
+        print("usage: python -m analysis.studies.pilot RUN_DIR [RUN_DIR ...]", file=sys.stderr)
         return 2
-    rows = load(argv[0])
+    rows = load(argv)
     if "gc_reg" in set(rows.method):
         eff = gc_effects(rows)
-        med = eff.groupby("penalty")[["gc_ratio", "acc_change"]].agg(["median", "min", "max"])
-        print("GC regulariser: source GC ÷ GC(λ = 0) and train accuracy − that of λ = 0, per λ over (seed, arm):")
+        med = eff.groupby(["epochs", "penalty"])[["gc_ratio", "acc_change"]].agg(["median", "min", "max"])
+        print("GC regulariser: source GC ÷ GC(λ = 0) and train accuracy − that of λ = 0 (same epochs), per λ over "
+              "(seed, arm):")
         print(med.round(3).to_string())
-        print("λ > 0 lowering GC at matched source accuracy (median change ≥ −0.02):",
-              ", ".join(f"{v:g}" for v in matched_lambdas(eff)) or "none")
+        print("(epochs, λ > 0) lowering GC at matched source accuracy (median change ≥ −0.02):",
+              ", ".join(f"({e}, {v:g})" for e, v in matched_lambdas(eff)) or "none")
         return 0
-    ratios = change_ratios(rows, trial_records(argv[0]))
+    ratios = change_ratios(rows, trial_records(argv))
     table = ratios.pivot_table(index=["arm", "penalty"], columns=["n", "seed"], values="ratio", aggfunc="first")
     table[("median", "")] = medians(ratios)
     print("‖Δ‖ / ‖Δ(change_penalty, λ = 0)‖ per arm and strength, by (n, seed):")

@@ -117,7 +117,8 @@ def test_gc_pilot_effects_and_matched_lambdas_by_hand():
     from analysis.studies.pilot import gc_effects, matched_lambdas
 
     def row(tid, lam, arm, gc, acc):
-        return {"trial_id": tid, "split": "train", "group": "all", "epoch": 9, "method": "gc_reg", "penalty": lam,
+        return {"trial_id": tid, "split": "train", "group": "all", "epoch": 9, "epochs": 10, "method": "gc_reg",
+                "penalty": lam,
                 "seed": 0, "target_shared": arm, "gc": gc, "acc": acc}
 
     rows = pd.DataFrame([row("a", 0.0, 1.0, 100.0, 0.99), row("b", 1e-3, 1.0, 80.0, 0.98), row("c", 1e-2, 1.0, 20.0, 0.60),
@@ -127,4 +128,4 @@ def test_gc_pilot_effects_and_matched_lambdas_by_hand():
     assert eff.loc[(1e-3, 0.0), "gc_ratio"] == pytest.approx(0.9)        # 45 / 50
     assert eff.loc[(1e-2, 1.0), "acc_change"] == pytest.approx(-0.39)
     # λ 1e-3: median ratio 0.85 < 1, median accuracy change −0.005 ≥ −0.02 → kept; λ 1e-2 loses 0.43 → not
-    assert matched_lambdas(gc_effects(rows)) == [1e-3]
+    assert matched_lambdas(gc_effects(rows)) == [(10, 1e-3)]
