@@ -3,8 +3,9 @@
 For one metric over the trial table (one row per trial at its selected epoch; by default only
 completed trials that learned something — `analysis.filters`):
 - standardized OLS effects (statsmodels; 95% Wald CIs from HC3 heteroskedasticity-robust standard
-  errors): the metric and every numeric axis are z-scored (log10 first for axes the catalogue
-  declares log-scaled or that span ≥ 2 decades), so an effect is "SDs of metric per SD of axis";
+  errors): the metric and every numeric axis are z-scored (log10 first for positive axes that
+  span a factor of 10 or more; the frame is built in `analysis.design`), so an effect is "SDs of
+  metric per SD of axis";
   categorical axes are dummy-coded against a reference level (the first in sorted order), so an
   effect is "SDs of metric vs the reference level";
 - optional pairwise interactions (`interactions=[("arch", "lr"), ...]`), labelled `arch×lr`;
@@ -16,6 +17,8 @@ completed trials that learned something — `analysis.filters`):
 - p-values corrected across the table's terms: Holm (default), Benjamini–Hochberg, or none.
 Axes that did not vary are reported as not varied; fewer trials than parameters gives a message,
 and so does a per-architecture table with fewer than MIN_CELL_TRIALS trials in some configuration.
+The tables of one subset are fitted together (`fit_tables`): the axes' part of the frame, the
+configuration cells and the design matrix are built once per set of usable trials.
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ import numpy as np
 import pandas as pd
 
 from . import vocab
-from .filters import DEFAULT_STATUS, config_ids, describe_exclusions, usable
+from .design import Prepared, design, is_cat  # noqa: F401  (design: re-exported, callers import it from here)
+from .filters import DEFAULT_STATUS, describe_exclusions, usable
 from .load import ResultsWarning
 
 CORRECTIONS = ("holm", "bh", "none")
@@ -73,99 +77,8 @@ class SensitivityTable:
         return out[[c for c in out if c not in UNIT_COLUMNS] + [c for c in UNIT_COLUMNS if c in out]]   # added last
 
 
-def _is_cat(s: pd.Series) -> bool:
-    return not pd.api.types.is_numeric_dtype(s)
-
-
-def default_axes(trials: pd.DataFrame) -> list[str]:
-    """Catalogue axes present as columns (used when the run's manifest does not say what was swept)."""
-    return [c for c in trials.columns if vocab.is_axis(c) and c != vocab.REPLICATE]
-
-
-def _axis_values(trials: pd.DataFrame, axis: str) -> tuple[pd.Series, str]:
-    v = trials[axis]
-    if vocab.is_categorical(axis) or not pd.api.types.is_numeric_dtype(v):
-        return v.astype(str).astype(object), "categorical"
-    v = v.astype(float)
-    if vocab.log_scale(axis, v.unique()):
-        return np.log10(v), "log10, z-scored"
-    return v, "z-scored"
-
-
-@dataclass
-class Prepared:
-    """The axes' part of the modelling frame for one set of usable trials, shared by every metric
-    fitted on them: each varying axis z-scored (log10 first where log-scaled) or categorical
-    (`columns`, indexed as the trials), the varying and not-varied axes, each axis' scale,
-    reference level and span (`attrs`), and the configuration cells."""
-    index: pd.Index
-    axes: tuple | None
-    columns: pd.DataFrame
-    varying: list[str]
-    fixed: list[str]
-    attrs: dict
-    cells: dict
-    matrix: pd.DataFrame | None = None      # main_effects_matrix, built on first use
-
-    @classmethod
-    def of(cls, trials: pd.DataFrame, axes=None) -> Prepared:
-        names = default_axes(trials) if axes is None else list(axes)
-        cols, varying, fixed, scale, ref, span = {}, [], [], {}, {}, {}
-        for a in names:
-            if a not in trials.columns:
-                continue
-            v, how = _axis_values(trials, a)
-            if v.nunique(dropna=True) < 2:
-                fixed.append(a)
-                continue
-            varying.append(a)
-            scale[a] = how
-            if _is_cat(v):
-                ref[a] = sorted(v.dropna().unique())[0]
-                cols[a] = v
-            else:
-                cols[a] = z = (v - v.mean()) / v.std(ddof=0)
-                raw = trials[a].astype(float)
-                span[a] = (float(raw.min()), float(raw.max()), float(z.min()), float(z.max()))
-        return cls(trials.index, None if axes is None else tuple(axes), pd.DataFrame(cols, index=trials.index),
-                   varying, fixed, {"scale": scale, "reference": ref, "span": span}, cells(trials, varying))
-
-    @classmethod
-    def shared(cls, trials: pd.DataFrame, axes, cache: list | None) -> Prepared:
-        """`Prepared.of(trials, axes)`, taken from `cache` (a list, filled here) when an earlier
-        metric used the same trials."""
-        key = None if axes is None else tuple(axes)
-        for p in cache or ():
-            if p.axes == key and p.index.equals(trials.index):
-                return p
-        p = cls.of(trials, axes)
-        if cache is not None:
-            cache.append(p)
-        return p
-
-    def frame(self, y: pd.Series) -> pd.DataFrame:
-        """The standardized modelling frame: y (z-scored) + the varying axes' columns, rows with a
-        missing value dropped; `frame.attrs` holds each axis' scale and reference level."""
-        df = pd.DataFrame({"y": y.astype(float), **{a: self.columns[a] for a in self.columns}}).dropna()
-        sd, mean = df["y"].std(ddof=0), df["y"].mean()
-        df["y"] = (df["y"] - mean) / sd if sd > 0 else df["y"] * 0.0
-        nan = float("nan")
-        df.attrs.update(scale=self.attrs["scale"], reference=self.attrs["reference"],
-                        y_sd=float(sd) if sd == sd else nan, y_mean=float(mean) if mean == mean else nan,
-                        span=self.attrs["span"])
-        return df
-
-
-def design(trials: pd.DataFrame, metric: str, axes=None) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """The standardized modelling frame: columns y + one per varying axis; returns (frame,
-    varying axes, not-varied axes). `frame.attrs` holds each axis' scale and reference level."""
-    trials = trials[np.isfinite(trials[metric].astype(float))]
-    p = Prepared.of(trials, axes)
-    return p.frame(trials[metric]), p.varying, p.fixed
-
-
 def _term(a: str, frame: pd.DataFrame) -> str:
-    return f"C({a})" if _is_cat(frame[a]) else a
+    return f"C({a})" if is_cat(frame[a]) else a
 
 
 def formula(varying: list[str], frame: pd.DataFrame, interactions=()) -> str:
@@ -183,7 +96,7 @@ def axis_of(term: str) -> str:
 
 
 def _levels(frame, a) -> int:
-    return frame[a].nunique() - 1 if _is_cat(frame[a]) else 1
+    return frame[a].nunique() - 1 if is_cat(frame[a]) else 1
 
 
 def n_params(frame, varying, interactions=()) -> int:
@@ -206,18 +119,6 @@ def parse_interactions(text: str | None, valid: list[str]) -> list[tuple[str, st
                              f"({', '.join(valid)}); unknown: {', '.join(bad) or part}")
         pairs.append((names[0], names[1]))
     return pairs
-
-
-def cells(trials: pd.DataFrame, varying: list[str]) -> dict:
-    """Trials per configuration cell (min / max over cells) and per level of each categorical axis."""
-    out = {}
-    if varying:
-        sizes = pd.Series(config_ids(trials, varying)).value_counts()
-        out["per_config"] = (int(sizes.min()), int(sizes.max()), int(len(sizes)))
-    for a in varying:
-        if a in trials and vocab.is_categorical(a):
-            out[a] = {str(k): int(v) for k, v in trials[a].astype(str).value_counts().sort_index().items()}
-    return out
 
 
 def fit_table(trials: pd.DataFrame, metric: str, axes=None, interactions=(), correction: str = "holm",
@@ -295,7 +196,7 @@ def main_effects_matrix(frame: pd.DataFrame, varying: list[str]) -> pd.DataFrame
     first in sorted order (treatment coding), and each numeric axis as it is."""
     cols = {"Intercept": np.ones(len(frame))}
     for a in varying:
-        if _is_cat(frame[a]):
+        if is_cat(frame[a]):
             for level in sorted(frame[a].unique())[1:]:
                 cols[f"C({a})[T.{level}]"] = (frame[a] == level).to_numpy(float)
         else:
@@ -440,7 +341,7 @@ def fanova_importance(frame: pd.DataFrame, varying: list[str], seed: int = 0, ma
     agg = frame.groupby(varying, sort=True, dropna=False)["y"].mean().reset_index()
     if len(agg) > max_configs:
         agg = agg.sample(max_configs, random_state=seed)
-    space = {a: ("cat", sorted(frame[a].unique())) if _is_cat(frame[a])
+    space = {a: ("cat", sorted(frame[a].unique())) if is_cat(frame[a])
              else ("float", float(frame[a].min()), float(frame[a].max())) for a in varying}
     try:
         with warnings.catch_warnings():

@@ -7,8 +7,9 @@ import pytest
 from scipy import stats
 
 from analysis.compare import _weighted_ranks, paired_differences, weighted_spearman
+from analysis.design import Prepared
 from analysis.latex import booktabs, cell, escape
-from analysis.sensitivity import Prepared, fit_table, run_job, sensitivity_tables, table_jobs
+from analysis.sensitivity import fit_table, run_job, sensitivity_tables, table_jobs
 
 AXES = ["arch", "lr", "bias_level"]
 
