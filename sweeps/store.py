@@ -40,7 +40,7 @@ from nccore.catalogue import SCHEMA_VERSION, row_schema   # row column types are
 
 from .faults import fault
 from .layout import (CHECKPOINT_FILE, CHECKPOINTS, KEY, MANIFEST, MERGED, ROWS, SPEC, TRIALS, TRIALS_TABLE, Location,
-                     epoch_file, is_epoch_file, record_name, scratch_dir)
+                     epoch_file, epoch_of, is_epoch_file, record_name, scratch_dir)
 
 INT_COLUMNS = {f.name for f in row_schema() if pa.types.is_integer(f.type)}
 
@@ -265,6 +265,8 @@ class RunDir:
                 return {"rows": 0, "sha256": None, "epochs": []}
             return {"rows": old.num_rows, "sha256": self.sha256(merged),
                     "epochs": sorted(set(old.column("epoch").to_pylist()))}
+        if old is None and len(parts) == 1:   # one epoch: its file becomes the merged file as it is
+            return self._promote(trial_id, parts[0], driver)
         table = merge_epochs(old, [self.read_rows(p) for p in parts])
         table = table.replace_schema_metadata({b"ncsweep_schema_version": str(SCHEMA_VERSION).encode()})
         sha = self._write_table(f"{ROWS}/{trial_id}/{MERGED}", table)
@@ -275,6 +277,20 @@ class RunDir:
             if i == 0 and driver:
                 fault("compact.partial")
         return {"rows": table.num_rows, "sha256": sha, "epochs": sorted(set(table.column("epoch").to_pylist()))}
+
+    def _promote(self, trial_id: str, part, driver: bool) -> dict:
+        """A trial's only rows file renamed to its trial.parquet (a 1-epoch trial: nothing to merge,
+        ~20 ms of the driver's time per configuration saved). Checked readable first, like a merge."""
+        try:
+            meta = self.read_metadata(part)
+        except Exception as e:   # truncated, not Parquet, gone
+            raise DamagedRows(f"{part}: unreadable rows file ({type(e).__name__})") from e
+        epochs = [epoch_of(str(part))]
+        merged = self.merged_path(trial_id)
+        self.fs.move(str(part), str(merged))
+        if driver:
+            fault("compact.merged")
+        return {"rows": meta.num_rows, "sha256": self.sha256(merged), "epochs": epochs}
 
     # ------------------------------------------------------------------ trial records
     def record_path(self, trial_id: str):

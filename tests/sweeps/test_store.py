@@ -109,3 +109,21 @@ def test_a_damaged_epoch_file_stops_the_roll_up_not_the_trial(tmp_path):
     for e in range(1, ROLL_EVERY + 1):
         store.write_epoch("t", e, _epoch(e, 0.1).to_pylist(), {})
     assert len(store.epoch_files("t")) == ROLL_EVERY + 1 and not store.merged_path("t").exists()
+
+
+def test_a_one_epoch_trial_keeps_its_file_as_the_merged_file(tmp_path):
+    """Nothing to merge: the epoch file is renamed to trial.parquet (its bytes and checksum kept);
+    an unreadable one is refused as a merge refuses it, and nothing moves."""
+    store = RunDir(tmp_path)
+    rows = [{"trial_id": "t", "epoch": 0, "split": "val", "group": g, "acc": 0.5} for g in ("all", "0")]
+    part = store.write_epoch("t", 0, rows, {"attempt": 1})
+    data = part.read_bytes()
+    info = store.compact("t")
+    merged = store.merged_path("t")
+    assert info == {"rows": 2, "sha256": hashlib.sha256(data).hexdigest(), "epochs": [0]}
+    assert merged.read_bytes() == data and store.epoch_files("t") == []
+    assert store.compact("t") == info                                   # again: nothing changes
+    store.write_epoch("u", 0, [{**r, "trial_id": "u"} for r in rows], {"attempt": 1}).write_bytes(b"PAR1 truncated")
+    with pytest.raises(DamagedRows, match="epoch-0000.parquet"):
+        store.compact("u")
+    assert len(store.epoch_files("u")) == 1 and not store.merged_path("u").exists()
