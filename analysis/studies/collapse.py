@@ -16,8 +16,12 @@ from nccore.catalogue import config_columns
 from ..compare import mean_ci
 from ..select import ok_rows, select_epochs
 from . import figures
-from .common import Estimate, figure, mean_est, measured, note, ols_est, rank_est, roles, slope_est
-from .registry import study
+from .common import Estimate, figure, mean_est, measured, note, ols_est, rank_est, slope_est
+from .registry import declaration, study
+
+FAIR_FINDINGS = declaration("nc_fairness")["findings"]   # id -> meaning (analysis/studies/declarations.yaml)
+FINE_FINDINGS = declaration("fine_structure")["findings"]   # id -> meaning (analysis/studies/declarations.yaml)
+GC_FINDINGS = declaration("gc_transfer")["findings"]   # id -> meaning (analysis/studies/declarations.yaml)
 
 TERMINAL_ACC = 0.99     # train accuracy on the training labels that marks the terminal phase
 CONFIG = config_columns()   # a row's config columns, declared in nccore.catalogue
@@ -50,33 +54,6 @@ def _col(t: pd.DataFrame, c: str) -> pd.Series:
 
 
 # ------------------------------------------------------------------------------------ NC-fairness
-CLAIM_FAIR = ("Claim (Mouheb et al., MICCAI 2024): under label bias in one subgroup (positives of a = 1 flipped "
-              "1 → 0 at rate bias_level in training), the subgroups reach different collapse configurations early "
-              "in training — the biased subgroup's class means align less with the overall ones — which converge "
-              "later once the flipped labels are memorised, and the biased subgroup's F1 falls. Control: "
-              "bias_level 0.")
-FAIR_FINDINGS = {
-    "early_alignment_gap": "align_cos(a=0) − align_cos(a=1) on train, mean over the first k epochs, rises with bias",
-    "alignment_convergence": "that alignment gap shrinks from the first k epochs to the final epoch (bias > 0)",
-    "f1_gap_slope": "test F1(a=0) − F1(a=1) rises with bias",
-    "f1_biased_slope": "test F1 of a=1 falls with bias",
-    "nc1_gap_slope": "final train NC1(a=1) − NC1(a=0), observed labels, rises with bias",
-    "nc1_clean_gap_slope": "the same on the clean labels",
-    "nc1_cb_gap_slope": "final train NC1(a=1) − NC1(a=0) with the class-balanced Σ_W, observed labels, rises with bias",
-    "nc1_cb_clean_gap_slope": "the same on the clean labels",
-    "label_noise_vs_imbalance": "F1 gap slope under label flips − under dropping the same positives (bias_kind drop)",
-    "tpr_biased_slope": "test TPR of a=1 falls with bias (flipping positives lowers it by construction)",
-    "memorisation_rise": "the share of flipped labels fitted rises over training (follows from ≥ 99% train acc)",
-}
-DEFAULT_FAIR = {
-    "name": "nc_fairness", "options": {"early_epochs": 3},
-    "primary": roles(0.05, early_alignment_gap="positive"),
-    "secondary": {**roles(0.02, alignment_convergence="positive"),
-                  **roles(0.05, f1_gap_slope="positive", f1_biased_slope="negative", nc1_gap_slope="positive",
-                          nc1_clean_gap_slope="positive", nc1_cb_gap_slope="positive",
-                          nc1_cb_clean_gap_slope="positive", label_noise_vs_imbalance="positive")},
-    "manipulation": roles(None, tpr_biased_slope="negative", memorisation_rise="positive"),
-}
 
 
 def early_alignment_gap(rows: pd.DataFrame, k: int) -> pd.DataFrame:
@@ -93,8 +70,7 @@ def early_alignment_gap(rows: pd.DataFrame, k: int) -> pd.DataFrame:
     return pd.DataFrame({"early": early, "late": late}).reset_index()
 
 
-@study("nc_fairness", DEFAULT_FAIR, spec_names=("nc_fairness_label_bias", "nc_fairness_colored_digits"),
-       findings=FAIR_FINDINGS)
+@study("nc_fairness")
 def nc_fairness(rows: pd.DataFrame, options: dict) -> list[dict]:
     k = int(options.get("early_epochs", 3))
     fin = select_epochs(rows, "final")
@@ -138,7 +114,7 @@ def nc_fairness(rows: pd.DataFrame, options: dict) -> list[dict]:
         measured("memorisation_rise", FAIR_FINDINGS["memorisation_rise"],
                  "memorisation at the final epoch − its mean over the first third of epochs, biased trials",
                  _memorisation_rise(rows)),
-        note(CLAIM_FAIR), terminal_note(t["acc"], "observed training labels")]
+        note(declaration("nc_fairness")["claim"]), terminal_note(t["acc"], "observed training labels")]
     if "early" in t and t["early"].notna().any():
         per = "; ".join(f"bias {lv:g}: {g.early.mean():+.3f} → {g.late.mean():+.3f} (per trial "
                         + ", ".join(f"{e:+.2f}→{l_:+.2f}" for e, l_ in zip(g.early, g.late)) + ")"
@@ -175,33 +151,13 @@ def _memorisation_rise(rows: pd.DataFrame) -> Estimate:
 
 
 # ------------------------------------------------------------------------------------ fine structure
-CLAIM_FINE = ("Claim (Yang, Steinhardt, Hu, ICML 2023): after training on coarse labels into collapse, k-means "
-              "on the last-layer features still recovers the fine labels; learning rate and weight decay change "
-              "how much; ResNet/DenseNet keep more of this structure than VGG. Baselines: the same architecture "
-              "untrained (lower bound) and trained on the fine labels (upper bound).")
-FINE_FINDINGS = {
-    "nmi_gain": "fine k-means NMI after coarse training − untrained, paired by (arch, seed)",
-    "probe_gap_fraction": "share of the untrained → fine-trained probe-accuracy gap that coarse training reaches",
-    "lr_effect": "change of the fine NMI per decade of learning rate (coarse trials)",
-    "wd_effect": "change of the fine NMI per decade of weight decay (coarse trials)",
-    "resnet_vs_vgg": "NMI gain: resnet18 − vgg11, paired by seed",
-    "densenet_vs_vgg": "NMI gain: densenet121 − vgg11, paired by seed",
-    "coarse_collapse": "log10 of final / first-epoch train NC1 of the coarse trials (collapse happened)",
-}
-DEFAULT_FINE = {
-    "name": "fine_structure",
-    "primary": roles(0.02, nmi_gain="positive"),
-    "secondary": {**roles(0.05, probe_gap_fraction="positive"),
-                  **roles(0.02, lr_effect="any", wd_effect="any", resnet_vs_vgg="positive", densenet_vs_vgg="positive")},
-    "manipulation": roles(None, coarse_collapse="negative"),
-}
 
 
 def _arm(t: pd.DataFrame) -> pd.Series:
     return np.where(t.method == "untrained", "untrained", np.where(t.coarse.astype(bool), "coarse", "fine"))
 
 
-@study("fine_structure", DEFAULT_FINE, spec_names=("fine_grained_coarse",), findings=FINE_FINDINGS)
+@study("fine_structure")
 def fine_structure(rows: pd.DataFrame, options: dict) -> list[dict]:
     fin = select_epochs(rows, "final")
     t = wide(fin, "train", ["acc", "nc1"]).merge(
@@ -233,7 +189,7 @@ def fine_structure(rows: pd.DataFrame, options: dict) -> list[dict]:
         d = _paired_arch(gain, arch, "vgg11")
         out.append(measured(fid, FINE_FINDINGS[fid], f"NMI gain {arch} − vgg11, paired by seed", mean_est(d)))
     cells = coarse.groupby(["arch", "lr", "weight_decay"]).fine_nmi.mean()
-    out += [note(CLAIM_FINE), terminal_note(coarse["acc"], "coarse-label training"),
+    out += [note(declaration("fine_structure")["claim"]), terminal_note(coarse["acc"], "coarse-label training"),
             note("Fine NMI of the coarse-trained trials per (arch, lr, wd), mean over seeds: " + "; ".join(
                 f"{a} lr {lr:g} wd {wd:g}: {v:.3f}" for (a, lr, wd), v in cells.items()) + ".")]
     out += [figure(figures.arm_bars(t, "fine_probe_acc"), "Fine linear-probe accuracy per arch and arm "
@@ -268,39 +224,9 @@ def _nc1_drop(rows: pd.DataFrame, coarse: pd.DataFrame) -> list[float]:
 
 
 # ------------------------------------------------------------------------------------ GC transfer
-CLAIM_GC = ("Claim (Munn, Dherin, Gonzalvo, NeurIPS 2024): a lower geometric complexity (GC) of the source "
-            "embedding goes with more neural collapse on new (held-out) classes and higher few-shot "
-            "nearest-class-mean accuracy. Causal arm: an explicit GC regulariser λ (method gc_reg, penalty = λ; "
-            "λ = 0 is the control). Observational arm: learning rate and batch size at equal optimiser steps.")
-GC_FINDINGS = {
-    "gc_fewshot_rank": "partial Spearman ρ(source GC, few-shot accuracy | source train accuracy), all trials",
-    "gc_target_nc1_rank": "partial Spearman ρ(source GC, target NC1 | source train accuracy), all trials",
-    "gc_norm_fewshot_rank": "the primary outcome with GC per unit of feature variance (gc_norm): robust to a "
-                            "rescaled embedding",
-    "gc_exact_agreement": "Spearman ρ(8-probe GC estimate, exact GC) over the trials: the estimate ranks trials "
-                          "as the exact value does",
-    "target_nc1_fewshot_rank": "partial Spearman ρ(target NC1, few-shot accuracy | source train accuracy)",
-    "reg_fewshot_slope": "few-shot accuracy per λ step of the regulariser, source train accuracy held fixed",
-    "reg_target_nc1_slope": "target NC1 per λ step of the regulariser",
-    "reg_lowers_gc": "source GC per λ step of the regulariser",
-    "reg_train_acc_slope": "source train accuracy per λ step of the regulariser (its cost)",
-    "arm_gc_fewshot_diff": "the primary's relation is stronger on compatible targets (classes with a sibling among "
-                           "the source classes) than on incompatible ones: Fisher z of the partial ρ(GC, few-shot "
-                           "accuracy | train accuracy) in the compatible arm − in the incompatible arm",
-    "arm_fewshot_gap": "few-shot accuracy, compatible − incompatible target arm, per seed (the arm changes how well "
-                       "the source embedding serves the targets)",
-}
-DEFAULT_GC = {
-    "name": "gc_transfer",
-    "primary": roles(0.1, gc_fewshot_rank="negative"),
-    "secondary": {**roles(0.1, gc_target_nc1_rank="positive", gc_norm_fewshot_rank="negative",
-                          target_nc1_fewshot_rank="negative"),
-                  **roles(0.01, reg_fewshot_slope="positive", reg_target_nc1_slope="negative")},
-    "manipulation": roles(None, reg_lowers_gc="negative"),
-}
 
 
-@study("gc_transfer", DEFAULT_GC, spec_names=("gc_transfer",), findings=GC_FINDINGS)
+@study("gc_transfer")
 def gc_transfer(rows: pd.DataFrame, options: dict) -> list[dict]:
     fin = select_epochs(rows, "final")
     t = wide(fin, "train", ["acc", "gc", "gc_norm", "gc_exact", "nc1", "n", "fewshot_acc", "target_nc1", "target_cdnv",
@@ -332,7 +258,7 @@ def gc_transfer(rows: pd.DataFrame, options: dict) -> list[dict]:
                     slope_est(dose, reg.gc)),
            measured("reg_train_acc_slope", GC_FINDINGS["reg_train_acc_slope"], f"OLS slope per λ step ({steps})",
                     slope_est(dose, reg.acc)),
-           note(CLAIM_GC), terminal_note(t["acc"], "source classes"), _steps_note(t)]
+           note(declaration("gc_transfer")["claim"]), terminal_note(t["acc"], "source classes"), _steps_note(t)]
     comp, inc = _arms(t)
     if len(comp) and len(inc):
         per = {k: rank_est(a.gc, a.fewshot_acc, a.acc) for k, a in (("compatible", comp), ("incompatible", inc))}

@@ -189,11 +189,6 @@ def read_verdict(lo: float, hi: float, direction: str, margin: float = 0.0) -> t
         (CONTRADICTED, "CI excludes 0 on the other side")
 
 
-def roles(margin: float | None, **directions: str) -> dict[str, dict]:
-    """Findings of one role in a default `study:` block: {id: {direction, margin}} (no margin: None)."""
-    return {f: {"direction": d, **({} if margin is None else {"margin": margin})} for f, d in directions.items()}
-
-
 def declared(declaration: dict) -> dict[str, dict]:
     """{finding id: {role, direction, margin}} from a `study:` block (spec or default)."""
     out = {}

@@ -16,8 +16,11 @@ import numpy as np
 import pandas as pd
 
 from ..select import select_epochs
-from .common import figure, mean_est, measured, note, roles
-from .registry import study
+from .common import figure, mean_est, measured, note
+from .registry import declaration, study
+
+DFR_FINDINGS = declaration("dfr")["findings"]   # id -> meaning (analysis/studies/declarations.yaml)
+CP_FINDINGS = declaration("change_penalty")["findings"]   # id -> meaning (analysis/studies/declarations.yaml)
 
 PANEL_COLS = ("saliency_panel", "saliency_panel_before")
 GROUPS = range(4)            # g = 2y + p of a binary task: 0, 3 bias-aligned; 1, 2 bias-contradicting
@@ -58,31 +61,6 @@ DFR_COLS = ["worst_group_acc", "erm_worst_group_acc", "dfr_worst_group_acc", "sp
             *PANEL_COLS] + [f"dfr_{v}_{m}" for v in ("l1_bal", "l1_unbal", "l2_bal")
                                                      for m in ("wga", "sparsity", "hoyer")] + \
            [f"{h}_acc_g{g}" for h in ("erm", "dfr") for g in GROUPS]
-DFR_FINDINGS = {
-    "dfr_vs_erm": "DFR raises test worst-group accuracy over the ERM head on the same backbone (Kirichenko et al.)",
-    "minority_gain": "DFR − ERM head accuracy, mean over the bias-contradicting groups (g = 1, 2)",
-    "majority_cost": "DFR − ERM head accuracy, mean over the bias-aligned groups (g = 0, 3): the gains are uneven",
-    "saliency_shift": "DFR moves the CAM mass off the spurious background (ERM head − DFR head share)",
-    "pointing_gain": "DFR's CAM maximum lies on the object more often than the ERM head's (pointing game, "
-                     "mean over groups: DFR − ERM head)",
-    "balancing_raises_wga": "group balancing of the refit raises worst-group accuracy (L1 balanced − L1 unbalanced)",
-    "l1_vs_l2_wga": "DFR's L1 head is at least as robust as an L2 head (L1 − L2, both balanced)",
-    "jtt_vs_erm": "JTT − ERM test worst-group accuracy (Liu et al.)",
-    "groupdro_vs_erm": "GroupDRO − ERM test worst-group accuracy (Sagawa et al.)",
-    "dfr_vs_jtt": "DFR − JTT test worst-group accuracy (Kirichenko et al., Table 2)",
-    "groupdro_vs_dfr": "GroupDRO (whole network, group labels) − DFR (last layer) test worst-group accuracy",
-    "upper_bound_above_dfr": "ERM trained on unbiased data − DFR test worst-group accuracy (true by construction)",
-    "l1_sparser_than_l2": "share of exact zeros: L1 − L2 head (liblinear's L2 has none: true by construction)",
-}
-DEFAULT_DFR = {
-    "name": "dfr",
-    "primary": roles(0.02, dfr_vs_erm="positive"),
-    "secondary": roles(0.02, minority_gain="positive", majority_cost="negative", saliency_shift="positive",
-                       pointing_gain="positive", balancing_raises_wga="positive", l1_vs_l2_wga="positive",
-                       jtt_vs_erm="positive", groupdro_vs_erm="positive", dfr_vs_jtt="positive",
-                       groupdro_vs_dfr="positive"),
-    "manipulation": roles(None, upper_bound_above_dfr="positive", l1_sparser_than_l2="positive"),
-}
 
 
 def group_changes(d: pd.DataFrame) -> pd.DataFrame:
@@ -93,8 +71,7 @@ def group_changes(d: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(cols).assign(seed=d.seed.values).groupby("seed").mean()
 
 
-@study("dfr", DEFAULT_DFR, spec_names=("dfr_last_layer", "dfr_last_layer_digits", "dfr_last_layer_gpu"),
-       findings=DFR_FINDINGS)
+@study("dfr")
 def dfr_findings(rows: pd.DataFrame, options: dict) -> list[dict]:
     fin = _wide(select_epochs(rows, "final"), DFR_COLS)
     best = _wide(select_epochs(rows, "best:worst_group_acc"), DFR_COLS)
@@ -169,26 +146,6 @@ def dfr_findings(rows: pd.DataFrame, options: dict) -> list[dict]:
 # --------------------------------------------------------------------------- change-penalty study
 CP_COLS = ["worst_group_acc", "delta_norm", "base_worst_group_acc", "base_probe_wga", "n_tune_per_group",
            "spurious_share", "spurious_share_before", *PANEL_COLS]
-CP_FINDINGS = {
-    "interior_vs_zero": "an interior λ (chosen on val) beats λ = 0 on test worst-group accuracy (Penzel et al.)",
-    "interior_vs_base": "an interior λ beats the frozen base model",
-    "n_interaction": "the gain of the interior λ over λ = 0 is larger with the fewest counterexamples than with the most",
-    "cp_vs_mas": "change-penalised tuning beats MAS, each at its val-chosen strength",
-    "cp_vs_side_tuning": "change-penalised tuning beats side-tuning, each at its val-chosen strength",
-    "cp_vs_probe": "change-penalised tuning beats a group-balanced last-layer probe on the base's features",
-    "saliency_shift": "tuning at the chosen λ moves the CAM mass off the spurious background",
-    "cp_vs_mas_matched": "change penalty beats MAS at the MAS strength whose change ‖Δ‖ is closest to the chosen λ's",
-    "cp_vs_side_tuning_matched": "the same against side-tuning at the matched change",
-    "penalty_shrinks_change": "‖Δ(largest λ)‖/‖Δ(0)‖ − 1 (the proximal pull does this by construction)",
-}
-DEFAULT_CP = {
-    "name": "change_penalty",
-    "primary": roles(0.02, interior_vs_zero="positive"),
-    "secondary": roles(0.02, interior_vs_base="positive", n_interaction="positive", cp_vs_mas="positive",
-                       cp_vs_side_tuning="positive", cp_vs_probe="positive", saliency_shift="positive",
-                       cp_vs_mas_matched="positive", cp_vs_side_tuning_matched="positive"),
-    "manipulation": roles(None, penalty_shrinks_change="negative"),
-}
 
 
 def _selected(t: pd.DataFrame, interior_only: bool) -> pd.DataFrame:
@@ -236,7 +193,7 @@ def _per_seed(s: pd.Series) -> np.ndarray:
     return s.dropna().groupby(level=0).mean().values if len(s) else np.array([])
 
 
-@study("change_penalty", DEFAULT_CP, spec_names=("change_penalty", "change_penalty_gpu"), findings=CP_FINDINGS)
+@study("change_penalty")
 def change_penalty(rows: pd.DataFrame, options: dict) -> list[dict]:
     t = _wide(select_epochs(rows, "final"), CP_COLS)
     cp = t[t.method == "change_penalty"]

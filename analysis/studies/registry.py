@@ -8,7 +8,13 @@ their spec's name (`spec_names`) and the registered default declaration.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Callable
+
+import yaml
+
+DECLARATIONS = Path(__file__).with_name("declarations.yaml")   # each study's claim, findings, default block
 
 
 @dataclass
@@ -18,14 +24,28 @@ class Study:
     default: dict              # declaration used when the run's spec has no `study:` block
     spec_names: tuple = ()     # spec names of runs made before `study:` existed
     findings: dict = field(default_factory=dict)   # finding id -> one-line meaning (for checks and docs)
+    claim: str = ""                                # the paper's claim the study tests, in a sentence or three
 
 
 STUDIES: dict[str, Study] = {}
 
 
-def study(name: str, default: dict, spec_names=(), findings=None):
+@cache
+def declarations() -> dict:
+    """analysis/studies/declarations.yaml: per study its claim, findings and default `study:` block."""
+    return yaml.safe_load(DECLARATIONS.read_text())
+
+
+def declaration(name: str) -> dict:
+    return declarations()[name]
+
+
+def study(name: str):
+    """Register `fn(rows, options)` as study `name`, declared in declarations.yaml."""
     def deco(fn):
-        STUDIES[name] = Study(name, fn, default, tuple(spec_names), dict(findings or {}))
+        d = declaration(name)
+        STUDIES[name] = Study(name, fn, d["default"], tuple(d.get("spec_names") or ()), dict(d["findings"]),
+                              d.get("claim", ""))
         return fn
     return deco
 
