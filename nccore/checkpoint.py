@@ -70,14 +70,19 @@ def parent(path) -> str | Path:
     return base.rstrip("/").rsplit("/", 1)[0] + (f"?{query}" if query else "")
 
 
+def _on_store(uri):
+    """(filesystem, path on it) of a URI (pyarrow.fs: imported only for a run directory on a store)."""
+    import pyarrow.fs as pafs
+
+    return pafs.FileSystem.from_uri(str(uri))
+
+
 def read_file(path) -> bytes | None:
     """The file's bytes, or None if there is none."""
     if not _remote(path):
         p = Path(path)
         return p.read_bytes() if p.is_file() else None
-    import pyarrow.fs as pafs
-
-    fs, p = pafs.FileSystem.from_uri(str(path))
+    fs, p = _on_store(path)
     try:
         with fs.open_input_stream(p) as f:
             return f.read()
@@ -88,9 +93,7 @@ def read_file(path) -> bytes | None:
 def write_file(path, data: bytes) -> None:
     """Write the file whole: a temporary file renamed into place, or one PUT on an object store."""
     if _remote(path):
-        import pyarrow.fs as pafs
-
-        fs, p = pafs.FileSystem.from_uri(str(path))
+        fs, p = _on_store(path)
         with fs.open_output_stream(p) as f:
             f.write(data)
         return
@@ -108,9 +111,7 @@ def set_aside(directory) -> None:
         return
     write_file(join(directory, f"{FILE}.corrupt"), data)
     if _remote(directory):
-        import pyarrow.fs as pafs
-
-        fs, p = pafs.FileSystem.from_uri(str(join(directory, FILE)))
+        fs, p = _on_store(join(directory, FILE))
         fs.delete_file(p)
     else:
         Path(join(directory, FILE)).unlink(missing_ok=True)
@@ -144,14 +145,16 @@ def load(directory) -> dict | None:
 
 def load_model_state(path) -> dict:
     """Model weights from a trial checkpoint directory/state.pt or a plain state_dict file."""
-    p = path if _remote(path) else Path(path)
-    if read_file(join(p, FILE)) is not None if _remote(p) else p.is_dir():
-        p = join(p, FILE)
-    if read_file(p) is None:
+    if _remote(path):   # a directory on a store is only a prefix: its state.pt, else the object itself
+        candidates = [join(path, FILE), path]
+    else:
+        candidates = [join(path, FILE) if Path(path).is_dir() else Path(path)]
+    p, data = next(((c, d) for c in candidates if (d := read_file(c)) is not None), (None, None))
+    if data is None:
         raise ValueError(f"init_from={str(path)!r}: no checkpoint there (expected a trial checkpoint "
                          f"directory with {FILE}, or a state_dict file)")
     try:
-        state = _load(p)
+        state = _load(p, data)
     except CorruptCheckpoint as e:
         raise ValueError(f"init_from={str(path)!r}: {e}; it must hold tensors and plain data "
                          f"(torch.save(model.state_dict(), path))") from e

@@ -17,7 +17,7 @@ from nccore.config import DEFAULTS
 from . import fuse, pack
 from .crash import death_cause, format_error, raised_in_python
 from .faults import fault
-from .layout import TERMINAL, epoch_file
+from .layout import TERMINAL
 from .store import DamagedRows, RunDir
 
 MAX_REPLANS = 2       # a trial whose rows are damaged again after this many re-runs is failed
@@ -25,16 +25,15 @@ MAX_REPLANS = 2       # a trial whose rows are damaged again after this many re-
 
 def visible_rows(store: RunDir, tid: str, epoch: int) -> int:
     """How many rows of `epoch` of trial `tid` the driver can read (DamagedRows if unreadable)."""
-    part = next((p for p in store.epoch_files(tid) if str(p).endswith("/" + epoch_file(epoch))), None)
-    merged = store.merged_path(tid)
+    part, merged = store.epoch_path(tid, epoch), store.merged_path(tid)
     try:
-        if part is not None:
+        if store.exists(part):
             return store.read_metadata(part).num_rows
         if store.exists(merged):
             col = store.read_table(merged, columns=["epoch"]).column("epoch").to_pylist()
             return sum(e == epoch for e in col)
     except Exception as e:
-        raise DamagedRows(f"{part if part is not None else merged}: unreadable ({type(e).__name__})") from e
+        raise DamagedRows(f"{part if store.exists(part) else merged}: unreadable ({type(e).__name__})") from e
     return 0
 
 

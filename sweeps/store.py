@@ -195,7 +195,7 @@ class RunDir:
         progress holds at most ROLL_EVERY + 1 result files per running trial. Returns the file
         that holds the rows."""
         table = rows_table(rows, {**extra, "schema_version": SCHEMA_VERSION})
-        name = f"{ROWS}/{trial_id}/{epoch_file(epoch)}"
+        name = self._epoch_name(trial_id, epoch)
         self._write_table(name, table, "epoch.tmp", **EPOCH_FILE_OPTIONS)
         fault("epoch.renamed")
         if len(self.epoch_files(trial_id)) >= ROLL_EVERY:
@@ -237,6 +237,13 @@ class RunDir:
 
     def merged_path(self, trial_id: str):
         return self._at(f"{ROWS}/{trial_id}/{MERGED}")
+
+    def _epoch_name(self, trial_id: str, epoch: int) -> str:
+        return f"{ROWS}/{trial_id}/{epoch_file(epoch)}"
+
+    def epoch_path(self, trial_id: str, epoch: int):
+        """One epoch's rows file (it may not exist: merged, or not written yet)."""
+        return self._at(self._epoch_name(trial_id, epoch))
 
     def epoch_files(self, trial_id: str) -> list:
         return [self._at(f"{ROWS}/{trial_id}/{f}") for f in self.loc.listdir(f"{ROWS}/{trial_id}") if is_epoch_file(f)]
@@ -357,10 +364,6 @@ class RunDir:
             return self.loc.read_json(SPEC)
         except ValueError:
             return None
-
-    def write_plan_note(self, name: str, obj) -> None:
-        """A plan file of the run directory (fuse_plan.json, pack_plan.json)."""
-        self.write_json(name, obj)
 
     def checkpoint_dir(self, trial_id: str):
         """A trial's checkpoint directory: a Path, or for an object store its URI (`nccore.checkpoint`
