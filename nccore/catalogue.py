@@ -193,11 +193,13 @@ _TRANSFER = {
                      "held-out targets", low=2),
     "target_arm": _key("target_arm", "str", "first", "which classes are source and which targets. first: the "
                        "first n_source classes are source, the rest targets; compatible / incompatible read the "
-                       "dataset's coarse families (BiasedShapes fine: shape pairs such as disk|ring) and take "
-                       "n_source source and n_source target classes: compatible = one class of each of the first "
-                       "n_source families to source and a sibling to target; incompatible = whole families to "
-                       "source, the next whole families to target (no family shared)",
+                       "dataset's coarse families (BiasedShapes fine: shape pairs such as disk|ring) and score the "
+                       "same targets, the second class of each of the first n_target families; compatible = the "
+                       "targets' siblings in the source (filled up to n_source from families without a target); "
+                       "incompatible = n_source classes of families without a target, one per family in turn",
                        choices=("first", "compatible", "incompatible")),
+    "n_target": _num("n_target", "int", 0, "target classes of the compatible / incompatible arms (0: n_source)",
+                     low=0),
     "n_way": _num("n_way", "int", 5, "classes per few-shot episode", low=2),
     "k_shot": _num("k_shot", "int", 5, "support images per class (1-shot is always reported too)", low=1),
     "queries": _num("queries", "int", 15, "query images per class and episode", low=1),
@@ -343,6 +345,15 @@ DATASET_FILES: dict[str, tuple] = {
     "celeba": ("{attr_file}", "{partition_file}"),
     "ham10000": ("HAM10000_metadata.csv",),
     "image_csv": ("{csv_name}",),
+}
+
+# Class families of a dataset's training target (data option `target`): (families, classes in each).
+# The transfer method's compatible / incompatible arms need them; the spec validator refuses those
+# arms elsewhere, and checks n_source / n_target against the sizes (nccore.transfer_arms).
+CLASS_HIERARCHY: dict[str, dict[str, tuple[int, int]]] = {
+    "biased_shapes": {"fine": (5, 2)},                      # disk|ring, square|hollow square, plus|X, ...
+    "cifar10": {"label": (5, 2), "fine": (5, 2)},           # coarse_pairing: mod5 or semantic pairs
+    "cifar100": {"label": (20, 5), "fine": (20, 5)},        # the 20 superclasses
 }
 
 # --------------------------------------------------------------------------- config keys

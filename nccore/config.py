@@ -11,7 +11,9 @@ import copy
 import hashlib
 import json
 
-from .catalogue import CONFIG, DEFAULTS, METHOD_OPTIONS, check_value, config_aliases, dataset_options, did_you_mean
+from .catalogue import (CLASS_HIERARCHY, CONFIG, DEFAULTS, METHOD_OPTIONS, check_value, config_aliases,
+                        dataset_defaults, dataset_options, did_you_mean)
+from .transfer_arms import declared_families, split_classes
 
 __all__ = ["CPU_CHANNELS_LAST", "DEFAULTS", "config_problems", "validate_config", "trial_id"]
 
@@ -43,7 +45,28 @@ def config_problems(config: dict) -> list[tuple[str, object, str]]:
                         f"method {method!r}")
     if isinstance(cfg["dataset"], str) and isinstance(cfg["data"], dict) and not check_value(CONFIG["dataset"], cfg["dataset"]):
         out += _options(cfg["data"], dataset_options(cfg["dataset"]), "data", f"dataset {cfg['dataset']!r}")
+    if not out and method is not None and "target_arm" in METHOD_OPTIONS[method]:
+        out += _arm_problems(cfg, method)
     return out
+
+
+def _arm_problems(cfg: dict, method: str) -> list:
+    """A transfer arm that the dataset's declared class families cannot build (before any trial)."""
+    opts = {**{k: o.default for k, o in METHOD_OPTIONS[method].items()}, **cfg["method_options"]}
+    if opts["target_arm"] == "first":
+        return []
+    target = {**dataset_defaults(cfg["dataset"]), **cfg["data"]}.get("target", "label")
+    families = declared_families(cfg["dataset"], target)
+    if families is None:
+        have = ", ".join(f"{d} with target {'/'.join(t)}" for d, t in CLASS_HIERARCHY.items())
+        return [("method_options.target_arm", opts["target_arm"],
+                 f"needs class families, which dataset {cfg['dataset']!r} with target {target!r} does not have; "
+                 f"use target_arm: first, or a dataset with families ({have})")]
+    try:
+        split_classes(range(len(families)), opts["n_source"], opts["target_arm"], families, opts["n_target"])
+    except ValueError as e:
+        return [("method_options", {k: opts[k] for k in ("target_arm", "n_source", "n_target")}, str(e))]
+    return []
 
 
 def _options(opts: dict, keys: dict, where: str, what: str, required: bool = True) -> list:

@@ -2,9 +2,9 @@
 
 The model pre-trains with ERM on the source classes only; the rest are held out as targets. Which
 classes are source is the option `target_arm` (see `split_classes`): the first `n_source` classes
-(default), or a compatible / incompatible arm built from the dataset's coarse families: compatible
-targets are siblings of source classes (disk in source, ring in target), incompatible targets come
-from families no source class belongs to. Source and target labels are renumbered 0..k-1 in class
+(default), or a compatible / incompatible arm built from the dataset's coarse families. Both arms
+score the same target classes (ring, hollow square, X on BiasedShapes); compatible sources hold each
+target's sibling (disk, square, plus), incompatible sources come from families with no target. Source and target labels are renumbered 0..k-1 in class
 order. After each epoch, with the embedding frozen:
 - GC of the embedding on source training data (add "gc" to `metrics`; added by default here);
 - target_nc1 and target_cdnv of the target-class test embeddings;
@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..metrics import nc_metrics
+from ..transfer_arms import class_families, split_classes
 from .base import Method, register
 from .dfr import embed
 
@@ -51,62 +52,6 @@ def ncm_episodes(feats: np.ndarray, labels: np.ndarray, n_way: int, k_shot: int,
     return float(accs.mean()), float(1.96 * accs.std(ddof=1) / np.sqrt(len(accs))) if len(accs) > 1 else float("nan")
 
 
-def class_families(labels: np.ndarray, coarse: np.ndarray | None) -> dict[int, int] | None:
-    """Class -> coarse family, from paired label / coarse columns; None without coarse labels or
-    when a class's rows disagree on their family (no hierarchy)."""
-    if coarse is None:
-        return None
-    fam = {}
-    for c in np.unique(labels):
-        f = np.unique(coarse[labels == c])
-        if len(f) != 1:
-            return None
-        fam[int(c)] = int(f[0])
-    return fam
-
-
-def split_classes(classes, n_source: int, arm: str, families: dict[int, int] | None = None
-                  ) -> tuple[list[int], list[int]]:
-    """(source classes, target classes) of a transfer arm.
-
-    first: the n_source smallest classes are source, all others targets.
-    compatible: the families in order (classes sorted inside each); from each of the first n_source
-      families with ≥ 2 classes, its first class goes to source and its second to target.
-    incompatible: whole families, in order, go to source until it has n_source classes, then the next
-      whole families go to target until it has n_source classes; no family is on both sides.
-    Classes left over are in neither (not trained on, not scored)."""
-    classes = sorted(int(c) for c in classes)
-    if arm == "first":
-        if not 2 <= n_source < len(classes):
-            raise ValueError(f"method_options `n_source` = {n_source}: must be in [2, {len(classes) - 1}] (the "
-                             f"dataset has {len(classes)} classes; use target: fine for BiasedShapes)")
-        return classes[:n_source], classes[n_source:]
-    if arm not in ("compatible", "incompatible"):
-        raise ValueError(f"method_options `target_arm` = {arm!r}: use first, compatible or incompatible")
-    if families is None:
-        raise ValueError(f"target_arm {arm!r} needs coarse families of the classes (e.g. BiasedShapes with "
-                         "target: fine); this dataset has none")
-    groups: dict[int, list[int]] = {}
-    for c in classes:
-        groups.setdefault(families[c], []).append(c)
-    fams = [groups[f] for f in sorted(groups)]
-    if arm == "compatible":
-        pairs = [m for m in fams if len(m) >= 2][:n_source]
-        if len(pairs) < n_source:
-            raise ValueError(f"target_arm compatible with n_source = {n_source} needs {n_source} families of ≥ 2 "
-                             f"classes; the dataset has {len(pairs)}")
-        return [m[0] for m in pairs], [m[1] for m in pairs]
-    source, target = [], []
-    for m in fams:
-        side = source if len(source) < n_source else target
-        if len(side) < n_source:
-            side.extend(m)
-    if len(source) != n_source or len(target) != n_source:
-        raise ValueError(f"target_arm incompatible with n_source = {n_source}: whole families (sizes "
-                         f"{[len(m) for m in fams]}) do not make {n_source} source and {n_source} target classes")
-    return source, target
-
-
 def _only(split, classes: list[int]):
     """The rows of `classes`, labels renumbered 0..k-1 in the order given."""
     keep = torch.isin(split.y, torch.as_tensor(classes, device=split.y.device))
@@ -125,7 +70,8 @@ class Transfer(Method):
         y = tr.y.cpu().numpy()
         fams = class_families(y, None if tr.coarse is None else tr.coarse.cpu().numpy())
         classes = range(self.data.num_classes)
-        src, tgt = split_classes(classes, self.opts["n_source"], self.opts["target_arm"], fams)
+        src, tgt = split_classes(classes, self.opts["n_source"], self.opts["target_arm"], fams,
+                                 self.opts["n_target"])
         self.shared = (float("nan") if fams is None
                        else float(np.mean([fams.get(c) in {fams.get(s) for s in src} for c in tgt])))
         self.target = _only(self.data.splits["test"], tgt)

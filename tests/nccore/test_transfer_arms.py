@@ -19,25 +19,36 @@ def test_first_arm_is_the_first_n_source_classes():
         split_classes(range(10), 10, "first")
 
 
-def test_compatible_arm_puts_siblings_on_both_sides():
-    src, tgt = split_classes(range(10), 4, "compatible", SHAPE_FAMILIES)
-    assert (src, tgt) == ([0, 2, 4, 6], [1, 3, 5, 7])
-    assert {c // 2 for c in src} == {c // 2 for c in tgt}
+def test_compatible_arm_puts_each_targets_sibling_in_the_source():
+    src, tgt = split_classes(range(10), 4, "compatible", SHAPE_FAMILIES, n_target=3)
+    # targets: the second class of families 0-2; source: their first classes, then family 3's first
+    assert (src, tgt) == ([0, 2, 4, 6], [1, 3, 5])
+    assert {c // 2 for c in tgt} <= {c // 2 for c in src}
+    assert split_classes(range(10), 4, "compatible", SHAPE_FAMILIES) == ([0, 2, 4, 6], [1, 3, 5, 7])
 
 
-def test_incompatible_arm_shares_no_family():
-    src, tgt = split_classes(range(10), 4, "incompatible", SHAPE_FAMILIES)
-    assert (src, tgt) == ([0, 1, 2, 3], [4, 5, 6, 7])
+def test_incompatible_arm_scores_the_same_targets_and_shares_no_family():
+    src, tgt = split_classes(range(10), 4, "incompatible", SHAPE_FAMILIES, n_target=3)
+    assert tgt == split_classes(range(10), 4, "compatible", SHAPE_FAMILIES, n_target=3)[1]
+    assert src == [6, 8, 7, 9]                        # one class per free family in turn: 6, 8, then 7, 9
     assert not {c // 2 for c in src} & {c // 2 for c in tgt}
+
+
+def test_arms_on_a_superclass_hierarchy():
+    fams = {c: c // 5 for c in range(100)}            # CIFAR-100: 20 superclasses of 5
+    src_c, tgt = split_classes(range(100), 10, "compatible", fams, n_target=10)
+    src_i, tgt_i = split_classes(range(100), 10, "incompatible", fams, n_target=10)
+    assert tgt == tgt_i == [5 * f + 1 for f in range(10)]
+    assert src_c == [5 * f for f in range(10)] and src_i == [5 * f for f in range(10, 20)]
 
 
 def test_arms_refuse_what_they_cannot_build():
     with pytest.raises(ValueError, match="coarse families"):
         split_classes(range(10), 4, "compatible", None)
-    with pytest.raises(ValueError, match="whole families"):
-        split_classes(range(10), 5, "incompatible", SHAPE_FAMILIES)   # families of 2 cannot make 5
+    with pytest.raises(ValueError, match="at most 4"):
+        split_classes(range(10), 5, "incompatible", SHAPE_FAMILIES, n_target=3)   # 2 free families of 2
     with pytest.raises(ValueError, match="families of ≥ 2"):
-        split_classes(range(10), 6, "compatible", SHAPE_FAMILIES)
+        split_classes(range(10), 4, "compatible", SHAPE_FAMILIES, n_target=6)
 
 
 def test_class_families_reads_the_hierarchy_or_none():
@@ -52,7 +63,8 @@ def test_transfer_trial_trains_on_the_arm_source_and_scores_its_targets(arm, sha
     rows = list(run_trial({"arch": "resnet18", "width": 0.125, "epochs": 1, "seed": 0, "method": "transfer",
                            "augment": False, "metrics": ["nc"],
                            "data": {"n_train": 400, "n_val": 100, "n_test": 300, "image_size": 16, "target": "fine"},
-                           "method_options": {"episodes": 20, "n_way": 4, "n_source": 4, "target_arm": arm}}))
+                           "method_options": {"episodes": 20, "n_way": 3, "n_source": 4, "n_target": 3,
+                                              "target_arm": arm}}))
     te = [r for r in rows if r["split"] == "test" and r["group"] == "all"][-1]
     assert te["target_shared"] == shared and 0.0 <= te["fewshot_acc"] <= 1.0 and math.isfinite(te["target_nc1"])
     tr = [r for r in rows if r["split"] == "train" and r["group"] == "all"][-1]

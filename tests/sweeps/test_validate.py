@@ -229,3 +229,35 @@ def test_validate_and_dry_run_say_how_fuse_and_pack_group_the_configurations_sti
     assert "  fuse: 2 — 3 configurations → 1 fused trials" in capsys.readouterr().out
     plain = _write(tmp_path, "name: p\nbase: {epochs: 1}\nspace: {seed: {grid: [0, 1]}}\n", "plain.yaml")
     assert main(["validate", str(plain)]) == 0 and "pack:" not in capsys.readouterr().out
+
+
+def _arm_spec(dataset: dict, *arms: dict) -> dict:
+    return spec_with(dataset=dataset, base__method="gc_reg", scheduler=None, search={"algorithm": "grid"},
+                     space={"method_options": {"grid": list(arms)}})
+
+
+def test_a_transfer_arm_the_dataset_cannot_build_is_refused_before_any_trial():
+    shapes_fine = {"name": "biased_shapes", "options": {"target": "fine", "n_train": 64}}
+    ok = {"target_arm": "compatible", "n_source": 4, "n_target": 3}
+    parse_spec(_arm_spec(shapes_fine, ok, {**ok, "target_arm": "incompatible"}))
+    # no class families: the binary target, the digit scans
+    for ds in ({"name": "biased_shapes"}, {"name": "colored_digits", "options": {"target": "digit"}}):
+        lines = refused(_arm_spec(ds, ok))
+        assert len(lines) == 1 and "method_options.target_arm" in lines[0] and "needs class families" in lines[0]
+        assert "target_arm: first" in lines[0]
+    # families too small for the arm: 4 targets leave one free family of 2 for an incompatible source of 4
+    lines = refused(_arm_spec(shapes_fine, {**ok, "target_arm": "incompatible", "n_target": 4}))
+    assert len(lines) == 1 and "at most 2" in lines[0] and "lower n_source or n_target" in lines[0]
+
+
+def test_the_declared_class_hierarchy_is_the_one_the_data_have():
+    import numpy as np
+
+    from nccore.catalogue import CLASS_HIERARCHY
+    from nccore.data import build_dataset
+    from nccore.transfer_arms import class_families
+
+    tr = build_dataset("biased_shapes", {"target": "fine", "n_train": 200, "n_val": 20, "n_test": 20}, seed=0)
+    fams = class_families(tr.splits["train"].y.numpy(), tr.splits["train"].coarse.numpy())
+    sizes = np.bincount(list(fams.values()))
+    assert (len(sizes), int(sizes[0])) == CLASS_HIERARCHY["biased_shapes"]["fine"] and len(set(sizes)) == 1
