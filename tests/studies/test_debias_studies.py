@@ -61,7 +61,7 @@ def _cp_trials(small_gain: float, large_gain: float) -> list[dict]:
                                    (1e4, 0.5, 0.5)):
                 trials.append({"method": "change_penalty", "seed": seed, "penalty": lam, "n_tune_per_group": n,
                                "worst_group_acc": test, "val_wga": val, "delta_norm": 1.0 / (1 + lam),
-                               "base_worst_group_acc": 0.5, "base_probe_wga": 0.85})
+                               "base_worst_group_acc": 0.5, "base_probe_wga": 0.7 if seed == 3 else 0.85})
             trials.append({"method": "mas", "seed": seed, "penalty": 1.0, "n_tune_per_group": n,
                            "worst_group_acc": 0.9, "val_wga": 0.9, "delta_norm": 0.5, "base_worst_group_acc": 0.5})
     return trials
@@ -75,8 +75,10 @@ def test_change_penalty_study_picks_the_interior_lambda_on_val():
     assert v["n_interaction"]["estimate"] == pytest.approx(0.2) and v["n_interaction"]["verdict"] == "supported"
     assert v["cp_vs_mas"]["verdict"] == "contradicted"                   # 0.82 < MAS 0.9
     assert v["cp_vs_mas_matched"]["estimate"] == pytest.approx(-0.08)   # MAS's ‖Δ‖ 0.5 matches λ = 1's
-    assert v["cp_vs_probe"]["estimate"] == pytest.approx(0.82 - 0.85)
+    assert v["cp_vs_probe"]["estimate"] == pytest.approx(0.82 - (4 * 0.85 + 0.7) / 5)
     assert v["penalty_shrinks_change"]["verdict"] == "supported"
+    pre = next(f["note"] for f in fs if "Precondition" in f.get("note", ""))
+    assert "min 0.700 over 5 seeds" in pre and "NOT met, below it: seed 3)" in pre
 
 
 def test_change_penalty_interaction_can_be_null():
@@ -100,10 +102,11 @@ def test_dfr_last_layer_reduced(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_change_penalty_reduced(tmp_path, capsys):
-    """Reduced: 3 seeds, n ∈ {2, 16}, λ ∈ {0, 2, 2000} (18 trials of the spec's 90)."""
+    """Reduced: 3 seeds, the spec's fewest and most counterexamples (n ∈ {2, 16}), λ ∈ {0, 2, 2000}
+    (18 trials of the spec's 390)."""
+    grid = yaml.safe_load(Path("sweeps/specs/change_penalty.yaml").read_text())["space"]["method_options"]["grid"]
     v = _run("change_penalty", tmp_path, capsys, space={"seed": {"grid": [0, 1, 2]},
-                                                "method_options": yaml.safe_load(
-                                                    Path("sweeps/specs/change_penalty.yaml").read_text())["space"]["method_options"]},
+                                                "method_options": {"grid": [grid[0], grid[-1]]}},
              variants=[{"method": "change_penalty", "penalty": {"grid": [0.0, 2.0, 2000.0]}}])
     assert v["penalty_shrinks_change"]["verdict"] == "supported"
 
