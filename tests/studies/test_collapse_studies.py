@@ -188,7 +188,7 @@ def test_fine_structure_reduced(tmp_path, capsys):
 @pytest.mark.slow
 def test_gc_transfer_reduced(tmp_path, capsys):
     """Reduced: both target arms × (the causal arm λ ∈ {0, 1e-2} at seeds 0-2, and the equal-step arm
-    lr {0.01, 0.2} × batch {32, 64} at seed 0): 20 trials of the spec's 80; λ 1e-2 at 10 epochs, not the
+    lr {0.01, 0.2} × batch {32, 64} at seed 0): 20 trials of the spec's 160; λ 1e-2 at 10 epochs, not the
     spec's 1e-3 at 20, to keep the test short: it tests the machinery, not the claim)."""
     raw = yaml.safe_load(Path("sweeps/specs/gc_transfer.yaml").read_text())
     space = {**raw["space"], "seed": {"grid": [0, 1, 2]}}
