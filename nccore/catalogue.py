@@ -356,6 +356,19 @@ CLASS_HIERARCHY: dict[str, dict[str, tuple[int, int]]] = {
     "cifar100": {"label": (20, 5), "fine": (20, 5)},        # the 20 superclasses
 }
 
+# Datasets whose images carry a pixel mask of the spurious attribute (`Split.spurious_mask`;
+# BiasedShapes: the background, whose complement is the object). Saliency findings (the CAM's share
+# on the spurious region, the pointing game) can only be measured on these.
+SPURIOUS_MASK_DATASETS: tuple[str, ...] = ("biased_shapes",)
+
+
+def dataset_provides(dataset: str, target: str) -> set[str]:
+    """What a dataset with training target `target` provides that some study findings need:
+    "spurious_mask" (SPURIOUS_MASK_DATASETS), "class_families" (CLASS_HIERARCHY)."""
+    out = {"spurious_mask"} if dataset in SPURIOUS_MASK_DATASETS else set()
+    return out | ({"class_families"} if target in CLASS_HIERARCHY.get(dataset, {}) else set())
+
+
 # --------------------------------------------------------------------------- config keys
 _K = [
     _key("dataset", "str", "biased_shapes", "dataset registry name (a spec sets it with dataset.name)",

@@ -9,6 +9,7 @@ problem at once; each line names the field's full path (`space.lr.uniform[1]`,
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import math
 import re
@@ -345,6 +346,21 @@ STUDY_ROLES = ("primary", "secondary", "manipulation")
 STUDY_DIRECTIONS = ("positive", "negative", "any")
 
 
+@functools.cache
+def study_declarations() -> dict | None:
+    """The studies' declarations (analysis/studies/declarations.yaml: per study its findings and what
+    they need of the data), read as a file so the spec layer imports no pandas; None where the
+    analysis package is not installed (then `ncsweep study` checks the ids)."""
+    found = importlib.util.find_spec("analysis")
+    for folder in (found.submodule_search_locations or []) if found else []:
+        path = Path(folder) / "studies" / "declarations.yaml"
+        if path.is_file():
+            import yaml
+
+            return yaml.safe_load(path.read_text())
+    return None
+
+
 def study(raw, pr: Problems) -> dict | None:
     """The `study:` block: which study's findings the run tests, declared before the data exist.
 
@@ -356,7 +372,8 @@ def study(raw, pr: Problems) -> dict | None:
           manipulation: {tpr_biased_slope: {direction: negative}}
 
     direction: positive | negative | any; margin ≥ 0 (the equivalence margin: a corrected CI inside
-    ±margin reads "no effect"). Finding ids are checked against the study by `ncsweep study`."""
+    ±margin reads "no effect"). The study's name and finding ids are checked against the studies'
+    declarations; what a finding needs of the dataset is checked with the dataset (crosschecks)."""
     if raw is None:
         return None
     if isinstance(raw, str):
@@ -368,8 +385,14 @@ def study(raw, pr: Problems) -> dict | None:
     for k in d:
         if k not in ("name", "options", *STUDY_ROLES):
             pr.add(f"study.{k}", d[k], f"unknown key; {dym(k, ('name', 'options', *STUDY_ROLES))}")
+    known = study_declarations() or {}
+    findings = None
     if not isinstance(d.get("name"), str) or not d.get("name"):
         pr.add("study.name", d.get("name"), "the study's name, e.g. nc_fairness")
+    elif known and d["name"] not in known:
+        pr.add("study.name", d["name"], f"not a study; {dym(d['name'], tuple(known))}")
+    elif known:
+        findings = tuple(known[d["name"]].get("findings") or ())
     if d.get("options") is not None and not isinstance(d["options"], dict):
         pr.add("study.options", d["options"], "a mapping")
     seen: set = set()
@@ -382,6 +405,8 @@ def study(raw, pr: Problems) -> dict | None:
             pr.add("study.primary", block, "exactly one finding: the paper's central claim")
         for fid, spec in block.items():
             where = f"study.{role}.{fid}"
+            if findings is not None and fid not in findings:
+                pr.add(where, spec, f"not a finding of study {d['name']!r}; {dym(fid, findings)}")
             if fid in seen:
                 pr.add(where, spec, "declared twice; a finding has one role")
             seen.add(fid)

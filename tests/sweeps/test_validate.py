@@ -261,3 +261,32 @@ def test_the_declared_class_hierarchy_is_the_one_the_data_have():
     fams = class_families(tr.splits["train"].y.numpy(), tr.splits["train"].coarse.numpy())
     sizes = np.bincount(list(fams.values()))
     assert (len(sizes), int(sizes[0])) == CLASS_HIERARCHY["biased_shapes"]["fine"] and len(set(sizes)) == 1
+
+
+def _study_spec(dataset: dict, **blocks) -> dict:
+    return spec_with(dataset=dataset, scheduler=None, search={"algorithm": "grid"}, space={"seed": {"grid": [0]}},
+                     study={"name": "dfr", "primary": {"dfr_vs_erm": {"direction": "positive", "margin": 0.02}},
+                            **blocks})
+
+
+def test_a_study_name_or_finding_id_that_does_not_exist_is_refused_before_the_run():
+    shapes = {"name": "biased_shapes", "options": {"n_train": 64}}
+    one({**_study_spec(shapes), "study": {"name": "dfrr", "primary": {"x": {"direction": "positive", "margin": 0.1}}}},
+        "study.name", "not a study", "`dfr`")
+    one(_study_spec(shapes, secondary={"minority_gian": {"direction": "positive", "margin": 0.02}}),
+        "study.secondary.minority_gian", "not a finding of study 'dfr'", "`minority_gain`")
+
+
+def test_a_finding_the_dataset_cannot_measure_is_refused():
+    """Saliency findings need a pixel mask of the spurious attribute; arm findings need class families."""
+    shapes = {"name": "biased_shapes", "options": {"n_train": 64}}
+    sal = {"saliency_shift": {"direction": "positive", "margin": 0.02}}
+    parse_spec(_study_spec(shapes, secondary=sal))                                  # BiasedShapes has the mask
+    line = one(_study_spec({"name": "colored_digits"}, secondary=sal), "study.secondary.saliency_shift",
+               "pixel mask", "'colored_digits'", "drop the finding")
+    assert "biased_shapes" in line
+    arm = {"name": "gc_transfer", "primary": {"gc_fewshot_rank": {"direction": "negative", "margin": 0.1}},
+           "manipulation": {"arm_fewshot_gap": {"direction": "positive"}}}
+    parse_spec({**_study_spec({"name": "biased_shapes", "options": {"target": "fine"}}), "study": arm})
+    one({**_study_spec(shapes), "study": arm}, "study.manipulation.arm_fewshot_gap", "class families",
+        "(target 'binary')")
