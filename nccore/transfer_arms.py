@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from .catalogue import CLASS_HIERARCHY
+
 
 def declared_families(dataset: str, target: str) -> dict[int, int] | None:
     """A class -> family map with the family sizes the catalogue declares for a dataset's training
     target, or None where it declares no families. The classes are numbered family by family here;
     the real numbering comes from the data (CIFAR-100's is not in families), but whether
     `split_classes` can build an arm depends only on the sizes, which is what the validator asks."""
-    from .catalogue import CLASS_HIERARCHY
-
     shape = CLASS_HIERARCHY.get(dataset, {}).get(target)
     if shape is None:
         return None
