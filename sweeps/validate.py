@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import sys
 
-from nccore.catalogue import MAX_PLANNED_TRIALS
+from nccore.catalogue import DEFAULTS, MAX_PLANNED_TRIALS, METHOD_OPTIONS
 
 from . import fuse, pack
+from .checks import STUDY_ROLES, study_declarations
 from .keys import add_keys_parser, explain
 from .plan import iter_planned_configs, plan_size
 from .spec import SpecError, load_spec
@@ -35,7 +36,39 @@ def summary(path: str, spec) -> list[str]:
             f"  swept axes: {', '.join(axes) if axes else 'none'}",
             f"  per trial: resources {spec.resources}"
             + (f"; ASHA on {spec.scheduler['metric']} ({spec.scheduler['mode']})" if spec.scheduler else ""),
-            *(grouping(spec, configs) if configs is not None else [])]
+            *(grouping(spec, configs) if configs is not None else []),
+            *(study_coverage(spec, configs) if configs is not None and spec.study else [])]
+
+
+def _value(cfg: dict, key: str):
+    """A planned config's value of `key` (dotted for method options: method_options.n_tune), with
+    the catalogue's default where the config leaves it out."""
+    if key.startswith("method_options."):
+        opt = key.split(".", 1)[1]
+        info = METHOD_OPTIONS.get(cfg.get("method", DEFAULTS["method"]), {}).get(opt)
+        return (cfg.get("method_options") or {}).get(opt, info.default if info else None)
+    return cfg.get(key, DEFAULTS.get(key))
+
+
+def study_coverage(spec, configs: list[dict]) -> list[str]:
+    """A note per declared finding the planned trials cannot measure (declarations.yaml `plan:`:
+    `has` — for each mapping some trial takes all its values; `varies` — the key takes ≥ 2 values).
+    Notes, not errors: a reduced subset of a study may leave findings out on purpose; they then read
+    "inconclusive" from no data."""
+    plan = ((study_declarations() or {}).get(spec.study.get("name")) or {}).get("plan") or {}
+    out = []
+    for role in STUDY_ROLES:
+        for fid in spec.study.get(role) or {}:
+            need = plan.get(fid) or {}
+            missing = [" and ".join(f"{k} = {v!r}" for k, v in want.items()) for want in need.get("has", [])
+                       if not any(all(_value(c, k) == v for k, v in want.items()) for c in configs)]
+            key = need.get("varies")
+            values = {repr(_value(c, key)) for c in configs} if key else set()
+            why = [f"no trial has {m}" for m in missing] + ([f"{key} takes one value ({', '.join(values)})"]
+                                                            if key and len(values) < 2 else [])
+            if why:
+                out.append(f"  note: {role} finding {fid} cannot be measured by this plan: {'; '.join(why)}")
+    return out
 
 
 def grouping(spec, configs: list[dict]) -> list[str]:

@@ -290,3 +290,36 @@ def test_a_finding_the_dataset_cannot_measure_is_refused():
     parse_spec({**_study_spec({"name": "biased_shapes", "options": {"target": "fine"}}), "study": arm})
     one({**_study_spec(shapes), "study": arm}, "study.manipulation.arm_fewshot_gap", "class families",
         "(target 'binary')")
+
+
+def test_validate_notes_the_declared_findings_a_plan_cannot_measure():
+    import yaml
+
+    from sweeps.validate import summary
+
+    raw = yaml.safe_load(open("sweeps/specs/dfr_last_layer.yaml"))
+    assert not [x for x in summary("s", parse_spec(raw)) if "note:" in x]          # the shipped spec measures all
+    raw.update(space={"seed": {"grid": [0]}}, variants=[{"method": "dfr"}, {"method": "erm", "bias_level": 0.0}])
+    notes = [x for x in summary("s", parse_spec(raw)) if "note:" in x]
+    assert len(notes) == 4 and "jtt_vs_erm cannot be measured by this plan: no trial has method = 'jtt'" in notes[0]
+    raw = yaml.safe_load(open("sweeps/specs/change_penalty.yaml"))
+    raw["space"]["method_options"] = {"grid": raw["space"]["method_options"]["grid"][:1]}
+    raw["variants"] = raw["variants"][:1]                                           # the change penalty only
+    notes = [x for x in summary("s", parse_spec(raw)) if "n_interaction" in x]
+    assert notes and "method_options.n_tune takes one value (2)" in notes[0]
+
+
+def test_the_study_declarations_plan_and_needs_name_real_findings_keys_and_needs():
+    from nccore.catalogue import CONFIG, METHOD_OPTIONS, dataset_provides
+    from sweeps.checks import study_declarations
+
+    provided = set().union(*(dataset_provides(d, t) for d, t in (("biased_shapes", "fine"), ("cifar100", "fine"))))
+    options = {o for opts in METHOD_OPTIONS.values() for o in opts}
+    for name, d in study_declarations().items():
+        for fid, need in (d.get("needs") or {}).items():
+            assert fid in d["findings"] and need in provided, (name, fid)
+        for fid, plan in (d.get("plan") or {}).items():
+            assert fid in d["findings"] and set(plan) <= {"has", "varies"}, (name, fid)
+            keys = [k for want in plan.get("has", []) for k in want] + ([plan["varies"]] if "varies" in plan else [])
+            for k in keys:
+                assert k in CONFIG or (k.startswith("method_options.") and k.split(".", 1)[1] in options), (name, k)
