@@ -369,6 +369,13 @@ def dataset_provides(dataset: str, target: str) -> set[str]:
     return out | ({"class_families"} if target in CLASS_HIERARCHY.get(dataset, {}) else set())
 
 
+def provided_by(need: str) -> str:
+    """Which datasets (and training targets) provide `need` of `dataset_provides`, for error messages."""
+    if need == "class_families":
+        return ", ".join(f"{d} with target {'/'.join(t)}" for d, t in CLASS_HIERARCHY.items())
+    return ", ".join(SPURIOUS_MASK_DATASETS)
+
+
 # --------------------------------------------------------------------------- config keys
 _K = [
     _key("dataset", "str", "biased_shapes", "dataset registry name (a spec sets it with dataset.name)",
@@ -721,6 +728,11 @@ def method_defaults(method: str) -> dict:
     """Defaults of a method's options (fresh copies of lists)."""
     return {k: (list(v.default) if isinstance(v.default, list) else v.default)
             for k, v in METHOD_OPTIONS[method].items()}
+
+
+def dataset_target(dataset: str, options: dict) -> str:
+    """The training target (data option `target`) a dataset's options select, its default filled in."""
+    return {**dataset_defaults(dataset), **options}.get("target", "label")
 
 
 def dataset_options(dataset: str) -> dict[str, Key]:

@@ -11,8 +11,8 @@ import copy
 import hashlib
 import json
 
-from .catalogue import (CLASS_HIERARCHY, CONFIG, DEFAULTS, METHOD_OPTIONS, check_value, config_aliases,
-                        dataset_defaults, dataset_options, did_you_mean)
+from .catalogue import (CONFIG, DEFAULTS, METHOD_OPTIONS, check_value, config_aliases, dataset_options,
+                        dataset_target, did_you_mean, method_defaults, provided_by)
 from .transfer_arms import declared_families, split_classes
 
 __all__ = ["CPU_CHANNELS_LAST", "DEFAULTS", "config_problems", "validate_config", "trial_id"]
@@ -52,16 +52,15 @@ def config_problems(config: dict) -> list[tuple[str, object, str]]:
 
 def _arm_problems(cfg: dict, method: str) -> list:
     """A transfer arm that the dataset's declared class families cannot build (before any trial)."""
-    opts = {**{k: o.default for k, o in METHOD_OPTIONS[method].items()}, **cfg["method_options"]}
+    opts = {**method_defaults(method), **cfg["method_options"]}
     if opts["target_arm"] == "first":
         return []
-    target = {**dataset_defaults(cfg["dataset"]), **cfg["data"]}.get("target", "label")
+    target = dataset_target(cfg["dataset"], cfg["data"])
     families = declared_families(cfg["dataset"], target)
     if families is None:
-        have = ", ".join(f"{d} with target {'/'.join(t)}" for d, t in CLASS_HIERARCHY.items())
         return [("method_options.target_arm", opts["target_arm"],
                  f"needs class families, which dataset {cfg['dataset']!r} with target {target!r} does not have; "
-                 f"use target_arm: first, or a dataset with families ({have})")]
+                 f"use target_arm: first, or a dataset with families ({provided_by('class_families')})")]
     try:
         split_classes(range(len(families)), opts["n_source"], opts["target_arm"], families, opts["n_target"])
     except ValueError as e:

@@ -10,8 +10,8 @@ import json
 from pathlib import Path
 
 from nccore.catalogue import (CONFIG, DEFAULTS, MAX_PLANNED_TRIALS, METHOD_OPTIONS, METRICS, check_value,
-                              dataset_defaults, dataset_provides, keys_determining, parse_metric, reported_metrics,
-                              trial_metric_sets)
+                              dataset_provides, dataset_target, keys_determining, parse_metric, provided_by,
+                              reported_metrics, trial_metric_sets)
 
 from nccore.config import CPU_CHANNELS_LAST, config_problems
 
@@ -39,30 +39,26 @@ def max_epochs(spec) -> int:
     return int(max([v for v in vals if isinstance(v, (int, float)) and not isinstance(v, bool)] or [1]))
 
 
-NEEDS = {"spurious_mask": "a pixel mask of the spurious attribute (datasets: {masks})",
-         "class_families": "class families of the training target (datasets and targets: {families})"}
+NEEDS = {"spurious_mask": "a pixel mask of the spurious attribute", "class_families": "class families of the "
+         "training target"}
 
 
 def study_needs(spec, pr: Problems) -> None:
     """A declared finding the dataset cannot measure (a saliency finding without a spurious-region
     mask, a target-arm finding without class families) is refused: it would read "inconclusive"
     from no data at all."""
-    from nccore.catalogue import CLASS_HIERARCHY, SPURIOUS_MASK_DATASETS
-
-    decl = (study_declarations() or {}).get((spec.study or {}).get("name"), {})
-    needs = decl.get("needs") or {}
+    needs = ((study_declarations() or {}).get(spec.study.get("name")) or {}).get("needs") or {}
     name = spec.dataset["name"]
-    target = {**dataset_defaults(name), **spec.dataset.get("options", {})}.get("target", "label")
+    target = dataset_target(name, spec.dataset.get("options", {}))
     have = dataset_provides(name, target)
     for role in STUDY_ROLES:
-        for fid in (spec.study.get(role) or {}) if isinstance(spec.study.get(role), dict) else ():
+        block = spec.study.get(role)
+        for fid in block if isinstance(block, dict) else ():
             need = needs.get(fid)
             if need and need not in have:
-                what = NEEDS[need].format(masks=", ".join(SPURIOUS_MASK_DATASETS), families=", ".join(
-                    f"{d} {'/'.join(t)}" for d, t in CLASS_HIERARCHY.items()))
-                pr.add(f"study.{role}.{fid}", spec.study[role][fid],
-                       f"needs {what}, which dataset {name!r} (target {target!r}) does not provide; drop the finding "
-                       "from the study block or run it on such a dataset")
+                pr.add(f"study.{role}.{fid}", block[fid],
+                       f"needs {NEEDS[need]} ({provided_by(need)}), which dataset {name!r} (target {target!r}) does "
+                       "not provide; drop the finding from the study block or run it on such a dataset")
 
 
 def cross_checks(spec, pr: Problems) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 
-from nccore.catalogue import DEFAULTS, MAX_PLANNED_TRIALS, METHOD_OPTIONS
+from nccore.catalogue import DEFAULTS, MAX_PLANNED_TRIALS, METHOD_OPTIONS, method_defaults
 
 from . import fuse, pack
 from .checks import STUDY_ROLES, study_declarations
@@ -44,9 +44,9 @@ def _value(cfg: dict, key: str):
     """A planned config's value of `key` (dotted for method options: method_options.n_tune), with
     the catalogue's default where the config leaves it out."""
     if key.startswith("method_options."):
-        opt = key.split(".", 1)[1]
-        info = METHOD_OPTIONS.get(cfg.get("method", DEFAULTS["method"]), {}).get(opt)
-        return (cfg.get("method_options") or {}).get(opt, info.default if info else None)
+        method = cfg.get("method", DEFAULTS["method"])
+        opts = {**(method_defaults(method) if method in METHOD_OPTIONS else {}), **(cfg.get("method_options") or {})}
+        return opts.get(key.split(".", 1)[1])
     return cfg.get(key, DEFAULTS.get(key))
 
 
